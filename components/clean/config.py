@@ -1,0 +1,17 @@
+from typing import Literal
+
+from pydantic import Field
+
+from components.config import Section
+
+
+class CleanConfig(Section):
+    text_field: str = Field("text", description="record key holding the document text")
+    id_field: str = Field("id", description="record key holding the document id (optional in records)")
+    normalization: Literal["NFC", "NFKC"] = Field(
+        "NFKC", description="Unicode normal form; NFKC also folds full-width and compatibility forms"
+    )
+    min_chars: int = Field(20, ge=0, description="documents shorter than this (after normalising) are dropped")
+    max_chars: int = Field(100_000, ge=1, description="documents longer than this are dropped")
+    shard_max_records: int = Field(5_000, ge=1, description="records per output shard")
+    dropped_samples: int = Field(20, ge=0, description="dropped documents kept per reason for inspection")

@@ -1,0 +1,52 @@
+"""Per-step record accounting: in = kept + dropped (by reason) + quarantined (by reason)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from pydantic import BaseModel, Field
+
+
+class ConservationError(AssertionError):
+    pass
+
+
+class StepStats(BaseModel):
+    records_in: int = 0
+    kept: int = 0
+    dropped: dict[str, int] = Field(default_factory=dict)
+    quarantined: dict[str, int] = Field(default_factory=dict)
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
+
+    def quarantine(self, reason: str, n: int = 1) -> None:
+        self.quarantined[reason] = self.quarantined.get(reason, 0) + n
+
+    def merge(self, other: "StepStats") -> "StepStats":
+        dropped, quarantined = Counter(self.dropped), Counter(self.quarantined)
+        dropped.update(other.dropped)
+        quarantined.update(other.quarantined)
+        return StepStats(
+            records_in=self.records_in + other.records_in,
+            kept=self.kept + other.kept,
+            dropped=dict(sorted(dropped.items())),
+            quarantined=dict(sorted(quarantined.items())),
+        )
+
+    def check(self) -> None:
+        accounted = self.kept + sum(self.dropped.values()) + sum(self.quarantined.values())
+        if accounted != self.records_in:
+            raise ConservationError(
+                f"record counts not conserved: in={self.records_in} but kept={self.kept} + "
+                f"dropped={self.dropped} + quarantined={self.quarantined} = {accounted}"
+            )
+
+    def as_metrics(self, prefix: str = "") -> dict[str, float]:
+        """Flat numeric view for KFP Metrics and MLflow."""
+        out = {f"{prefix}records_in": self.records_in, f"{prefix}kept": self.kept}
+        out.update({f"{prefix}dropped_{k}": v for k, v in self.dropped.items()})
+        out.update({f"{prefix}quarantined_{k}": v for k, v in self.quarantined.items()})
+        out[f"{prefix}dropped_total"] = sum(self.dropped.values())
+        out[f"{prefix}quarantined_total"] = sum(self.quarantined.values())
+        return {k: float(v) for k, v in out.items()}

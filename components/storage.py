@@ -1,0 +1,168 @@
+"""Read and write files addressed by URI: a local path (or file://) or s3://bucket/key.
+
+Writes are atomic: a reader never sees a half-written file under its final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Iterator
+from urllib.parse import urlparse
+
+
+class StorageError(RuntimeError):
+    """A URI could not be read or written; the message names the URI."""
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def local_path(uri: str) -> Path:
+    """The filesystem path of a local URI (plain path or file://)."""
+    if is_s3(uri):
+        raise StorageError(f"{uri}: expected a local path, got an s3:// URI")
+    if uri.startswith("file://"):
+        return Path(urlparse(uri).path)
+    return Path(uri)
+
+
+def join(uri: str, *parts: str) -> str:
+    if is_s3(uri):
+        return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
+    return str(local_path(uri).joinpath(*parts))
+
+
+def _s3_split(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def _s3_client():
+    import boto3  # imported lazily: local runs never need it
+
+    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+
+
+def exists(uri: str) -> bool:
+    if is_s3(uri):
+        bucket, key = _s3_split(uri)
+        resp = _s3_client().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+        return resp.get("KeyCount", 0) > 0
+    return local_path(uri).exists()
+
+
+def list_files(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
+    """Files under a prefix/directory (or the file itself), sorted, filtered by suffix."""
+    if is_s3(uri):
+        bucket, prefix = _s3_split(uri)
+        paginator = _s3_client().get_paginator("list_objects_v2")
+        keys = [
+            obj["Key"]
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])
+        ]
+        found = [f"s3://{bucket}/{k}" for k in keys]
+    else:
+        path = local_path(uri)
+        if path.is_file():
+            found = [str(path)]
+        elif path.is_dir():
+            found = [str(p) for p in path.rglob("*") if p.is_file()]
+        else:
+            raise StorageError(f"{uri}: no such file or directory")
+    return sorted(f for f in found if not suffixes or f.endswith(suffixes))
+
+
+@contextlib.contextmanager
+def open_read(uri: str) -> Iterator[BinaryIO]:
+    if is_s3(uri):
+        bucket, key = _s3_split(uri)
+        try:
+            body = _s3_client().get_object(Bucket=bucket, Key=key)["Body"]
+        except Exception as exc:  # botocore raises many types; the message is what matters
+            raise StorageError(f"{uri}: cannot read ({exc})") from exc
+        try:
+            yield body
+        finally:
+            body.close()
+    else:
+        try:
+            handle = open(local_path(uri), "rb")
+        except OSError as exc:
+            raise StorageError(f"{uri}: cannot read ({exc.strerror})") from exc
+        with handle:
+            yield handle
+
+
+@contextlib.contextmanager
+def open_write(uri: str) -> Iterator[BinaryIO]:
+    """Write to a temporary file and publish it under `uri` only if the block succeeds."""
+    if is_s3(uri):
+        with tempfile.TemporaryFile() as tmp:
+            yield tmp
+            tmp.seek(0)
+            bucket, key = _s3_split(uri)
+            _s3_client().upload_fileobj(tmp, bucket, key)  # multipart above 8 MB
+        return
+    path = local_path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def read_bytes(uri: str) -> bytes:
+    with open_read(uri) as handle:
+        return handle.read()
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    with open_write(uri) as handle:
+        handle.write(data)
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def upload_dir(local_dir: str | Path, uri: str) -> None:
+    """Copy a local directory tree to `uri` (a local directory or an s3:// prefix)."""
+    local_dir = Path(local_dir)
+    if not is_s3(uri):
+        dest = local_path(uri)
+        if dest.resolve() != local_dir.resolve():
+            shutil.copytree(local_dir, dest, dirs_exist_ok=True)
+        return
+    for file in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+        with open(file, "rb") as src, open_write(join(uri, str(file.relative_to(local_dir)))) as dst:
+            shutil.copyfileobj(src, dst)
+
+
+def download_dir(uri: str, local_dir: str | Path) -> Path:
+    """Make the tree under `uri` available locally; local URIs are used in place."""
+    if not is_s3(uri):
+        return local_path(uri)
+    local_dir = Path(local_dir)
+    prefix = uri.rstrip("/") + "/"
+    for file_uri in list_files(prefix):
+        target = local_dir / file_uri[len(prefix):]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(read_bytes(file_uri))
+    return local_dir

@@ -1,0 +1,37 @@
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from components.config import Section
+
+
+class ModelConfig(Section):
+    """A GPT-2 style decoder built from scratch (random init)."""
+
+    n_layer: int = Field(2, ge=1)
+    n_head: int = Field(4, ge=1)
+    n_embd: int = Field(128, ge=8)
+    n_positions: int = Field(256, ge=8, description="context length; must be >= tokenizer.seq_len")
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelConfig":
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        return self
+
+
+class TrainConfig(Section):
+    zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage (0 = plain data parallel)")
+    nproc_per_node: int = Field(2, ge=1, description="processes per node (CPU ranks or GPUs)")
+    micro_batch_size: int = Field(8, ge=1, description="sequences per rank per forward pass")
+    global_batch_size: int = Field(32, ge=1, description="sequences per optimizer step across all ranks")
+    max_steps: int = Field(200, ge=1, description="optimizer steps")
+    learning_rate: float = Field(1e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decays to learning_rate * this")
+    warmup_steps: int = Field(20, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    grad_clip: float = Field(1.0, ge=0, description="0 turns clipping off")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="fp32 on CPU; bf16 on GPUs that have it")
+    log_every: int = Field(10, ge=1, description="steps between metric logs")
+    seed: int = Field(1234)

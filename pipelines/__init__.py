@@ -1,0 +1,1 @@
+"""homegrown pipelines: the KFP DAG, the run configuration, the CLI and the local runner."""

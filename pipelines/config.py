@@ -1,0 +1,104 @@
+"""The run configuration: one pydantic model loaded from YAML, unknown keys rejected."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from components.clean.config import CleanConfig
+from components.config import Section
+from components.evaluate.config import EvaluateConfig
+from components.register.config import RegisterConfig
+from components.tokenizer.config import TokenizerConfig
+from components.train.config import ModelConfig, TrainConfig
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, unreadable or invalid; the message says what to fix."""
+
+
+class MlflowConfig(Section):
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default: MLFLOW_TRACKING_URI, else SQLite under ./runs"
+    )
+    experiment: str = Field("homegrown", min_length=1)
+
+
+class RunConfig(Section):
+    name: str = Field("homegrown", pattern=r"^[a-z0-9][a-z0-9-]*$", description="run name prefix (lowercase, digits, -)")
+    corpus: str = Field(description="URI of the raw corpus: a JSONL(.gz) file or a directory/prefix of them")
+    data_root: str = Field("runs/data", description="URI under which each run writes its data")
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    register: RegisterConfig = Field(default_factory=RegisterConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RunConfig":
+        if self.tokenizer.seq_len > self.model.n_positions:
+            raise ValueError(
+                f"tokenizer.seq_len ({self.tokenizer.seq_len}) exceeds model.n_positions "
+                f"({self.model.n_positions}): raise n_positions or lower seq_len"
+            )
+        per_step = self.train.micro_batch_size * self.train.nproc_per_node
+        if self.train.global_batch_size % per_step:
+            raise ValueError(
+                f"train.global_batch_size ({self.train.global_batch_size}) must be a multiple of "
+                f"micro_batch_size x nproc_per_node ({self.train.micro_batch_size} x "
+                f"{self.train.nproc_per_node} = {per_step})"
+            )
+        return self
+
+    @property
+    def digest(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _format_errors(source: str, exc: ValidationError) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (check the spelling; see pipelines/configs/demo.yaml)")
+        elif err["type"] == "missing":
+            lines.append(f"  {key}: required key is missing")
+        else:
+            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_config(data: object, source: str = "<config>") -> RunConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from None
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if overrides:
+        data = _merge(data or {}, overrides)
+    return parse_config(data, str(path))
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
