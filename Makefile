@@ -13,6 +13,7 @@ CORPUS := data/demo-corpus
 CONFIG ?= pipelines/configs/demo.yaml
 
 export MLFLOW_DISABLE_TELEMETRY := true
+export HF_HUB_OFFLINE := 1
 export DS_ACCELERATOR := cpu
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export TOKENIZERS_PARALLELISM := false

@@ -31,6 +31,9 @@ def resolve_tracking_uri(configured: str | None = None) -> str:
 
 def _configure(tracking_uri: str) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # air-gapped by design: the transformers flavor otherwise probes the HF hub for model
+    # cards and licenses, retrying for ~45 s when it is unreachable
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)

@@ -1,3 +1,5 @@
+from typing import Literal
+
 from pydantic import Field
 
 from components.config import Section
@@ -13,3 +15,6 @@ class EvaluateConfig(Section):
     temperature: float = Field(0.8, gt=0, description="for the sampled (non-greedy) generations")
     seed: int = Field(0)
     compare_champion: bool = Field(True, description="also score the registry's current champion on the same set")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where to run the model; auto picks cuda when available, else cpu"
+    )

@@ -1,4 +1,4 @@
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from components.config import Section
 
@@ -6,7 +6,31 @@ from components.config import Section
 class TokenizerConfig(Section):
     vocab_size: int = Field(4096, ge=300, le=1_000_000, description="BPE vocabulary size, 256 byte symbols included")
     min_frequency: int = Field(2, ge=1, description="a merge must occur this often to be learned")
+    min_vocab_fill: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="fail when the corpus only supports a vocabulary smaller than this share of vocab_size "
+        "(the BPE trainer silently stops early when it runs out of pairs seen min_frequency times)",
+    )
     seq_len: int = Field(128, ge=8, description="tokens per packed training sequence")
+    shard_sequences: int = Field(
+        65_536, ge=1, description="packed sequences per .npy shard (bounds each shard's size and the step's memory)"
+    )
     eval_fraction: float = Field(0.05, gt=0, lt=0.5, description="share of documents held out for evaluation")
     eval_max_documents: int = Field(500, ge=1, description="cap on held-out documents (keeps evaluation fast)")
+    eval_min_documents: int = Field(
+        1,
+        ge=0,
+        description="hold out at least this many documents even when eval_fraction rounds to fewer "
+        "(never more than half the corpus); 0 allows an empty evaluation set",
+    )
     seed: int = Field(0, description="seeds the held-out split and the order of packed sequences")
+
+    @model_validator(mode="after")
+    def _eval_bounds(self) -> "TokenizerConfig":
+        if self.eval_min_documents > self.eval_max_documents:
+            raise ValueError(
+                f"eval_min_documents={self.eval_min_documents} exceeds eval_max_documents={self.eval_max_documents}"
+            )
+        return self

@@ -1,0 +1,169 @@
+"""Rolling log-likelihood of whole documents, exactly as lm-eval's `loglikelihood_rolling`.
+
+Each document's tokens (no special tokens) are split into windows of at most the model's
+context; the first window is prefixed by EOS so the first token is predicted too, and every
+token is predicted exactly once. With stride < context, each later window predicts `stride`
+new tokens with `context - stride` tokens of overlap as extra context (lm-eval's
+`context_len = context - stride + 1`). The last window is filled up with as much preceding
+context as fits, as lm-eval does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import torch
+
+from components.shards import Document
+
+
+def rolling_windows(tokens: list[int], prefix_token: int, max_len: int, context_len: int = 1) -> Iterator[tuple[list[int], int]]:
+    """(model input, n) per window: the input's last n positions predict the next n tokens.
+
+    Mirrors lm_eval.utils.get_rolling_token_windows + make_disjoint_window, with the
+    context/continuation concatenated and cut to the model's input as HFLM does.
+    """
+    if not 1 <= context_len <= max_len:
+        raise ValueError(f"context_len={context_len} must be within 1..{max_len}")
+    if not tokens:
+        return
+    pred_len = max_len - context_len + 1
+    first = min(max_len, len(tokens))
+    yield [prefix_token] + tokens[: first - 1], first
+    predicted = first
+    while predicted < len(tokens):
+        n = min(len(tokens) - predicted, pred_len)
+        end = predicted + n
+        yield tokens[end - max_len - 1 : end - 1], n
+        predicted += n
+
+
+@dataclass
+class _Window:
+    doc: int
+    inputs: list[int]
+    targets: list[int]  # the last len(targets) positions of inputs predict these
+
+
+def _windows(docs_tokens: Iterable[list[int]], eos: int, max_len: int, stride: int) -> Iterator[_Window]:
+    for d, tokens in enumerate(docs_tokens):
+        end = 0
+        for inputs, n in rolling_windows(tokens, eos, max_len, context_len=max_len - stride + 1):
+            end += n
+            yield _Window(d, inputs, tokens[end - n : end])
+
+
+@dataclass
+class Totals:
+    nll: float = 0.0  # nats
+    tokens: int = 0
+    bytes: int = 0
+    documents: int = 0
+
+    def add(self, other: "Totals") -> None:
+        self.nll += other.nll
+        self.tokens += other.tokens
+        self.bytes += other.bytes
+        self.documents += other.documents
+
+    def metrics(self) -> dict[str, float]:
+        loss = self.nll / self.tokens if self.tokens else float("nan")
+        return {
+            "loss": loss,
+            "perplexity": math.exp(loss) if self.tokens else float("nan"),
+            "bits_per_byte": self.nll / math.log(2) / self.bytes if self.bytes else float("nan"),
+            "nll_nats": self.nll,
+            "tokens": float(self.tokens),
+            "bytes": float(self.bytes),
+            "documents": float(self.documents),
+        }
+
+
+@dataclass
+class ScoreResult:
+    total: Totals
+    per_language: dict[str, Totals] = field(default_factory=dict)
+
+
+def context_length(model) -> int:
+    cfg = model.config
+    for name in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    raise ValueError(f"{type(model).__name__}: cannot tell the model's context length from its config")
+
+
+@torch.inference_mode()
+def _score_batch(model, batch: list[_Window], device: torch.device, pad_id: int) -> list[float]:
+    width = max(len(w.inputs) for w in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, w in enumerate(batch):
+        ids[i, : len(w.inputs)] = torch.tensor(w.inputs)
+        mask[i, : len(w.inputs)] = 1
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    out = []
+    for i, w in enumerate(batch):
+        n, length = len(w.targets), len(w.inputs)
+        rows = logprobs[i, length - n : length]
+        targets = torch.tensor(w.targets, device=rows.device)
+        out.append(-rows.gather(1, targets[:, None]).double().sum().item())
+    return out
+
+
+def score_documents(
+    model,
+    tokenizer,
+    documents: Iterable[Document],
+    *,
+    batch_size: int = 8,
+    stride: int | None = None,
+    device: torch.device | str = "cpu",
+) -> ScoreResult:
+    """Total NLL (nats), tokens, UTF-8 bytes and documents, overall and per meta['lang_hint']."""
+    device = torch.device(device)
+    max_len = context_length(model)
+    stride = stride or max_len
+    if stride > max_len:
+        raise ValueError(f"evaluate.stride={stride} exceeds the model's context of {max_len} tokens; lower it")
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("the tokenizer has no eos_token; rolling log-likelihood needs one to open each document")
+    model.eval()
+
+    per_doc: list[Totals] = []
+    langs: list[str | None] = []
+
+    def docs_tokens() -> Iterator[list[int]]:
+        for doc in documents:
+            tokens = tokenizer(doc.text, add_special_tokens=False)["input_ids"]
+            per_doc.append(Totals(tokens=len(tokens), bytes=len(doc.text.encode("utf-8")), documents=1))
+            lang = doc.meta.get("lang_hint")
+            langs.append(str(lang) if lang else None)
+            yield tokens
+
+    batch: list[_Window] = []
+
+    def flush() -> None:
+        for w, nll in zip(batch, _score_batch(model, batch, device, pad_id=eos)):
+            per_doc[w.doc].nll += nll
+        batch.clear()
+
+    for window in _windows(docs_tokens(), eos, max_len, stride):
+        batch.append(window)
+        if len(batch) >= batch_size:
+            flush()
+    if batch:
+        flush()
+
+    result = ScoreResult(total=Totals())
+    for totals, lang in zip(per_doc, langs):
+        result.total.add(totals)
+        if lang is not None:
+            result.per_language.setdefault(lang, Totals()).add(totals)
+    result.per_language = dict(sorted(result.per_language.items()))
+    return result

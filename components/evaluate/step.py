@@ -1,0 +1,148 @@
+"""The evaluate step: score a model (and optionally the champion) on the frozen eval set.
+
+Output layout under `output_uri`:
+
+    results.json   metrics, eval_digest, per_language, champion block (if any), samples
+    samples.json   the generated samples alone
+    report.md      the Markdown report
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from components import shards as shard_io
+from components import storage
+from components.evaluate.config import EvaluateConfig
+from components.evaluate.report import render_report
+from components.evaluate.samples import generate_samples
+from components.evaluate.scoring import ScoreResult, score_documents
+from components.manifest import Manifest, file_digest
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None
+    report_markdown: str
+    results_uri: str
+
+
+def _device(config: EvaluateConfig) -> torch.device:
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("evaluate.device=cuda but no CUDA device is visible; use 'auto' or 'cpu'")
+    return torch.device(config.device)
+
+
+def load_model(model_uri: str, local_dir: Path, device: torch.device):
+    """A Hugging Face model directory (safetensors weights, tokenizer beside it), local or s3://."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = storage.download_dir(model_uri, local_dir)
+    if not (Path(path) / "config.json").is_file():
+        raise FileNotFoundError(f"{model_uri}: no config.json; expected a save_pretrained model directory")
+    model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    return model.to(device).eval(), tokenizer
+
+
+def load_eval_documents(eval_manifest_uri: str) -> tuple[Manifest, list[shard_io.Document]]:
+    """The held-out documents, after checking each shard still matches its recorded digest."""
+    manifest = Manifest.load(eval_manifest_uri)
+    if manifest.kind != "documents":
+        raise ValueError(f"{eval_manifest_uri}: expected a 'documents' manifest, got kind={manifest.kind!r}")
+    for shard in manifest.shards:
+        sha, _ = file_digest(shard.uri)
+        if sha != shard.sha256:
+            raise ValueError(f"{shard.uri}: content changed since {eval_manifest_uri} was written (sha256 mismatch)")
+    docs = list(shard_io.iter_texts([s.uri for s in manifest.shards]))
+    if not docs:
+        raise ValueError(f"{eval_manifest_uri}: the evaluation set is empty; hold out documents in the tokenizer step")
+    return manifest, docs
+
+
+def _score_model(model_uri: str, docs, config: EvaluateConfig, device: torch.device, samples: bool):
+    with tempfile.TemporaryDirectory(prefix="homegrown-eval-model-") as tmp:
+        model, tokenizer = load_model(model_uri, Path(tmp), device)
+    started = time.perf_counter()
+    scored = score_documents(
+        model, tokenizer, docs, batch_size=config.batch_size, stride=config.stride, device=device
+    )
+    seconds = time.perf_counter() - started
+    generated = (
+        generate_samples(
+            model,
+            tokenizer,
+            config.prompts,
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            seed=config.seed,
+            device=device,
+        )
+        if samples
+        else []
+    )
+    return scored, seconds, generated
+
+
+def _block(model_uri: str, scored: ScoreResult) -> dict[str, Any]:
+    return {
+        "model_uri": model_uri,
+        "metrics": scored.total.metrics(),
+        "per_language": {lang: t.metrics() for lang, t in scored.per_language.items()},
+    }
+
+
+def evaluate_model(
+    model_uri: str,
+    eval_manifest_uri: str,
+    output_uri: str,
+    config: EvaluateConfig,
+    champion_uri: str | None = None,
+) -> EvalResult:
+    device = _device(config)
+    eval_manifest, docs = load_eval_documents(eval_manifest_uri)
+
+    scored, seconds, samples = _score_model(model_uri, docs, config, device, samples=True)
+    results: dict[str, Any] = {
+        **_block(model_uri, scored),
+        "eval_manifest_uri": eval_manifest_uri,
+        "eval_digest": eval_manifest.digest,
+        "config": config.model_dump(mode="json"),
+        "samples": samples,
+    }
+    metrics = dict(results["metrics"])
+    for lang, m in results["per_language"].items():
+        metrics[f"bits_per_byte_{lang}"] = m["bits_per_byte"]
+    metrics["eval_seconds"] = seconds
+    metrics["eval_tokens_per_s"] = scored.total.tokens / seconds if seconds > 0 else 0.0
+
+    champion_metrics = None
+    if champion_uri and config.compare_champion:
+        champ_scored, _, _ = _score_model(champion_uri, docs, config, device, samples=False)
+        results["champion"] = _block(champion_uri, champ_scored)
+        champion_metrics = dict(results["champion"]["metrics"])
+        metrics["champion_bits_per_byte"] = champion_metrics["bits_per_byte"]
+        metrics["bits_per_byte_delta"] = metrics["bits_per_byte"] - champion_metrics["bits_per_byte"]
+    results["metrics_flat"] = metrics
+
+    report = render_report(results)
+    results_uri = storage.join(output_uri, "results.json")
+    storage.write_text(storage.join(output_uri, "samples.json"), json.dumps(samples, indent=2, ensure_ascii=False) + "\n")
+    storage.write_text(storage.join(output_uri, "report.md"), report)
+    storage.write_text(results_uri, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    return EvalResult(
+        metrics={k: float(v) for k, v in metrics.items()},
+        champion_metrics=champion_metrics,
+        report_markdown=report,
+        results_uri=results_uri,
+    )

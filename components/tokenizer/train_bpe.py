@@ -1,0 +1,53 @@
+"""Train a byte-level BPE tokenizer on a stream of texts and wrap it for transformers."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+EOS_TOKEN = "<|endoftext|>"
+
+
+class VocabularyTooSmallError(ValueError):
+    """The corpus supports fewer BPE merges than the configured vocabulary needs."""
+
+
+def train_bpe(
+    texts: Iterable[str], *, vocab_size: int, min_frequency: int, min_vocab_fill: float = 0.0
+) -> PreTrainedTokenizerFast:
+    """Byte-level BPE (GPT-2 style, no prefix space, lossless) with `<|endoftext|>` as id 0.
+
+    The `tokenizers` trainer stops quietly when no pair is seen `min_frequency` times any
+    more; a vocabulary below `min_vocab_fill * vocab_size` raises instead of passing on.
+    """
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[EOS_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    core.train_from_iterator(texts, trainer=trainer)
+    actual = core.get_vocab_size()
+    if actual < min_vocab_fill * vocab_size:
+        raise VocabularyTooSmallError(
+            f"the training documents only support a vocabulary of {actual} tokens but tokenizer.vocab_size="
+            f"{vocab_size} was asked (min_vocab_fill={min_vocab_fill} needs at least "
+            f"{int(-(-min_vocab_fill * vocab_size // 1))}): no more pairs occur min_frequency={min_frequency} "
+            f"times. Lower tokenizer.vocab_size to {actual} or less, lower min_frequency, add data, "
+            f"or lower min_vocab_fill to accept a smaller vocabulary."
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        eos_token=EOS_TOKEN,
+        bos_token=EOS_TOKEN,
+        unk_token=EOS_TOKEN,
+        pad_token=EOS_TOKEN,
+        clean_up_tokenization_spaces=False,
+        add_prefix_space=False,
+    )

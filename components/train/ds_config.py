@@ -1,0 +1,53 @@
+"""The DeepSpeed config, derived from `TrainConfig` and the world size.
+
+The optimizer and LR schedule are not in here: the worker passes a torch AdamW and a
+LambdaLR to `deepspeed.initialize`, so no DeepSpeed op (FusedAdam, CPUAdam) is compiled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from components.train.config import TrainConfig
+
+
+def gradient_accumulation_steps(train: TrainConfig, world_size: int) -> int:
+    """Micro-steps per optimizer step: global = micro * accumulation * world."""
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    per_pass = train.micro_batch_size * world_size
+    if train.global_batch_size % per_pass:
+        raise ValueError(
+            f"global_batch_size ({train.global_batch_size}) must be a multiple of "
+            f"micro_batch_size ({train.micro_batch_size}) x world_size ({world_size}) = {per_pass}; "
+            "change one of the three"
+        )
+    return train.global_batch_size // per_pass
+
+
+def check_precision(precision: str, accelerator: str) -> None:
+    """Fail fast on a precision the device cannot train in.
+
+    DeepSpeed's CPU accelerator reports bf16 as supported (and it trains), but fp16 needs a
+    dynamic loss scaler and CPU fp16 kernels that are slow or missing: refuse it.
+    """
+    if accelerator == "cpu" and precision == "fp16":
+        raise ValueError("precision 'fp16' is not supported on CPU (DS_ACCELERATOR=cpu): use 'fp32' or 'bf16'")
+
+
+def deepspeed_config(train: TrainConfig, world_size: int, accelerator: str = "cpu") -> dict[str, Any]:
+    """The resolved DeepSpeed config dict (also logged as `ds_config.json`)."""
+    check_precision(train.precision, accelerator)
+    config: dict[str, Any] = {
+        "train_batch_size": train.global_batch_size,
+        "train_micro_batch_size_per_gpu": train.micro_batch_size,
+        "gradient_accumulation_steps": gradient_accumulation_steps(train, world_size),
+        "zero_optimization": {"stage": train.zero_stage},
+        "bf16": {"enabled": train.precision == "bf16"},
+        "fp16": {"enabled": train.precision == "fp16"},
+        "gradient_clipping": train.grad_clip,
+        # The worker prints its own progress; DeepSpeed's per-step lines would interleave.
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    return config

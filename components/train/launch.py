@@ -1,0 +1,127 @@
+"""Launch the worker on this machine: `torch.distributed.run --standalone` as a subprocess.
+
+    result = train_local("TOK/manifest.json", "OUT", TrainConfig(...), ModelConfig(...))
+
+The same worker runs unchanged under a Kubeflow TrainJob / PyTorchJob (the launcher sets
+RANK/WORLD_SIZE/...); this module is the local and in-pipeline single-node path.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from components import storage
+from components.train.config import ModelConfig, TrainConfig
+
+TAIL_LINES = 40
+# A Python exception's last traceback line, e.g. "ValueError: seq_len (32) exceeds ...".
+# torch prefixes a rank's stderr with "[rankN]: ".
+EXCEPTION_LINE = re.compile(r"^(\[rank\d+\]:\s*)?[A-Za-z_][\w.]*(Error|Exception|Interrupt): ")
+
+
+class TrainError(RuntimeError):
+    """The training processes failed: the exit code, the ranks' exception lines (torchrun's
+    own report buries them) and the last lines of output."""
+
+    def __init__(self, returncode: int, tail: list[str], errors: list[str] | None = None):
+        self.returncode = returncode
+        self.tail = tail
+        self.errors = errors or []
+        cause = "".join(f"  {e}" for e in self.errors) or "  (no Python exception seen; see output)\n"
+        super().__init__(
+            f"training failed with exit code {returncode}:\n{cause}last output:\n" + "".join(tail)
+        )
+
+
+class TrainResult(BaseModel):
+    """What the worker wrote to `{output}/result.json`."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    final_loss: float
+    losses: list[float] = Field(description="mean loss across ranks, one per optimizer step")
+    steps: int
+    tokens: int
+    tokens_per_s: float
+    steps_per_s: float
+    world_size: int
+    zero_stage: int
+    precision: str
+    parameters: int
+    tokens_per_step: int
+    fixed_batch_loss_engine: float = Field(description="loss of the DeepSpeed engine on the first micro batch")
+    fixed_batch_loss_consolidated: float = Field(description="same batch, consolidated fp32 model")
+    model_uri: str = Field(description="save_pretrained dir (safetensors) with the tokenizer beside it")
+    checkpoint_uri: str = Field(description="DeepSpeed checkpoint dir (holds `latest`)")
+    checkpoint_tag: str
+    data_digest: str
+    duration_s: float
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def worker_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment the ranks run in: ours, CPU defaults, then the caller's overrides."""
+    merged = dict(os.environ)
+    if not has_cuda():
+        merged["DS_ACCELERATOR"] = "cpu"
+    # One thread per rank, or the ranks fight over the cores.
+    merged.setdefault("OMP_NUM_THREADS", "1")
+    merged.setdefault("TORCH_EXTENSIONS_DIR", str(Path.cwd() / ".cache" / "torch_extensions"))
+    merged.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    merged["PYTHONUNBUFFERED"] = "1"
+    merged.update(env or {})
+    return merged
+
+
+def train_local(
+    data_manifest_uri: str,
+    output_uri: str,
+    train: TrainConfig,
+    model: ModelConfig,
+    env: dict[str, str] | None = None,
+) -> TrainResult:
+    """Train with `train.nproc_per_node` ranks on this machine; raises TrainError on failure."""
+    with tempfile.TemporaryDirectory(prefix="homegrown-train-cfg-") as tmp:
+        config_path = Path(tmp) / "train.json"
+        config_path.write_text(json.dumps({"train": train.model_dump(), "model": model.model_dump()}, indent=2))
+        command = [
+            sys.executable, "-m", "torch.distributed.run",
+            "--standalone", f"--nproc_per_node={train.nproc_per_node}",
+            "-m", "components.train.worker",
+            "--data", data_manifest_uri, "--output", output_uri, "--config", str(config_path),
+        ]  # fmt: skip
+        tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        process = subprocess.Popen(
+            command,
+            env=worker_env(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        assert process.stdout is not None
+        errors: list[str] = []
+        for line in process.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            tail.append(line)
+            if EXCEPTION_LINE.match(line) and "ChildFailedError" not in line and line not in errors:
+                errors.append(line)
+        returncode = process.wait()
+    if returncode != 0:
+        raise TrainError(returncode, list(tail), errors)
+    return TrainResult.model_validate_json(storage.read_text(storage.join(output_uri, "result.json")))

@@ -1,0 +1,375 @@
+"""The training recipe: one process per rank, launched by torchrun (or any launcher that sets
+RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT).
+
+    DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node=2 \
+        -m components.train.worker --data TOK/manifest.json --output OUT --config train.json
+
+`train.json` holds {"train": TrainConfig, "model": ModelConfig}. Read top to bottom: setup,
+data order, loop, checkpoint, consolidation, result. Rank 0 alone prints, logs to MLflow
+(only when MLFLOW_RUN_ID is set) and writes the model and result.json.
+
+Output layout under OUT:
+    checkpoints/latest, checkpoints/step-N/...   DeepSpeed ZeRO checkpoint (all ranks)
+    model/                                       consolidated fp32 model (safetensors) + tokenizer
+    result.json                                  losses, throughput, fixed-batch loss check
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from components import storage
+from components.manifest import Manifest
+from components.train.config import ModelConfig, TrainConfig
+from components.train.ds_config import deepspeed_config
+from components.train.model import build_model, parameter_count
+
+# Files a saved model directory owns; a tokenizer directory's copies of these are skipped.
+MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json"}
+
+
+def load_run_config(path: str) -> tuple[TrainConfig, ModelConfig]:
+    data = json.loads(storage.read_text(path))
+    return TrainConfig.model_validate(data["train"]), ModelConfig.model_validate(data["model"])
+
+
+class PackedSequences:
+    """The manifest's shards as one indexable list of int32 [seq_len] rows.
+
+    Local shards are memory-mapped, so every rank shares the page cache rather than holding
+    its own copy; s3:// shards are read into memory.
+    """
+
+    def __init__(self, manifest: Manifest):
+        if manifest.kind != "packed-tokens":
+            raise ValueError(f"expected a 'packed-tokens' manifest, got kind={manifest.kind!r}")
+        if not manifest.shards:
+            raise ValueError("the manifest lists no shards: nothing to train on")
+        self.shards: list[np.ndarray] = []
+        for shard in manifest.shards:
+            if storage.is_s3(shard.uri):
+                array = np.load(io.BytesIO(storage.read_bytes(shard.uri)), allow_pickle=False)
+            else:
+                array = np.load(storage.local_path(shard.uri), allow_pickle=False, mmap_mode="r")
+            if array.ndim != 2 or array.dtype != np.int32:
+                raise ValueError(f"{shard.uri}: expected int32 [n, seq_len], got {array.dtype} {array.shape}")
+            self.shards.append(array)
+        widths = {a.shape[1] for a in self.shards}
+        if len(widths) != 1:
+            raise ValueError(f"shards disagree on seq_len: {sorted(widths)}")
+        self.seq_len = widths.pop()
+        self.offsets = np.cumsum([0] + [len(a) for a in self.shards])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def take(self, indices: np.ndarray) -> torch.Tensor:
+        """Rows at global `indices`, as a LongTensor [len(indices), seq_len]."""
+        shard_of = np.searchsorted(self.offsets, indices, side="right") - 1
+        rows = [self.shards[s][i - self.offsets[s]] for s, i in zip(shard_of, indices)]
+        return torch.from_numpy(np.stack(rows).astype(np.int64))
+
+    def check(self, facts: dict[str, Any], train: TrainConfig, model: ModelConfig, world: int) -> None:
+        """Fail in setup, with what to change, rather than mid-run."""
+        if facts.get("seq_len", self.seq_len) != self.seq_len:
+            raise ValueError(f"manifest says seq_len={facts['seq_len']} but the shards hold {self.seq_len}")
+        if self.seq_len > model.n_positions:
+            raise ValueError(
+                f"seq_len ({self.seq_len}) exceeds model.n_positions ({model.n_positions}): raise n_positions"
+            )
+        vocab_size = int(facts["vocab_size"])
+        low = min(int(a.min()) for a in self.shards if a.size)
+        high = max(int(a.max()) for a in self.shards if a.size)
+        if low < 0 or high >= vocab_size:
+            raise ValueError(f"token ids span [{low}, {high}], outside vocab_size {vocab_size}")
+        per_pass = train.micro_batch_size * world
+        if len(self) < per_pass:
+            raise ValueError(
+                f"only {len(self)} sequences, fewer than micro_batch_size x world_size = {per_pass}: "
+                "tokenize more text or shrink the batch"
+            )
+
+
+def micro_batches(n: int, micro: int, rank: int, world: int, seed: int) -> Iterator[np.ndarray]:
+    """Sequence indices for this rank, micro batch by micro batch, forever.
+
+    Each epoch is a permutation of all sequences drawn from (seed, epoch), cut to a multiple
+    of micro * world and dealt round-robin to ranks (DistributedSampler's scheme). Same seed
+    and world size, same order; no other randomness.
+    """
+    usable = n // (micro * world) * (micro * world)
+    epoch = 0
+    while True:
+        order = np.random.default_rng([seed, epoch]).permutation(n)[:usable]
+        mine = order[rank::world]
+        for start in range(0, len(mine), micro):
+            yield mine[start : start + micro]
+        epoch += 1
+
+
+def lr_lambda(train: TrainConfig):
+    """Linear warmup to 1, then cosine down to min_lr_ratio at max_steps (a factor on lr)."""
+    warmup, total, floor = train.warmup_steps, train.max_steps, train.min_lr_ratio
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def make_optimizer(module: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    # No weight decay on biases and LayerNorm gains (nanoGPT's split: decay 2-D tensors only).
+    params = [p for p in module.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": train.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    # A torch optimizer, not DeepSpeed's FusedAdam/CPUAdam: nothing to compile on CPU.
+    return torch.optim.AdamW(groups, lr=train.learning_rate, betas=(0.9, 0.95), eps=1e-8)
+
+
+class Tracker:
+    """MLflow from rank 0, and only when the launcher injected MLFLOW_RUN_ID."""
+
+    def __init__(self, enabled: bool):
+        self.run_id = os.environ.get("MLFLOW_RUN_ID") if enabled else None
+        if self.run_id:
+            os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+            import mlflow
+
+            from components.tracking import resolve_tracking_uri
+
+            mlflow.set_tracking_uri(resolve_tracking_uri())
+            mlflow.start_run(run_id=self.run_id)
+            self.mlflow = mlflow
+
+    def params(self, params: dict[str, Any], ds_config: dict[str, Any]) -> None:
+        if self.run_id:
+            self.mlflow.log_params({f"train.{k}": v for k, v in params.items()})
+            self.mlflow.log_dict(ds_config, "ds_config.json")
+
+    def metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self.run_id:
+            self.mlflow.log_metrics(metrics, step=step, synchronous=False)
+
+    def close(self, ok: bool) -> None:
+        if self.run_id:
+            self.mlflow.flush_async_logging()
+            self.mlflow.end_run(status="FINISHED" if ok else "FAILED")
+
+
+def copy_tokenizer(tokenizer_uri: str, model_dir: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        source = storage.download_dir(tokenizer_uri, tmp)
+        for file in sorted(source.iterdir()):
+            if file.is_file() and file.name not in MODEL_FILES:
+                shutil.copy2(file, model_dir / file.name)
+
+
+@torch.no_grad()
+def fixed_batch_loss(module, batch: torch.Tensor) -> float:
+    was_training = module.training
+    module.eval()
+    loss = module(input_ids=batch, labels=batch).loss.item()
+    module.train(was_training)
+    return loss
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m components.train.worker", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="URI of the tokenizer step's manifest.json (packed-tokens)")
+    parser.add_argument("--output", required=True, help="URI to write checkpoints/, model/ and result.json under")
+    parser.add_argument("--config", required=True, help='JSON file: {"train": TrainConfig, "model": ModelConfig}')
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+
+    # ---- setup: ranks, backend, config -----------------------------------------------------
+    rank = int(os.environ.setdefault("RANK", "0"))
+    world = int(os.environ.setdefault("WORLD_SIZE", "1"))
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")  # a lone rank run by hand: no mpi4py lookup
+    os.environ.setdefault("MASTER_PORT", "29500")
+    master = rank == 0
+
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    accelerator = get_accelerator().device_name()
+    if accelerator == "cpu":
+        # DeepSpeed compiles a shared-memory all-reduce op (~40 s, needs g++) when its comm
+        # backend starts; only inference_all_reduce uses it, training runs on gloo. Mark it
+        # unavailable so a fresh (or compiler-less) container trains without building anything.
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    deepspeed.init_distributed(dist_backend="gloo" if accelerator == "cpu" else "nccl", verbose=False)
+    if accelerator != "cpu":
+        get_accelerator().set_device(int(os.environ["LOCAL_RANK"]))
+
+    train, model_cfg = load_run_config(args.config)
+    ds_config = deepspeed_config(train, world, accelerator)
+    accum = ds_config["gradient_accumulation_steps"]
+
+    manifest = Manifest.load(args.data)
+    data = PackedSequences(manifest)
+    data.check(manifest.facts, train, model_cfg, world)
+    seq_len = data.seq_len
+    tokens_per_step = train.global_batch_size * seq_len
+
+    # s3:// output: every rank of this node writes under one local staging dir (named by
+    # torchrun's shared run id), rank 0 uploads it at the end. Single node only.
+    if storage.is_s3(args.output):
+        run_id = os.environ.get("TORCHELASTIC_RUN_ID", str(os.getpid()))
+        out_dir = Path(tempfile.gettempdir()) / f"homegrown-train-{run_id}"
+    else:
+        out_dir = storage.local_path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out_dir / "checkpoints"
+
+    # ---- model, optimizer, schedule, engine ------------------------------------------------
+    eos = manifest.facts.get("eos_token_id")
+    model = build_model(model_cfg, int(manifest.facts["vocab_size"]), train.seed, eos)
+    n_params = parameter_count(model)
+    optimizer = make_optimizer(model, train)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(train))
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+    device = engine.device
+    torch.manual_seed(train.seed + rank)  # dropout differs per rank, reproducibly
+
+    tracker = Tracker(enabled=master)
+    ok = False
+    try:
+        if master:
+            print(
+                f"[train] world_size={world} zero_stage={train.zero_stage} precision={train.precision} "
+                f"accelerator={accelerator} params={n_params:,} sequences={len(data):,} seq_len={seq_len}",
+                flush=True,
+            )
+            print(
+                f"[train] tokens per step: {tokens_per_step:,} = {train.global_batch_size} sequences "
+                f"({train.micro_batch_size} micro x {accum} accumulation x {world} ranks) x {seq_len}",
+                flush=True,
+            )
+        tracker.params(
+            {
+                "world_size": world,
+                "tokens_per_step": tokens_per_step,
+                "parameters": n_params,
+                "gradient_accumulation_steps": accum,
+                "accelerator": accelerator,
+            },
+            ds_config,
+        )
+
+        # ---- the loop ----------------------------------------------------------------------
+        batches = micro_batches(len(data), train.micro_batch_size, rank, world, train.seed)
+        losses: list[float] = []
+        loop_started = time.perf_counter()
+        for step in range(1, train.max_steps + 1):
+            step_started = time.perf_counter()
+            lr = engine.get_lr()[0]  # the rate this step's update uses
+            loss_sum = torch.zeros((), device=device)
+            for _ in range(accum):
+                batch = data.take(next(batches)).to(device)
+                loss = engine(input_ids=batch, labels=batch).loss  # HF shifts labels inside
+                engine.backward(loss)
+                engine.step()  # updates only on the accumulation boundary
+                loss_sum += loss.detach().float()
+            mean_loss = loss_sum / accum
+            torch.distributed.all_reduce(mean_loss)
+            mean_loss = (mean_loss / world).item()
+            losses.append(mean_loss)
+            step_s = time.perf_counter() - step_started
+
+            if master and (step % train.log_every == 0 or step in (1, train.max_steps)):
+                grad_norm = engine.get_global_grad_norm()
+                metrics = {"train/loss": mean_loss, "train/lr": lr, "train/tokens_per_s": tokens_per_step / step_s}
+                if grad_norm is not None:
+                    metrics["train/grad_norm"] = float(grad_norm)
+                norm = f" | grad_norm {float(grad_norm):.3f}" if grad_norm is not None else ""
+                print(
+                    f"[train] step {step}/{train.max_steps} | loss {mean_loss:.4f} | lr {lr:.2e}{norm} | "
+                    f"{tokens_per_step / step_s:,.0f} tok/s | {step_s * 1000:.0f} ms/step",
+                    flush=True,
+                )
+                tracker.metrics(metrics, step=step)
+        train_s = time.perf_counter() - loop_started
+
+        # ---- checkpoint, then consolidate on rank 0 -----------------------------------------
+        fixed = data.take(np.arange(train.micro_batch_size)).to(device)
+        engine_loss = fixed_batch_loss(engine, fixed)  # every rank: ZeRO-3 gathers weights in forward
+        tag = f"step-{train.max_steps}"
+        client_state = {"step": train.max_steps, "train": train.model_dump(), "model": model_cfg.model_dump()}
+        engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state)
+        torch.distributed.barrier()
+
+        if master:
+            state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag)
+            consolidated = build_model(model_cfg, int(manifest.facts["vocab_size"]), train.seed, eos)
+            consolidated.load_state_dict(state, strict=True)
+            model_dir = out_dir / "model"
+            consolidated.save_pretrained(model_dir, safe_serialization=True)
+            if manifest.facts.get("tokenizer_uri"):
+                copy_tokenizer(manifest.facts["tokenizer_uri"], model_dir)
+            consolidated_loss = fixed_batch_loss(consolidated, fixed.cpu())
+
+            steps_total = train.max_steps * tokens_per_step
+            result = {
+                "final_loss": losses[-1],
+                "losses": losses,
+                "steps": train.max_steps,
+                "tokens": steps_total,
+                "tokens_per_s": steps_total / train_s,
+                "steps_per_s": train.max_steps / train_s,
+                "world_size": world,
+                "zero_stage": train.zero_stage,
+                "precision": train.precision,
+                "accelerator": accelerator,
+                "parameters": n_params,
+                "tokens_per_step": tokens_per_step,
+                "gradient_accumulation_steps": accum,
+                "fixed_batch_loss_engine": engine_loss,
+                "fixed_batch_loss_consolidated": consolidated_loss,
+                "checkpoint_uri": storage.join(args.output, "checkpoints"),
+                "checkpoint_tag": tag,
+                "model_uri": storage.join(args.output, "model"),
+                "data_digest": manifest.digest,
+                "duration_s": time.perf_counter() - started,
+            }
+            storage.write_text(str(out_dir / "result.json"), json.dumps(result, indent=2) + "\n")  # atomic
+            tracker.metrics(
+                {"train/final_loss": losses[-1], "train/fixed_batch_loss": consolidated_loss}, step=train.max_steps
+            )
+            if storage.is_s3(args.output):
+                storage.upload_dir(out_dir, args.output)
+                shutil.rmtree(out_dir, ignore_errors=True)
+            print(
+                f"[train] done: final loss {losses[-1]:.4f}, {result['tokens_per_s']:,.0f} tok/s, "
+                f"fixed-batch loss engine {engine_loss:.6f} / consolidated {consolidated_loss:.6f} -> {args.output}",
+                flush=True,
+            )
+        torch.distributed.barrier()
+        ok = True
+    finally:
+        tracker.close(ok)
+    torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The clean step on tiny inline corpora: exact counts, exact texts, byte-identical reruns."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from components import shards
+from components.clean.clean import CleanError, clean_corpus
+from components.clean.config import CleanConfig
+from components.clean.normalize import normalize
+from components.manifest import Manifest
+
+LONG = "The quick brown fox jumps over the lazy dog."  # 44 characters
+
+
+def write_jsonl(path: Path, records: list[dict | bytes]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [r if isinstance(r, bytes) else json.dumps(r, ensure_ascii=False).encode() for r in records]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def kept_docs(result) -> list[shards.Document]:
+    return list(shards.iter_texts(s.uri for s in result.manifest.shards))
+
+
+def test_normalize_nfkc_zero_width_and_whitespace():
+    assert normalize("ＡＢＣ１２３") == "ABC123"
+    assert normalize("ＡＢＣ", "NFC") == "ＡＢＣ"
+    assert normalize("zero\u200bwidth\ufeff and\u00adsoft") == "zerowidth andsoft"
+    assert normalize("ctl\x00\x07\x1b chars\tkept") == "ctl chars\tkept"
+    assert normalize("  a   b  \r\n\n\n\n  c \u2028d  ") == "a b\n\nc\nd"
+    assert normalize("می\u200cخواهم") == "می\u200cخواهم"  # ZWNJ is spelling in Persian
+
+
+def test_clean_normalises_dedups_filters_and_conserves(tmp_path):
+    inp = write_jsonl(
+        tmp_path / "in" / "a.jsonl",
+        [
+            {"id": "a", "text": "Ｆｕｌｌ　ｗｉｄｔｈ text that is long enough", "source": "s1", "lang_hint": "en"},
+            {"id": "b", "text": LONG},
+            {"id": "c", "text": "  " + LONG.replace(" ", "   ") + "\u200b "},  # normalises to b's text
+            {"id": "d", "text": "short"},
+            {"id": "e", "text": "x" * 200},
+            {"id": "f", "text": " \u200b\n\n "},
+            {"id": "g", "text": LONG},
+        ],
+    )
+    out = tmp_path / "out"
+    result = clean_corpus(str(inp), str(out), CleanConfig(min_chars=20, max_chars=100, dropped_samples=1))
+
+    assert result.stats.model_dump() == {
+        "records_in": 7,
+        "kept": 2,
+        "dropped": {"duplicate": 2, "empty": 1, "too_long": 1, "too_short": 1},
+        "quarantined": {},
+    }
+    docs = kept_docs(result)
+    assert [(d.id, d.text) for d in docs] == [("a", "Full width text that is long enough"), ("b", LONG)]
+    assert docs[0].meta == {"source": "s1", "lang_hint": "en"}
+    dup_samples = [json.loads(line) for line in (out / "dropped" / "duplicate.jsonl").read_text().splitlines()]
+    assert [d["id"] for d in dup_samples] == ["c"]  # capped at dropped_samples=1
+    assert dup_samples[0]["meta"]["drop_reason"] == "duplicate"
+    assert sorted(p.name for p in (out / "dropped").iterdir()) == [
+        "duplicate.jsonl", "empty.jsonl", "too_long.jsonl", "too_short.jsonl"
+    ]  # fmt: skip
+    assert json.loads((out / "stats.json").read_text()) == result.stats.model_dump()
+    loaded = Manifest.load(str(out / "manifest.json"))
+    assert loaded.kind == "documents" and loaded.records == 2
+    assert loaded.facts == {"stats": result.stats.model_dump(), "text_field": "text"}
+    assert not (out / "quarantine").exists()
+
+
+def test_quarantine_reasons_are_counted_and_written(tmp_path):
+    inp = write_jsonl(
+        tmp_path / "in.jsonl",
+        [
+            {"id": "ok", "text": LONG},
+            b'{"id": "bad", "text": "caf\xe9 latin-1 bytes here and more"}',
+            b'{"id": "broken", "text": ',
+            {"id": "notext", "body": LONG},
+        ],
+    )
+    out = tmp_path / "out"
+    result = clean_corpus(str(inp), str(out), CleanConfig())
+    assert result.stats.records_in == 4 and result.stats.kept == 1
+    assert result.stats.quarantined == {"invalid_json": 1, "missing_text": 1, "not_utf8": 1}
+    rows = [json.loads(line) for line in (out / "quarantine" / "part-00000.jsonl").read_text().splitlines()]
+    assert [(r["source"].rsplit(":", 1)[1], r["reason"]) for r in rows] == [
+        ("2", "not_utf8"), ("3", "invalid_json"), ("4", "missing_text")
+    ]  # fmt: skip
+    result.stats.check()
+
+
+def test_directory_of_gz_and_jsonl_shards_sharded_output(tmp_path):
+    first = tmp_path / "in" / "part-0.jsonl.gz"
+    first.parent.mkdir()
+    records = [{"id": f"z{i}", "text": f"{LONG} number {i}"} for i in range(3)]
+    first.write_bytes(gzip.compress(b"".join(json.dumps(r).encode() + b"\n" for r in records)))
+    write_jsonl(tmp_path / "in" / "part-1.jsonl", [{"id": "z0-again", "text": f"{LONG} number 0"}, {"id": "y", "text": LONG}])
+    (tmp_path / "in" / "README.md").write_text("not a shard")
+    out = tmp_path / "out"
+    result = clean_corpus(str(tmp_path / "in"), str(out), CleanConfig(shard_max_records=2))
+    assert result.stats.model_dump() == {"records_in": 5, "kept": 4, "dropped": {"duplicate": 1}, "quarantined": {}}
+    assert [s.records for s in result.manifest.shards] == [2, 2]
+    assert sorted(p.name for p in (out / "shards").iterdir()) == ["part-00000.jsonl.gz", "part-00001.jsonl.gz"]
+    assert [d.id for d in kept_docs(result)] == ["z0", "z1", "z2", "y"]
+
+
+def test_rerun_is_byte_identical_and_removes_stale_shards(tmp_path):
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"id": str(i), "text": f"{LONG} {i}"} for i in range(5)])
+    out = tmp_path / "out"
+    first = clean_corpus(str(inp), str(out), CleanConfig(shard_max_records=1))
+    before = {p.name: p.read_bytes() for p in (out / "shards").iterdir()}
+    write_jsonl(tmp_path / "in.jsonl", [{"id": str(i), "text": f"{LONG} {i}"} for i in range(3)])
+    clean_corpus(str(inp), str(out), CleanConfig(shard_max_records=1))
+    assert len(list((out / "shards").iterdir())) == 3  # shards of the longer run are gone
+    write_jsonl(tmp_path / "in.jsonl", [{"id": str(i), "text": f"{LONG} {i}"} for i in range(5)])
+    again = clean_corpus(str(inp), str(out), CleanConfig(shard_max_records=1))
+    assert {p.name: p.read_bytes() for p in (out / "shards").iterdir()} == before
+    assert again.manifest.digest == first.manifest.digest
+
+
+def test_chinese_survives_default_config(tmp_path):
+    text = "这本书写得非常好，内容充实，推荐给所有想了解历史的朋友们阅读。"
+    inp = write_jsonl(tmp_path / "zh.jsonl", [{"id": "zh", "text": text, "lang_hint": "zh"}])
+    result = clean_corpus(str(inp), str(tmp_path / "out"), CleanConfig())
+    # NFKC (the default) folds the full-width comma to ASCII; "。" has no compatibility form
+    assert [(d.id, d.text) for d in kept_docs(result)] == [("zh", text.replace("，", ","))]
+    nfc = clean_corpus(str(inp), str(tmp_path / "out-nfc"), CleanConfig(normalization="NFC"))
+    assert [d.text for d in kept_docs(nfc)] == [text]
+
+
+def test_missing_input_is_a_clean_error(tmp_path):
+    missing = tmp_path / "nope"
+    with pytest.raises(CleanError, match=r"nope.*does not exist"):
+        clean_corpus(str(missing), str(tmp_path / "out"), CleanConfig())
+
+
+def test_directory_without_shards_is_a_clean_error(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("hello")
+    with pytest.raises(CleanError, match=r"in'? holds no document shards.*\.jsonl\.gz"):
+        clean_corpus(str(tmp_path / "in"), str(tmp_path / "out"), CleanConfig())
+
+
+def test_empty_corpus_is_a_clean_error(tmp_path):
+    (tmp_path / "empty.jsonl").write_bytes(b"\n")
+    with pytest.raises(CleanError, match="empty corpus"):
+        clean_corpus(str(tmp_path / "empty.jsonl"), str(tmp_path / "out"), CleanConfig())
+
+
+def test_everything_dropped_is_a_clean_error_with_stats(tmp_path):
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": "hi"}, b"{oops"])
+    with pytest.raises(CleanError, match=r"all 2 records .*'too_short': 1.*'quarantined:invalid_json': 1"):
+        clean_corpus(str(inp), str(tmp_path / "out"), CleanConfig())
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    assert json.loads((tmp_path / "out" / "stats.json").read_text())["records_in"] == 2
+
+
+def test_output_inside_input_is_refused(tmp_path):
+    write_jsonl(tmp_path / "in" / "a.jsonl", [{"id": "a", "text": LONG}])
+    with pytest.raises(CleanError, match="inside input"):
+        clean_corpus(str(tmp_path / "in"), str(tmp_path / "in" / "clean"), CleanConfig())

@@ -1,0 +1,231 @@
+"""Tokenizer step: held-out split, byte-level BPE, packing — on tiny inline multilingual text."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from components import shards
+from components.manifest import Manifest, shard_info
+from components.shards import Document
+from components.tokenizer.config import TokenizerConfig
+from components.tokenizer.split import select_eval
+from components.tokenizer.step import NotEnoughDataError, build_tokenizer_and_pack
+from components.tokenizer.train_bpe import EOS_TOKEN, VocabularyTooSmallError, train_bpe
+
+SENTENCES = [
+    ("en", "The quick brown fox jumps over the lazy dog near the river bank."),
+    ("en", "Training a small language model needs clean text and a good tokenizer."),
+    ("en", "Every step counts what it did and why it dropped anything at all."),
+    ("zh", "人人生而自由，在尊严和权利上一律平等。他们赋有理性和良心。"),
+    ("zh", "今天天气很好，我们一起去公园散步，然后吃晚饭。"),
+    ("zh", "机器学习模型需要大量的数据来训练和评估。"),
+    ("sw", "Watu wote wamezaliwa huru, hadhi na haki zao ni sawa."),
+    ("fr", "Tous les êtres humains naissent libres et égaux en dignité et en droits."),
+    ("emoji", "Great job 🎉🚀 see you soon 👋🏽 — ok? ✅"),
+]
+
+
+def make_docs(n: int = 60) -> list[Document]:
+    docs = []
+    for i in range(n):
+        lang, first = SENTENCES[i % len(SENTENCES)]
+        _, second = SENTENCES[(i * 7 + 3) % len(SENTENCES)]
+        docs.append(Document(id=f"doc-{i:03d}", text=f"{first} {second} #{i}", meta={"lang_hint": lang}))
+    return docs
+
+
+def write_corpus(root: Path, docs: list[Document], parts: int = 2) -> str:
+    infos = []
+    for p in range(parts):
+        uri = str(root / f"part-{p:05d}.jsonl.gz")
+        count = shards.write_documents(uri, docs[p::parts])
+        infos.append(shard_info(uri, count))
+    manifest_uri = str(root / "manifest.json")
+    Manifest(kind="documents", root=str(root), shards=infos).save(manifest_uri)
+    return manifest_uri
+
+
+CONFIG = dict(vocab_size=300, min_frequency=2, seq_len=16, eval_fraction=0.2, eval_max_documents=8, seed=3)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tok")
+    docs = make_docs()
+    source = write_corpus(root / "clean", docs)
+    result = build_tokenizer_and_pack(source, str(root / "out"), TokenizerConfig(**CONFIG))
+    return root, docs, source, result
+
+
+# --- split -----------------------------------------------------------------------------
+
+
+def test_split_is_deterministic_disjoint_and_order_independent():
+    docs = make_docs(200)
+    kwargs = dict(seed=1, eval_fraction=0.1, max_documents=1000)
+    a = select_eval(docs, **kwargs)
+    shuffled = docs[:]
+    random.Random(0).shuffle(shuffled)
+    b = select_eval(shuffled, **kwargs)
+    assert a.keys == b.keys and 5 < len(a) < 40
+    flags = {doc.id: held for held, doc, _ in a.partition(docs)}
+    held_ids = {i for i, held in flags.items() if held}
+    assert len(held_ids) == len(a) and len(flags) == 200  # every doc on exactly one side
+    assert select_eval(docs, **{**kwargs, "seed": 2}).keys != a.keys
+
+
+def test_split_cap_keeps_lowest_hashes_whatever_the_order():
+    docs = make_docs(200)
+    capped = select_eval(docs, seed=1, eval_fraction=0.4, max_documents=7)
+    assert len(capped) == 7
+    assert select_eval(list(reversed(docs)), seed=1, eval_fraction=0.4, max_documents=7).keys == capped.keys
+    uncapped = select_eval(docs, seed=1, eval_fraction=0.4, max_documents=1000)
+    assert set(capped.keys) <= set(uncapped.keys)
+
+
+def test_split_min_documents_floor():
+    docs = make_docs(4)
+    assert len(select_eval(docs, seed=0, eval_fraction=1e-9, max_documents=10, min_documents=1)) == 1
+    assert len(select_eval(docs[:1], seed=0, eval_fraction=1e-9, max_documents=10, min_documents=1)) == 0
+
+
+# --- tokenizer -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Hello, world!  Two spaces.\n", "人人生而自由，在尊严和权利上一律平等。", "emoji 🎉🚀👋🏽 ✅", "  leading", "unseen: ʃɐ ქართ"],
+)
+def test_tokenizer_round_trip(built, text):
+    root, *_ = built
+    tok = AutoTokenizer.from_pretrained(str(root / "out" / "tokenizer"))
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text
+
+
+def test_tokenizer_loads_back_with_special_tokens(built):
+    root, _, _, result = built
+    tok = AutoTokenizer.from_pretrained(str(root / "out" / "tokenizer"))
+    assert tok.eos_token == tok.bos_token == tok.unk_token == tok.pad_token == EOS_TOKEN
+    assert tok.eos_token_id == result.manifest.facts["eos_token_id"] == 0
+    assert len(tok) == result.manifest.facts["vocab_size"] == result.metrics["vocab_size"]
+    assert 270 <= len(tok) <= 300
+
+
+# --- packing and outputs ---------------------------------------------------------------
+
+
+def test_layout_and_facts(built):
+    root, docs, source, result = built
+    out = root / "out"
+    facts = result.manifest.facts
+    assert result.manifest.kind == "packed-tokens"
+    assert result.manifest_uri == str(out / "manifest.json")
+    assert Manifest.load(result.manifest_uri).digest == result.manifest.digest
+    assert set(facts) >= {
+        "tokenizer_uri", "seq_len", "vocab_size", "eos_token_id", "train_documents", "train_tokens",
+        "train_sequences", "eval_manifest_uri", "eval_documents", "eval_digest", "source_manifest_digest",
+    }
+    assert facts["tokenizer_uri"] == str(out / "tokenizer")
+    assert facts["source_manifest_digest"] == Manifest.load(source).digest
+    eval_manifest = Manifest.load(facts["eval_manifest_uri"])
+    assert eval_manifest.kind == "documents" and eval_manifest.digest == facts["eval_digest"]
+    eval_docs = list(shards.iter_texts([s.uri for s in eval_manifest.shards]))
+    assert 1 <= len(eval_docs) == facts["eval_documents"] <= 8
+    assert facts["train_documents"] + facts["eval_documents"] == len(docs)
+    assert eval_docs[0].meta == {"lang_hint": eval_docs[0].meta["lang_hint"]}  # metadata travels
+    assert [s.uri for s in result.manifest.shards] == [str(out / "train" / "part-00000.npy")]
+
+
+def test_packing_lengths_are_exact(built):
+    root, docs, _, result = built
+    facts = result.manifest.facts
+    tok = AutoTokenizer.from_pretrained(facts["tokenizer_uri"])
+    held = {d.id for d in shards.iter_texts([s.uri for s in Manifest.load(facts["eval_manifest_uri"]).shards])}
+    train = [d for d in docs if d.id not in held]
+    expected_tokens = sum(len(tok(d.text, add_special_tokens=False)["input_ids"]) + 1 for d in train)
+    arrays = [np.load(s.uri, allow_pickle=False) for s in result.manifest.shards]
+    rows = np.concatenate(arrays)
+    assert rows.dtype == np.int32 and rows.shape[1] == 16
+    assert facts["train_tokens"] == expected_tokens
+    assert rows.size == expected_tokens - result.metrics["dropped_remainder_tokens"]
+    assert 0 <= result.metrics["dropped_remainder_tokens"] < 16
+    assert rows.shape[0] == facts["train_sequences"] == result.manifest.records
+    assert int((rows == 0).sum()) >= len(train) - 1  # one EOS per document (the last may be cut off)
+    # packed text decodes back to whole training documents, separated by EOS
+    stream = rows.reshape(-1).tolist()
+    first_doc = tok.decode(stream[: stream.index(0)])
+    assert first_doc in {d.text for d in train}
+
+
+def test_rerun_is_identical(built, tmp_path):
+    root, docs, source, result = built
+    again = build_tokenizer_and_pack(source, str(tmp_path / "again"), TokenizerConfig(**CONFIG))
+    for a, b in zip(result.manifest.shards, again.manifest.shards, strict=True):
+        assert np.array_equal(np.load(a.uri), np.load(b.uri)) and a.sha256 == b.sha256
+    assert again.manifest.facts["eval_digest"] == result.manifest.facts["eval_digest"]
+    assert again.manifest.facts["tokenizer_digest"] == result.manifest.facts["tokenizer_digest"]
+    # same data in a different output directory: only the URIs differ
+    strip = lambda m: {k: v for k, v in m.facts.items() if not k.endswith("_uri")}
+    assert strip(again.manifest) == strip(result.manifest)
+    # same data, same place: byte-identical manifest
+    rerun = build_tokenizer_and_pack(source, str(root / "out"), TokenizerConfig(**CONFIG))
+    assert rerun.manifest.digest == result.manifest.digest
+
+
+def test_shards_are_bounded(built, tmp_path):
+    _, _, source, result = built
+    small = build_tokenizer_and_pack(source, str(tmp_path / "o"), TokenizerConfig(**CONFIG, shard_sequences=10))
+    arrays = [np.load(s.uri) for s in small.manifest.shards]
+    assert [a.shape[0] for a in arrays[:-1]] == [10] * (len(arrays) - 1) and len(arrays) > 1
+    assert np.array_equal(np.concatenate(arrays), np.concatenate([np.load(s.uri) for s in result.manifest.shards]))
+
+
+def test_seed_changes_split_and_order(built, tmp_path):
+    _, _, source, result = built
+    other = build_tokenizer_and_pack(source, str(tmp_path / "o"), TokenizerConfig(**{**CONFIG, "seed": 4}))
+    assert other.manifest.facts["eval_digest"] != result.manifest.facts["eval_digest"]
+
+
+# --- errors ----------------------------------------------------------------------------
+
+
+def test_vocab_too_large_for_corpus_is_an_error(tmp_path):
+    source = write_corpus(tmp_path / "c", make_docs(20))
+    with pytest.raises(VocabularyTooSmallError, match=r"vocab_size=5000.*Lower tokenizer.vocab_size to \d+"):
+        build_tokenizer_and_pack(source, str(tmp_path / "o"), TokenizerConfig(**{**CONFIG, "vocab_size": 5000}))
+    assert not (tmp_path / "o").exists()  # nothing published
+
+
+def test_small_vocab_accepted_when_allowed():
+    tok = train_bpe(["abc abc abd"], vocab_size=5000, min_frequency=1, min_vocab_fill=0.01)
+    assert 257 < len(tok) < 5000
+
+
+def test_not_even_one_sequence_is_an_error(tmp_path):
+    source = write_corpus(tmp_path / "c", make_docs(60))
+    cfg = TokenizerConfig(**{**CONFIG, "seq_len": 100_000})
+    with pytest.raises(NotEnoughDataError, match=r"fewer than one sequence of seq_len=100000"):
+        build_tokenizer_and_pack(source, str(tmp_path / "o"), cfg)
+
+
+def test_no_training_documents_is_an_error(tmp_path):
+    source = write_corpus(tmp_path / "c", [], parts=1)
+    with pytest.raises(NotEnoughDataError, match="none left for training"):
+        build_tokenizer_and_pack(source, str(tmp_path / "o"), TokenizerConfig(**CONFIG))
+
+
+def test_wrong_manifest_kind(tmp_path, built):
+    _, _, _, result = built
+    with pytest.raises(ValueError, match="expected a 'documents' manifest"):
+        build_tokenizer_and_pack(result.manifest_uri, str(tmp_path / "o"), TokenizerConfig(**CONFIG))
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="eval_min_documents"):
+        TokenizerConfig(eval_min_documents=10, eval_max_documents=5)
