@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -28,6 +29,39 @@ class MlflowConfig(Section):
     experiment: str = Field("homegrown", min_length=1)
 
 
+class Toleration(Section):
+    key: str | None = None
+    operator: Literal["Equal", "Exists"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class SecretEnv(Section):
+    """Environment variables filled from a Kubernetes Secret (the values never enter the config)."""
+
+    secret_name: str = Field(min_length=1)
+    keys: dict[str, str] = Field(description="secret key -> environment variable name", min_length=1)
+
+
+class ClusterConfig(Section):
+    """Kubernetes settings applied when the pipeline is compiled for a cluster; ignored locally."""
+
+    image: str = Field("homegrown/steps:0.1.0", description="image for the CPU steps (built from docker/)")
+    train_image: str = Field("homegrown/trainer:0.1.0", description="CUDA + DeepSpeed image for the train step")
+    accelerator_type: str = Field("nvidia.com/gpu", description="resource name of the GPUs the train step asks for")
+    gpus: int = Field(0, ge=0, description="GPUs for the train step (0 = CPU training)")
+    train_cpu: str | None = Field(None, description="CPU request/limit of the train step, e.g. '8'")
+    train_memory: str | None = Field(None, description="memory request/limit of the train step, e.g. '64Gi'")
+    tolerations: list[Toleration] = Field(default_factory=list, description="tolerations of the train step")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="node labels the train step needs")
+    config_map: str | None = Field(
+        "homegrown-steps", description="ConfigMap whose keys become every step's env (MLFLOW_TRACKING_URI, AWS_ENDPOINT_URL)"
+    )
+    secrets: list[SecretEnv] = Field(default_factory=list, description="Secrets exposed to every step as env")
+    data_pvc: str | None = Field(None, description="PVC mounted at /data in every step (then data_root: /data/...)")
+    retries: int = Field(1, ge=0, le=10, description="retries of a failed step (preempted node, flaky network)")
+
+
 class RunConfig(Section):
     name: str = Field("homegrown", pattern=r"^[a-z0-9][a-z0-9-]*$", description="run name prefix (lowercase, digits, -)")
     corpus: str = Field(description="URI of the raw corpus: a JSONL(.gz) file or a directory/prefix of them")
@@ -38,7 +72,8 @@ class RunConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
-    register: RegisterConfig = Field(default_factory=RegisterConfig)
+    registry: RegisterConfig = Field(default_factory=RegisterConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":

@@ -1,0 +1,138 @@
+"""What the KFP components do, as importable functions over KFP artifacts.
+
+Each `@dsl.component` in pipelines/ops.py is one call into this module, so the component
+source KFP ships stays a few lines and everything here runs and tests without KFP.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from components import storage, tracking
+from components.manifest import Manifest
+from pipelines import tasks
+from pipelines.config import RunConfig
+
+
+def _config(config_json: str) -> RunConfig:
+    return RunConfig.model_validate_json(config_json)
+
+
+def _tracking(config: RunConfig, tracking_uri: str, parent_run_id: str = "") -> tasks.Tracking:
+    uri = tracking.resolve_tracking_uri(tracking_uri or config.mlflow.tracking_uri)
+    return tasks.Tracking(uri, parent_run_id or None, config.mlflow.experiment)
+
+
+def effective_run_name(run_name: str, kfp_run_name: str) -> str:
+    return run_name or kfp_run_name
+
+
+def start(config_json: str, run_name: str, kfp_run_name: str, tracking_uri: str, data_root: str) -> tuple[str, str, str]:
+    """Returns (run name, parent MLflow run id, run root URI)."""
+    config = _config(config_json)
+    name = effective_run_name(run_name, kfp_run_name)
+    parent = tasks.start(config, name, _tracking(config, tracking_uri), kfp_run=kfp_run_name)
+    return name, parent, storage.join(data_root or config.data_root, name)
+
+
+def finish(config_json: str, run_name: str, kfp_run_name: str, tracking_uri: str, state: str) -> None:
+    """Close the parent run with the pipeline's final state (runs as the DAG's exit handler)."""
+    config = _config(config_json)
+    track = _tracking(config, tracking_uri)
+    tracking._configure(track.uri)
+    from mlflow.tracking import MlflowClient
+
+    name = effective_run_name(run_name, kfp_run_name)
+    runs = MlflowClient(track.uri).search_runs(
+        [tracking.ensure_experiment(track.uri, track.experiment)],
+        filter_string=f"tags.`homegrown.run_name` = '{name}' and tags.`homegrown.config_digest` = '{config.digest}'",
+    )
+    status = "FINISHED" if state == "SUCCEEDED" else "FAILED"
+    for run in runs:
+        tracking.end_pipeline_run(track.uri, run.info.run_id, status)
+
+
+def _publish(manifest_uri: str, artifact: Any) -> Manifest:
+    """Copy a manifest into a KFP artifact and record its headline facts as metadata."""
+    manifest = Manifest.load(manifest_uri)
+    storage.write_text(artifact.path, storage.read_text(manifest_uri))
+    artifact.metadata.update(
+        {"digest": manifest.digest, "records": manifest.records, "shards": len(manifest.shards), "root": manifest.root}
+    )
+    return manifest
+
+
+def _metrics(artifact: Any, values: dict[str, float]) -> None:
+    for key, value in values.items():
+        artifact.log_metric(key, float(value))
+
+
+def clean(config_json: str, run_root: str, tracking_uri: str, parent_run_id: str, documents: Any, metrics: Any) -> None:
+    config = _config(config_json)
+    result = tasks.clean(config, config.corpus, tasks.step_dir(run_root, "clean"),
+                         _tracking(config, tracking_uri, parent_run_id))
+    _publish(result.manifest_uri, documents)
+    _metrics(metrics, result.stats.as_metrics())
+
+
+def tokenize(config_json: str, run_root: str, tracking_uri: str, parent_run_id: str,
+             documents: Any, packed: Any, metrics: Any) -> None:
+    config = _config(config_json)
+    result = tasks.tokenize(config, documents.path, tasks.step_dir(run_root, "tokenizer"),
+                            _tracking(config, tracking_uri, parent_run_id))
+    _publish(result.manifest_uri, packed)
+    _metrics(metrics, result.metrics)
+
+
+def train(config_json: str, run_root: str, tracking_uri: str, parent_run_id: str,
+          packed: Any, model: Any, metrics: Any) -> None:
+    config = _config(config_json)
+    result = tasks.train(config, packed.path, tasks.step_dir(run_root, "train"),
+                         _tracking(config, tracking_uri, parent_run_id))
+    storage.write_text(model.path, result.model_dump_json(indent=2))
+    model.metadata.update({"model_uri": result.model_uri, "checkpoint_uri": result.checkpoint_uri,
+                           "framework": "transformers", "format": "safetensors"})
+    _metrics(metrics, {"final_loss": result.final_loss, "tokens": result.tokens,
+                       "tokens_per_s": result.tokens_per_s, "steps": result.steps})
+
+
+def _model_uri(model: Any) -> str:
+    return json.loads(storage.read_text(model.path))["model_uri"]
+
+
+def evaluate(config_json: str, run_root: str, tracking_uri: str, parent_run_id: str,
+             packed: Any, model: Any, results: Any, report: Any, metrics: Any) -> None:
+    config = _config(config_json)
+    eval_manifest_uri = Manifest.load(packed.path).facts["eval_manifest_uri"]
+    result = tasks.evaluate(config, _model_uri(model), eval_manifest_uri, tasks.step_dir(run_root, "evaluate"),
+                            _tracking(config, tracking_uri, parent_run_id))
+    storage.write_text(results.path, storage.read_text(result.results_uri))
+    storage.write_text(report.path, result.report_markdown)
+    _metrics(metrics, result.metrics)
+
+
+def register(config_json: str, run_name: str, tracking_uri: str, parent_run_id: str,
+             documents: Any, packed: Any, model: Any, results: Any, report: Any) -> tuple[str, str]:
+    """Returns (decision, version)."""
+    config = _config(config_json)
+    packed_manifest = Manifest.load(packed.path)
+    documents_manifest = Manifest.load(documents.path)
+    lineage = {
+        "data_manifest_digest": documents_manifest.digest,
+        "cleaning_stats": json.dumps(documents_manifest.facts.get("stats", {}), sort_keys=True)[:4000],
+        "tokenizer_digest": str(packed_manifest.facts.get("tokenizer_digest", "")),
+        "packed_data_digest": packed_manifest.digest,
+        "config_digest": config.digest,
+        "code_version": tasks.code_version(),
+        "pipeline_run_name": run_name,
+    }
+    outcome = tasks.register(config, _model_uri(model), results.path, lineage,
+                             _tracking(config, tracking_uri, parent_run_id))
+    storage.write_text(report.path, outcome.gate_markdown)
+    return outcome.decision, outcome.version
+
+
+def promote(config_json: str, tracking_uri: str, parent_run_id: str, version: str) -> None:
+    config = _config(config_json)
+    tasks.promote(config, version, _tracking(config, tracking_uri, parent_run_id))

@@ -1,0 +1,259 @@
+"""`homegrown`: run the pipeline locally, compile or submit it, or run one step by hand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from pipelines.config import ConfigError, RunConfig, load_config, parse_config
+
+UI_HINT = "make ui   (or: mlflow ui --backend-store-uri {uri}), then open {url}"
+
+
+def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """`a.b=value` pairs as a nested dict; values parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set train.max_steps=10")
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
+    return out
+
+
+def _config(args: argparse.Namespace, **defaults: Any) -> RunConfig:
+    overrides = _overrides(getattr(args, "set", None) or [])
+    if getattr(args, "config", None):
+        return load_config(args.config, {**defaults, **overrides} if defaults else overrides)
+    return parse_config({**defaults, **overrides}, "<defaults>")
+
+
+def _tracking(args: argparse.Namespace, config: RunConfig):
+    from components import tracking
+    from pipelines.tasks import Tracking
+
+    if not (args.tracking_uri or config.mlflow.tracking_uri or args.mlflow):
+        return None
+    return Tracking(tracking.resolve_tracking_uri(args.tracking_uri or config.mlflow.tracking_uri), None,
+                    config.mlflow.experiment)
+
+
+def _print(title: str, values: dict[str, Any]) -> None:
+    print(f"\n{title}")
+    for key, value in values.items():
+        print(f"  {key:<28} {value:.4f}" if isinstance(value, float) else f"  {key:<28} {value}")
+
+
+# ---- pipeline commands ----------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipelines.local import run_local
+
+    config = _config(args)
+    summary = run_local(config, args.run_name, args.tracking_uri, args.data_root, args.work_dir)
+    m, t = summary.metrics, summary.tags
+    _print(f"pipeline run {summary.run_name}: {summary.status}", {
+        "documents in / kept": f"{m.get('clean.documents_in', 0):.0f} / {m.get('clean.documents_kept', 0):.0f}",
+        "tokens trained": f"{m.get('train.tokens', 0):.0f}",
+        "final train loss": m.get("train.final_loss", float("nan")),
+        "bits per byte (held out)": m.get("eval.bits_per_byte", float("nan")),
+        "perplexity (held out)": m.get("eval.perplexity", float("nan")),
+        "registered model": summary.model,
+        "gate": t.get("homegrown.gate", "?"),
+        "champion now": f"v{t['homegrown.champion_version']}" if "homegrown.champion_version" in t else "unchanged",
+    })
+    url = f"http://127.0.0.1:5000/#/experiments/{summary.experiment_id}/runs/{summary.parent_run_id}"
+    print(f"\nMLflow run {summary.parent_run_id} in {summary.tracking_uri}")
+    print("look at it: " + UI_HINT.format(uri=summary.tracking_uri, url=url))
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from pipelines.dag import compile_pipeline
+
+    config = _config(args)
+    compile_pipeline(config, args.output)
+    print(f"compiled pipeline for a cluster: {args.output} (config digest {config.digest[:12]})")
+    return 0
+
+
+def submission(config: RunConfig, package: str, run_name: str | None) -> dict[str, Any]:
+    """The arguments of kfp.Client.create_run_from_pipeline_package for this config."""
+    from pipelines.tasks import new_run_name
+
+    return {
+        "pipeline_file": package,
+        "arguments": {"config_json": config.model_dump_json(), "run_name": run_name or ""},
+        "run_name": run_name or new_run_name(config),
+        "experiment_name": config.mlflow.experiment,
+        "enable_caching": False,
+    }
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import kfp
+
+    from pipelines.dag import compile_pipeline
+
+    config = _config(args)
+    package = args.output or str(Path("runs") / "pipeline.yaml")
+    Path(package).parent.mkdir(parents=True, exist_ok=True)
+    compile_pipeline(config, package)
+    client = kfp.Client(host=args.host, namespace=args.namespace, existing_token=None)
+    result = client.create_run_from_pipeline_package(**submission(config, package, args.run_name))
+    print(f"submitted run {result.run_id} to {args.host}")
+    return 0
+
+
+# ---- one step by hand ------------------------------------------------------------------
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from pipelines import tasks
+
+    config = _config(args, corpus=args.input)
+    result = tasks.clean(config, args.input, args.output, _tracking(args, config))
+    _print(f"clean: {result.manifest_uri}", result.stats.as_metrics())
+    return 0
+
+
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    from pipelines import tasks
+
+    config = _config(args, corpus=args.input)
+    result = tasks.tokenize(config, args.input, args.output, _tracking(args, config))
+    _print(f"tokenize: {result.manifest_uri}", result.metrics)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pipelines import tasks
+
+    config = _config(args, corpus=args.input)
+    result = tasks.train(config, args.input, args.output, _tracking(args, config))
+    _print(f"train: {result.model_uri}", {k: v for k, v in result.model_dump().items() if k != "losses"})
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from components.manifest import Manifest
+    from pipelines import tasks
+
+    config = _config(args, corpus=args.data)
+    manifest = Manifest.load(args.data)
+    eval_uri = manifest.facts.get("eval_manifest_uri", args.data)  # a packed manifest or an eval set
+    result = tasks.evaluate(config, args.model, eval_uri, args.output, _tracking(args, config), args.champion)
+    print(result.report_markdown)
+    return 0
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from components import tracking
+    from pipelines import tasks
+
+    config = _config(args, corpus="-")
+    track = tasks.Tracking(tracking.resolve_tracking_uri(args.tracking_uri or config.mlflow.tracking_uri),
+                           None, config.mlflow.experiment)
+    outcome = tasks.register(config, args.model, args.results, {"code_version": tasks.code_version()}, track)
+    if outcome.decision == "passed" and not args.no_promote:
+        tasks.promote(config, outcome.version, track)
+    print(outcome.gate_markdown)
+    print(f"registered {config.registry.model_name} version {outcome.version}: gate {outcome.decision}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="homegrown",
+        description="Train your own language model: clean → tokenizer → train (DeepSpeed) → evaluate → register.",
+        epilog="Start with `make demo`; see README.md.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func, help: str, config_required: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        if config_required:
+            p.add_argument("config", help="run config YAML, e.g. pipelines/configs/demo.yaml")
+        else:
+            p.add_argument("--config", help="run config YAML whose matching section is used (default: built-in defaults)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.max_steps=10")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("run", cmd_run, "run the whole pipeline on this machine (kfp local runner, MLflow, torchrun)", True)
+    p.add_argument("--run-name", help="name of this pipeline run (default: <config name>-<UTC time>)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: config, $MLFLOW_TRACKING_URI, runs/mlflow.db)")
+    p.add_argument("--data-root", help="where the run writes its data (default: config data_root)")
+    p.add_argument("--work-dir", default="runs", help="kfp local outputs and temp files (default: runs)")
+
+    p = add("compile", cmd_compile, "compile the pipeline for Kubeflow Pipelines into a YAML package", True)
+    p.add_argument("-o", "--output", default="pipeline.yaml", help="output file (default: pipeline.yaml)")
+
+    p = add("submit", cmd_submit, "compile and create a run on a Kubeflow Pipelines endpoint", True)
+    p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow")
+    p.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
+    p.add_argument("--run-name", help="run name (default: <config name>-<UTC time>)")
+    p.add_argument("-o", "--output", help="also keep the compiled package here")
+
+    def track_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--tracking-uri", help="log this step to MLflow at this URI")
+        p.add_argument("--mlflow", action="store_true", help="log to MLflow at the default URI")
+
+    p = add("clean", cmd_clean, "clean a raw corpus (JSONL/JSONL.gz file or directory) into cleaned shards")
+    p.add_argument("--input", required=True, help="raw corpus URI")
+    p.add_argument("--output", required=True, help="output directory URI")
+    track_args(p)
+
+    p = add("tokenize", cmd_tokenize, "train a tokenizer on cleaned shards, hold out an eval split, pack sequences")
+    p.add_argument("--input", required=True, help="manifest.json written by `homegrown clean`")
+    p.add_argument("--output", required=True, help="output directory URI")
+    track_args(p)
+
+    p = add("train", cmd_train, "train the model with DeepSpeed on packed sequences (torchrun, N ranks)")
+    p.add_argument("--input", required=True, help="manifest.json written by `homegrown tokenize`")
+    p.add_argument("--output", required=True, help="output directory URI (checkpoints/, model/, result.json)")
+    track_args(p)
+
+    p = add("evaluate", cmd_evaluate, "score a model on the held-out set: loss, perplexity, bits per byte, samples")
+    p.add_argument("--model", required=True, help="Hugging Face model directory (train output model/)")
+    p.add_argument("--data", required=True, help="manifest.json from `homegrown tokenize` (or an eval set manifest)")
+    p.add_argument("--output", required=True, help="output directory URI (results.json, report.md)")
+    p.add_argument("--champion", help="another model directory to score on the same set")
+    track_args(p)
+
+    p = add("register", cmd_register, "register a model in MLflow (alias candidate) and apply the champion gate")
+    p.add_argument("--model", required=True, help="Hugging Face model directory")
+    p.add_argument("--results", required=True, help="results.json written by `homegrown evaluate`")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: config, $MLFLOW_TRACKING_URI, runs/mlflow.db)")
+    p.add_argument("--no-promote", action="store_true", help="never move the champion alias")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from components.storage import StorageError
+    from components.train.launch import TrainError
+    from pipelines.local import PipelineFailed
+
+    try:
+        return args.func(args)
+    except (ConfigError, PipelineFailed, StorageError, TrainError) as exc:
+        print(f"homegrown {args.command}: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"homegrown {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Run the DAG on this machine with kfp's local SubprocessRunner, then summarise it from MLflow."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from components import storage, tracking
+from components.clean.clean import input_shards
+from pipelines.config import ConfigError, RunConfig
+from pipelines.dag import build_pipeline
+from pipelines.tasks import new_run_name
+
+LOCAL_ENV = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "HF_HUB_OFFLINE": "1",  # nothing is fetched from a model hub at run time
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+class PipelineFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class RunSummary:
+    run_name: str
+    tracking_uri: str
+    parent_run_id: str
+    experiment_id: str
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        return f"{self.tags.get('homegrown.registered_model', '?')} v{self.tags.get('homegrown.model_version', '?')}"
+
+
+def preflight(config: RunConfig) -> None:
+    """Fail before starting anything when the corpus is obviously unusable."""
+    try:
+        input_shards(config.corpus)
+    except ValueError as exc:
+        raise ConfigError(f"corpus: {exc}") from None
+
+
+def run_local(
+    config: RunConfig,
+    run_name: str | None = None,
+    tracking_uri: str | None = None,
+    data_root: str | None = None,
+    work_dir: str | Path = "runs",
+) -> RunSummary:
+    preflight(config)
+    work_dir = Path(work_dir).resolve()
+    uri = tracking.resolve_tracking_uri(tracking_uri or config.mlflow.tracking_uri)
+    if not uri.startswith("sqlite:") and "://" not in uri:
+        raise ConfigError(f"mlflow.tracking_uri: {uri!r} is not a URI (sqlite:///path.db or http://host:port)")
+    root = data_root or config.data_root
+    if not storage.is_s3(root):
+        root = str(Path(root).resolve())
+    name = run_name or new_run_name(config)
+    for key, value in LOCAL_ENV.items():
+        os.environ.setdefault(key, value)
+    tmp = work_dir / "tmp"  # each local task leaves a temp dir behind; keep them together
+    tmp.mkdir(parents=True, exist_ok=True)
+    os.environ["TMPDIR"] = str(tmp)
+
+    from kfp import local
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work_dir / "kfp"))
+    pipeline = build_pipeline(config, "local")
+    failure = None
+    try:
+        pipeline(config_json=config.model_dump_json(), run_name=name, tracking_uri=uri, data_root=root)
+    except RuntimeError as exc:
+        failure = exc
+    summary = summarize(uri, config.mlflow.experiment, name)
+    if failure is not None:
+        raise PipelineFailed(f"pipeline run {name} failed: {_plain(str(failure))} (the task's error is printed above)")
+    return summary
+
+
+def _plain(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def summarize(tracking_uri: str, experiment: str, run_name: str) -> RunSummary:
+    from mlflow.tracking import MlflowClient
+
+    experiment_id = tracking.ensure_experiment(tracking_uri, experiment)
+    runs = MlflowClient(tracking_uri).search_runs(
+        [experiment_id], filter_string=f"tags.`homegrown.run_name` = '{run_name}'", max_results=1
+    )
+    if not runs:
+        return RunSummary(run_name, tracking_uri, "", experiment_id, "MISSING")
+    run = runs[0]
+    return RunSummary(
+        run_name, tracking_uri, run.info.run_id, experiment_id, run.info.status,
+        dict(run.data.metrics), dict(run.data.tags),
+    )  # fmt: skip

@@ -1,0 +1,239 @@
+"""Each pipeline step as a plain function: run the component, track it in MLflow.
+
+The KFP components (pipelines/ops.py) and the `homegrown <step>` commands both call these,
+so a step behaves the same in a pipeline, on a laptop and by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, Iterator
+
+from components import storage, tracking
+from components.manifest import Manifest
+from pipelines.config import RunConfig
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Where a step logs: the tracking URI, the parent run (if any), the experiment."""
+
+    uri: str
+    parent_run_id: str | None = None
+    experiment: str = "homegrown"
+
+
+def code_version() -> str:
+    """The package version, plus the git commit when run from a checkout."""
+    ver = version("homegrown")
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{ver}+{sha}" if sha else ver
+
+
+def new_run_name(config: RunConfig) -> str:
+    return f"{config.name}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+
+
+def step_dir(run_root: str, step: str) -> str:
+    return storage.join(run_root, step)
+
+
+def start(config: RunConfig, run_name: str, tracking_cfg: Tracking, kfp_run: str = "") -> str:
+    """Create the parent MLflow run of one pipeline run; returns its id."""
+    tags = {
+        "homegrown.run_name": run_name,
+        "homegrown.config_digest": config.digest,
+        "homegrown.code_version": code_version(),
+        "homegrown.corpus": config.corpus,
+        "mlflow.note.content": f"homegrown pipeline run `{run_name}` on `{config.corpus}`",
+    }
+    if kfp_run:
+        tags["kfp.run_name"] = kfp_run
+    return tracking.start_pipeline_run(
+        tracking_cfg.uri, tracking_cfg.experiment, run_name, tags, config.model_dump(mode="json")
+    )
+
+
+def _step(name: str, tracking_cfg: Tracking | None, params: dict[str, Any]) -> Iterator[Any]:
+    """An MLflow run for the step (nested under the pipeline's), or nothing when untracked."""
+    import contextlib
+
+    if tracking_cfg is None:
+        return contextlib.nullcontext()
+    ctx = tracking.step_run(name, tracking_cfg.uri, tracking_cfg.parent_run_id, tracking_cfg.experiment)
+
+    @contextlib.contextmanager
+    def run() -> Iterator[Any]:
+        with ctx as active:
+            import mlflow
+
+            mlflow.log_params(tracking.safe_params({name: params}))
+            yield active
+
+    return run()
+
+
+def _log(metrics: dict[str, float], artifacts: list[str] = (), headline: dict[str, float] | None = None,
+         tracking_cfg: Tracking | None = None) -> None:
+    """Metrics and files for the active step run; headline figures also on the parent run."""
+    if tracking_cfg is None:
+        return
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.log_metrics(metrics)
+    for uri in artifacts:
+        if not storage.is_s3(uri) and Path(uri).exists():
+            mlflow.log_artifact(uri)
+    if headline and tracking_cfg.parent_run_id:
+        client = MlflowClient(tracking_cfg.uri)
+        for key, value in headline.items():
+            client.log_metric(tracking_cfg.parent_run_id, key, float(value))
+
+
+def _tag_parent(tracking_cfg: Tracking | None, tags: dict[str, str]) -> None:
+    if tracking_cfg is None or not tracking_cfg.parent_run_id:
+        return
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_cfg.uri)
+    for key, value in tags.items():
+        client.set_tag(tracking_cfg.parent_run_id, key, value)
+
+
+# ---- the five steps -------------------------------------------------------------------
+
+
+def clean(config: RunConfig, input_uri: str, output_uri: str, tracking_cfg: Tracking | None = None):
+    from components.clean.clean import clean_corpus
+
+    with _step("clean", tracking_cfg, {"input": input_uri, **config.clean.model_dump()}):
+        result = clean_corpus(input_uri, output_uri, config.clean)
+        metrics = {**result.stats.as_metrics(), "seconds": result.seconds, "docs_per_s": result.docs_per_s}
+        _log(metrics, [storage.join(output_uri, "stats.json"), result.manifest_uri],
+             {"clean.documents_in": result.stats.records_in, "clean.documents_kept": result.stats.kept},
+             tracking_cfg)
+        _tag_parent(tracking_cfg, {"homegrown.data_digest": result.manifest.digest})
+    return result
+
+
+def tokenize(config: RunConfig, documents_manifest_uri: str, output_uri: str, tracking_cfg: Tracking | None = None):
+    from components.tokenizer.step import build_tokenizer_and_pack
+
+    with _step("tokenizer", tracking_cfg, config.tokenizer.model_dump()):
+        result = build_tokenizer_and_pack(documents_manifest_uri, output_uri, config.tokenizer)
+        _log(result.metrics, [result.manifest_uri],
+             {"tokenizer.vocab_size": result.metrics["vocab_size"], "tokenizer.train_tokens": result.metrics["train_tokens"]},
+             tracking_cfg)
+        facts = result.manifest.facts
+        _tag_parent(tracking_cfg, {"homegrown.tokenizer_digest": str(facts.get("tokenizer_digest", "")),
+                                   "homegrown.eval_digest": str(facts["eval_digest"])})
+    return result
+
+
+def train(config: RunConfig, packed_manifest_uri: str, output_uri: str, tracking_cfg: Tracking | None = None):
+    from components.train.launch import train_local
+
+    params = {"train": config.train.model_dump(), "model": config.model.model_dump()}
+    with _step("train", tracking_cfg, params) as run:
+        env = {}
+        if tracking_cfg is not None:
+            # rank 0 of the torchrun job logs its curves into this step's run
+            env = {"MLFLOW_RUN_ID": run.info.run_id, "MLFLOW_TRACKING_URI": tracking_cfg.uri}
+        result = train_local(packed_manifest_uri, output_uri, config.train, config.model, env=env)
+        # the worker marks the run finished when it exits; MLflow still accepts the summary
+        _log({"final_loss": result.final_loss, "tokens": result.tokens, "tokens_per_s": result.tokens_per_s,
+              "steps": result.steps, "duration_s": result.duration_s},
+             [storage.join(output_uri, "result.json")],
+             {"train.final_loss": result.final_loss, "train.tokens": result.tokens}, tracking_cfg)
+    return result
+
+
+def evaluate(config: RunConfig, model_uri: str, eval_manifest_uri: str, output_uri: str,
+             tracking_cfg: Tracking | None = None, champion_uri: str | None = None):
+    """Score the model; the champion is `champion_uri` if given, else the registry's (when tracked)."""
+    from components.evaluate.step import evaluate_model
+    from components.register import registry
+
+    with _step("evaluate", tracking_cfg, config.evaluate.model_dump()), tempfile.TemporaryDirectory() as tmp:
+        champion_version = None
+        if champion_uri is None and config.evaluate.compare_champion and tracking_cfg is not None:
+            found = registry.champion_model_dir(config.registry.model_name, tmp)
+            if found is not None:
+                champion_uri, champion_version = str(found[0]), found[1]
+        result = evaluate_model(model_uri, eval_manifest_uri, output_uri, config.evaluate, champion_uri)
+        if tracking_cfg is not None:
+            import mlflow
+
+            mlflow.log_text(result.report_markdown, "report.md")
+            samples = json.loads(storage.read_text(storage.join(output_uri, "samples.json")))
+            if samples:
+                mlflow.log_table({k: [s.get(k) for s in samples] for k in samples[0]}, "samples.json")
+            if champion_version:
+                mlflow.set_tag("homegrown.champion_version", champion_version)
+        headline = {f"eval.{k}": v for k, v in result.metrics.items() if k.startswith("bits_per_byte") or k in ("loss", "perplexity")}
+        _log(result.metrics, [result.results_uri], headline, tracking_cfg)
+    return result
+
+
+@dataclass
+class RegisterOutcome:
+    version: str
+    decision: str  # "passed" | "failed"
+    reason: str
+    gate_markdown: str
+
+
+def register(config: RunConfig, model_uri: str, results_uri: str, lineage: dict[str, str],
+             tracking_cfg: Tracking) -> RegisterOutcome:
+    """Register the model (alias `candidate`) and decide whether it may become champion."""
+    from components.register import registry
+
+    results = json.loads(storage.read_text(results_uri))
+    challenger = float(results["metrics"]["bits_per_byte"])
+    champion = results.get("champion", {}).get("metrics", {}).get("bits_per_byte")
+    with _step("register", tracking_cfg, config.registry.model_dump()):
+        decision = registry.decide(challenger, champion, config.registry)
+        tags = {
+            **lineage,
+            "bits_per_byte": f"{challenger:.6f}",
+            "eval_digest": results["eval_digest"],
+            "validation_status": decision.status,
+            "validation_reason": decision.reason,
+        }
+        if tracking_cfg.parent_run_id:
+            tags["pipeline_mlflow_run_id"] = tracking_cfg.parent_run_id
+        version_id = registry.log_and_register(model_uri, config.registry, tags)
+        import mlflow
+
+        mlflow.log_text(decision.markdown(), "gate.md")
+        _log({"gate_passed": float(decision.passed), "challenger_bits_per_byte": challenger}, [],
+             {"gate.passed": float(decision.passed)}, tracking_cfg)
+        _tag_parent(tracking_cfg, {"homegrown.gate": decision.status, "homegrown.model_version": version_id,
+                                   "homegrown.registered_model": config.registry.model_name})
+    return RegisterOutcome(version_id, decision.status, decision.reason, decision.markdown())
+
+
+def promote(config: RunConfig, version_id: str, tracking_cfg: Tracking) -> None:
+    """Move `champion` to this version (runs only when the gate passed)."""
+    from components.register import registry
+
+    tracking._configure(tracking_cfg.uri)
+    registry.promote(config.registry.model_name, version_id)
+    _tag_parent(tracking_cfg, {"homegrown.champion_version": version_id})
+
+
+def finish(tracking_cfg: Tracking, status: str = "FINISHED") -> None:
+    if tracking_cfg.parent_run_id:
+        tracking.end_pipeline_run(tracking_cfg.uri, tracking_cfg.parent_run_id, status)

@@ -1,0 +1,71 @@
+"""The gate's arithmetic, and the registry round trip against a real (SQLite) MLflow store."""
+
+from pathlib import Path
+
+import pytest
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+
+from components import tracking
+from components.register import registry
+from components.register.config import RegisterConfig
+from components.tokenizer.train_bpe import train_bpe
+
+
+def test_first_model_passes_without_champion():
+    d = registry.decide(2.0, None, RegisterConfig())
+    assert d.passed and "no champion" in d.reason
+
+
+def test_better_model_passes_worse_fails():
+    assert registry.decide(1.9, 2.0, RegisterConfig()).passed
+    worse = registry.decide(2.1, 2.0, RegisterConfig())
+    assert not worse.passed and worse.status == "failed"
+    tie = registry.decide(2.0, 2.0, RegisterConfig())
+    assert not tie.passed, "a tie is no improvement"
+
+
+def test_relative_margin_and_ceiling():
+    cfg = RegisterConfig(min_improvement=0.05)
+    assert not registry.decide(1.95, 2.0, cfg).passed  # 2.5 % better, 5 % needed
+    assert registry.decide(1.89, 2.0, cfg).passed
+    capped = registry.decide(3.0, None, RegisterConfig(max_bits_per_byte=2.5))
+    assert not capped.passed and "ceiling" in capped.reason
+    table = capped.markdown()
+    assert "| check | champion | challenger | threshold | result |" in table and "FAIL" in table
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path: Path) -> Path:
+    tok = train_bpe(["hello world, how are you?", "人人生而自由，在尊严和权利上一律平等。"] * 20,
+                    vocab_size=300, min_frequency=1)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_layer=1, n_head=2, n_embd=16, n_positions=64,
+                                       tie_word_embeddings=False, bos_token_id=tok.eos_token_id,
+                                       eos_token_id=tok.eos_token_id))
+    out = tmp_path / "hf"
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.mark.slow
+def test_register_promote_and_load_champion(tiny_model_dir: Path, sqlite_uri: str, tmp_path: Path):
+    import mlflow
+
+    cfg = RegisterConfig(model_name="tiny")
+    tracking._configure(sqlite_uri)
+    assert registry.champion_model_dir("tiny", tmp_path / "none") is None
+    with tracking.step_run("register", sqlite_uri, experiment="t"):
+        version = registry.log_and_register(str(tiny_model_dir), cfg, {"data_manifest_digest": "abc"})
+    client = mlflow.tracking.MlflowClient(sqlite_uri)
+    assert client.get_model_version_by_alias("tiny", "candidate").version == version
+    assert registry.champion_version("tiny") is None
+    registry.promote("tiny", version)
+    champ = client.get_model_version_by_alias("tiny", "champion")
+    assert champ.version == version and champ.tags["data_manifest_digest"] == "abc"
+
+    found = registry.champion_model_dir("tiny", tmp_path / "champ")
+    assert found is not None and found[1] == version
+    reloaded = AutoModelForCausalLM.from_pretrained(found[0], use_safetensors=True)
+    assert reloaded.config.n_embd == 16
+    generated = mlflow.pyfunc.load_model("models:/tiny@champion").predict(["hello"])
+    assert isinstance(generated[0], str) and generated[0].startswith("hello")

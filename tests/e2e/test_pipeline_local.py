@@ -1,0 +1,90 @@
+"""The whole DAG through kfp's local runner, twice, asserted through the MLflow store.
+
+Run 1 trains a small model and becomes champion. Run 2 is forced worse (one training step):
+it is registered as candidate but the gate fails, and `champion` stays on run 1's version.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipelines.config import parse_config
+from pipelines.local import run_local
+
+pytestmark = pytest.mark.slow
+STEPS = {"clean", "tokenizer", "train", "evaluate", "register"}
+
+
+def corpus_slice(source: Path, dest: Path, per_shard: int = 250) -> Path:
+    dest.mkdir()
+    for shard in sorted(source.glob("*.jsonl")):
+        lines = shard.read_text(encoding="utf-8").splitlines()[:per_shard]
+        (dest / shard.name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return dest
+
+
+def small_config(corpus: Path, data_root: Path, max_steps: int):
+    return parse_config({
+        "name": "e2e",
+        "corpus": str(corpus),
+        "data_root": str(data_root),
+        "mlflow": {"experiment": "e2e"},
+        "tokenizer": {"vocab_size": 600, "seq_len": 64, "eval_fraction": 0.1, "eval_max_documents": 40},
+        "model": {"n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 64},
+        "train": {"max_steps": max_steps, "micro_batch_size": 4, "global_batch_size": 8, "warmup_steps": 2,
+                  "learning_rate": 0.01, "log_every": 5},
+        "evaluate": {"prompts": ["The", "人人"], "max_new_tokens": 8},
+        "registry": {"model_name": "e2e-model"},
+    })  # fmt: skip
+
+
+def nested_runs(client: MlflowClient, experiment_id: str, parent_id: str) -> dict:
+    children = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    return {run.data.tags["homegrown.step"]: run for run in children}
+
+
+def test_two_runs_gate_keeps_the_better_champion(demo_corpus, tmp_path, sqlite_uri, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    corpus = corpus_slice(demo_corpus, tmp_path / "corpus")
+    client = MlflowClient(sqlite_uri)
+
+    first = run_local(small_config(corpus, tmp_path / "data", 60), "e2e-first", sqlite_uri,
+                      work_dir=tmp_path / "runs")
+    assert first.status == "FINISHED"
+    assert first.tags["homegrown.gate"] == "passed"
+    steps = nested_runs(client, first.experiment_id, first.parent_run_id)
+    assert set(steps) == STEPS
+    assert steps["clean"].data.metrics["kept"] > 500
+    assert steps["clean"].data.metrics["records_in"] == 1000
+    losses = [m.value for m in client.get_metric_history(steps["train"].info.run_id, "train/loss")]
+    assert len(losses) >= 3 and losses[-1] < losses[0]
+    assert steps["evaluate"].data.metrics["bits_per_byte"] > 0
+    for key in ("clean.documents_kept", "train.final_loss", "eval.bits_per_byte", "gate.passed"):
+        assert key in first.metrics, key
+
+    champion = client.get_model_version_by_alias("e2e-model", "champion")
+    candidate = client.get_model_version_by_alias("e2e-model", "candidate")
+    assert champion.version == candidate.version == first.tags["homegrown.model_version"]
+    assert champion.tags["validation_status"] == "passed"
+    for tag in ("data_manifest_digest", "tokenizer_digest", "config_digest", "eval_digest", "code_version"):
+        assert champion.tags[tag], tag
+
+    second = run_local(small_config(corpus, tmp_path / "data", 1), "e2e-second", sqlite_uri,
+                       work_dir=tmp_path / "runs")
+    assert second.status == "FINISHED"
+    assert second.tags["homegrown.gate"] == "failed"
+    assert "homegrown.champion_version" not in second.tags, "promote must not run when the gate fails"
+    evaluate = nested_runs(client, second.experiment_id, second.parent_run_id)["evaluate"]
+    assert evaluate.data.metrics["champion_bits_per_byte"] < evaluate.data.metrics["bits_per_byte"]
+
+    assert client.get_model_version_by_alias("e2e-model", "champion").version == champion.version
+    new_candidate = client.get_model_version_by_alias("e2e-model", "candidate")
+    assert new_candidate.version != champion.version
+    assert new_candidate.tags["validation_status"] == "failed"
+
+    report = next((tmp_path / "runs" / "kfp").glob("homegrown-*/evaluate-op/report"))
+    assert "bits" in report.read_text().lower()
+    metrics = json.loads(next((tmp_path / "runs" / "kfp").glob("homegrown-*/clean-op/metrics")).read_text())
+    assert metrics, "KFP Metrics artifact written"

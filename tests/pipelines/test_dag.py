@@ -1,0 +1,122 @@
+"""The DAG compiles for a cluster with its Kubernetes settings, and the package loads back."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import kfp
+import pytest
+import yaml
+
+from pipelines import cli
+from pipelines.config import load_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "pipelines" / "configs"
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
+    assert cli.main(["compile", str(CONFIGS / "gpu.yaml"), "-o", str(out)]) == 0
+    return {"path": out, "docs": list(yaml.safe_load_all(out.read_text()))}
+
+
+def test_package_loads_back_with_kfp(compiled):
+    component = kfp.components.load_component_from_file(str(compiled["path"]))
+    assert component.name == "homegrown"
+    assert set(component.component_spec.inputs) == {"config_json", "run_name", "tracking_uri", "data_root"}
+
+
+def test_dag_shape_and_gate(compiled):
+    spec = compiled["docs"][0]
+    handler = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    assert {"start-op", "clean-op", "tokenize-op", "train-op", "evaluate-op", "register-op", "condition-2"} <= set(handler)
+    assert "clean-op" in handler["tokenize-op"]["dependentTasks"]
+    assert "tokenize-op" in handler["train-op"]["dependentTasks"]
+    assert "train-op" in handler["evaluate-op"]["dependentTasks"]
+    condition = handler["condition-2"]["triggerPolicy"]["condition"]
+    assert "decision" in condition and "'passed'" in condition
+    assert "exit-handler-1" in spec["root"]["dag"]["tasks"]
+    default = spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"]
+    assert json.loads(default)["train"]["precision"] == "bf16"
+
+
+def test_cluster_settings_reach_the_train_step(compiled):
+    spec, platform = compiled["docs"]
+    executors = spec["deploymentSpec"]["executors"]
+    train = executors["exec-train-op"]["container"]
+    assert train["image"] == "homegrown/trainer:0.1.0"
+    assert train["resources"]["accelerator"]["resourceCount"] == "8"
+    assert executors["exec-clean-op"]["container"]["image"] == "homegrown/steps:0.1.0"
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert k8s["exec-train-op"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert k8s["exec-train-op"]["nodeSelector"]["labels"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    for name in ("exec-clean-op", "exec-train-op", "exec-register-op"):
+        assert k8s[name]["secretAsEnv"][0]["secretName"] == "homegrown-s3"
+        assert k8s[name]["configMapAsEnv"][0]["configMapName"] == "homegrown-steps"
+    assert "tolerations" not in k8s["exec-clean-op"]
+
+
+def test_local_config_compiles_without_cluster_settings(tmp_path):
+    out = tmp_path / "demo.yaml"
+    assert cli.main(["compile", str(CONFIGS / "demo.yaml"), "-o", str(out)]) == 0
+    spec = next(yaml.safe_load_all(out.read_text()))
+    assert "accelerator" not in json.dumps(spec["deploymentSpec"]["executors"]["exec-train-op"])
+
+
+class _RecordingKFP(BaseHTTPRequestHandler):
+    """Answers the few KFP v2beta1 calls a run submission makes, recording each request."""
+
+    requests: list = []
+
+    def _reply(self, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):  # noqa: N802
+        self.requests.append(("GET", self.path, None))
+        if "/experiments" in self.path:
+            self._reply({"experiments": []})
+        else:
+            self._reply({})
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+        self.requests.append(("POST", self.path, body))
+        if self.path.endswith("/experiments"):
+            self._reply({"experiment_id": "exp-1", "display_name": body.get("display_name")})
+        else:
+            self._reply({"run_id": "run-1", "display_name": body.get("display_name")})
+
+    def log_message(self, *args):
+        pass
+
+
+def test_submit_builds_the_run_request(tmp_path, capsys):
+    server = HTTPServer(("127.0.0.1", 0), _RecordingKFP)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"http://127.0.0.1:{server.server_port}"
+        code = cli.main(["submit", str(CONFIGS / "gpu.yaml"), "--host", host, "--run-name", "nightly-1",
+                         "-o", str(tmp_path / "p.yaml")])
+    finally:
+        server.shutdown()
+    assert code == 0
+    assert "submitted run run-1" in capsys.readouterr().out
+    posts = {path: body for method, path, body in _RecordingKFP.requests if method == "POST"}
+    run = posts["/apis/v2beta1/runs"]
+    assert run["display_name"] == "nightly-1"
+    assert run["experiment_id"] == "exp-1"
+    params = run["runtime_config"]["parameters"]
+    assert params["run_name"] == "nightly-1"
+    assert json.loads(params["config_json"]) == json.loads(load_config(CONFIGS / "gpu.yaml").model_dump_json())
+    spec = run["pipeline_spec"]
+    spec = spec.get("pipeline_spec", spec)  # with platform settings the spec is wrapped
+    assert spec["pipelineInfo"]["name"] == "homegrown"
+    assert "kubernetes" in json.dumps(run["pipeline_spec"])
+    assert posts["/apis/v2beta1/experiments"]["display_name"] == "homegrown"
