@@ -74,6 +74,8 @@ def clean(config_json: str, run_root: str, tracking_uri: str, parent_run_id: str
                          _tracking(config, tracking_uri, parent_run_id))
     _publish(result.manifest_uri, documents)
     _metrics(metrics, result.stats.as_metrics())
+    st = result.stats
+    say(f"clean: {st.records_in} documents in, {st.kept} kept, dropped {st.dropped}, quarantined {st.quarantined}")
 
 
 def tokenize(config_json: str, run_root: str, tracking_uri: str, parent_run_id: str,
@@ -83,6 +85,9 @@ def tokenize(config_json: str, run_root: str, tracking_uri: str, parent_run_id: 
                             _tracking(config, tracking_uri, parent_run_id))
     _publish(result.manifest_uri, packed)
     _metrics(metrics, result.metrics)
+    m = result.metrics
+    say(f"tokenizer: vocab {m['vocab_size']:.0f}, {m['train_sequences']:.0f} sequences of {config.tokenizer.seq_len} "
+        f"tokens, {m['eval_documents']:.0f} documents held out")
 
 
 def train(config_json: str, run_root: str, tracking_uri: str, parent_run_id: str,
@@ -95,6 +100,8 @@ def train(config_json: str, run_root: str, tracking_uri: str, parent_run_id: str
                            "framework": "transformers", "format": "safetensors"})
     _metrics(metrics, {"final_loss": result.final_loss, "tokens": result.tokens,
                        "tokens_per_s": result.tokens_per_s, "steps": result.steps})
+    say(f"train: {result.steps} steps on {result.world_size} ranks, final loss {result.final_loss:.4f}, "
+        f"{result.tokens_per_s:,.0f} tokens/s")
 
 
 def _model_uri(model: Any) -> str:
@@ -110,6 +117,9 @@ def evaluate(config_json: str, run_root: str, tracking_uri: str, parent_run_id: 
     storage.write_text(results.path, storage.read_text(result.results_uri))
     storage.write_text(report.path, result.report_markdown)
     _metrics(metrics, result.metrics)
+    champion = result.metrics.get("champion_bits_per_byte")
+    say(f"evaluate: bits/byte {result.metrics['bits_per_byte']:.4f}, perplexity {result.metrics['perplexity']:.1f}"
+        + (f"; champion {champion:.4f}" if champion is not None else "; no champion yet"))
 
 
 def register(config_json: str, run_name: str, tracking_uri: str, parent_run_id: str,
@@ -130,9 +140,16 @@ def register(config_json: str, run_name: str, tracking_uri: str, parent_run_id: 
     outcome = tasks.register(config, _model_uri(model), results.path, lineage,
                              _tracking(config, tracking_uri, parent_run_id))
     storage.write_text(report.path, outcome.gate_markdown)
+    say(f"register: {config.registry.model_name} v{outcome.version} (candidate); gate {outcome.decision}: {outcome.reason}")
     return outcome.decision, outcome.version
 
 
 def promote(config_json: str, tracking_uri: str, parent_run_id: str, version: str) -> None:
     config = _config(config_json)
     tasks.promote(config, version, _tracking(config, tracking_uri, parent_run_id))
+    say(f"promote: {config.registry.model_name} v{version} is now champion")
+
+
+def say(message: str) -> None:
+    """A progress line the local console shows (see pipelines.local.ConsoleFilter)."""
+    print(f"[homegrown] {message}", flush=True)

@@ -60,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipelines.local import run_local
 
     config = _config(args)
-    summary = run_local(config, args.run_name, args.tracking_uri, args.data_root, args.work_dir)
+    summary = run_local(config, args.run_name, args.tracking_uri, args.data_root, args.work_dir, args.verbose)
     m, t = summary.metrics, summary.tags
     _print(f"pipeline run {summary.run_name}: {summary.status}", {
         "documents in / kept": f"{m.get('clean.documents_in', 0):.0f} / {m.get('clean.documents_kept', 0):.0f}",
@@ -194,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-name", help="name of this pipeline run (default: <config name>-<UTC time>)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: config, $MLFLOW_TRACKING_URI, runs/mlflow.db)")
     p.add_argument("--data-root", help="where the run writes its data (default: config data_root)")
-    p.add_argument("--work-dir", default="runs", help="kfp local outputs and temp files (default: runs)")
+    p.add_argument("--work-dir", default="runs", help="kfp local outputs, logs and temp files (default: runs)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show every task's full log, not only progress")
 
     p = add("compile", cmd_compile, "compile the pipeline for Kubeflow Pipelines into a YAML package", True)
     p.add_argument("-o", "--output", default="pipeline.yaml", help="output file (default: pipeline.yaml)")

@@ -20,6 +20,18 @@ def build_pipeline(config: RunConfig, target: Target = "local") -> Callable:
     """The pipeline function, with the run config as the default of its `config_json` parameter."""
     default_config = config.model_dump_json()
 
+    @dsl.pipeline(name="champion-gate", description="Promote the new version to champion when the gate passed.")
+    def champion_gate(decision: str, version: str, config_json: str, tracking_uri: str, parent_run_id: str):
+        # A sub-pipeline, so the condition reads its own input: kfp's local runner cannot resolve
+        # a sibling task's output in a condition nested in the exit handler, and skips the branch.
+        with dsl.If(decision == "passed", name="gate-passed"):
+            promote = ops.promote_op(
+                config_json=config_json, tracking_uri=tracking_uri, parent_run_id=parent_run_id, version=version
+            )
+            promote.set_display_name("promote to champion").set_caching_options(False)
+            if target == "cluster":
+                apply_cluster_settings(config.cluster, [promote])
+
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description="Clean a corpus, train a tokenizer, train a causal LM with DeepSpeed, evaluate, register.",
@@ -52,12 +64,12 @@ def build_pipeline(config: RunConfig, target: Target = "local") -> Callable:
                 **common, run_name=start.outputs["run_name"], documents=clean.outputs["documents"],
                 packed=tokenize.outputs["packed"], model=train.outputs["model"], results=evaluate.outputs["results"],
             ).set_display_name("register")  # fmt: skip
-            with dsl.If(register.outputs["decision"] == "passed", name="gate-passed"):
-                promote = ops.promote_op(**common, version=register.outputs["version"])
-                promote.set_display_name("promote to champion")
+            champion_gate(
+                **common, decision=register.outputs["decision"], version=register.outputs["version"]
+            ).set_display_name("champion gate")
 
-        tasks = [finish, start, clean, tokenize, train, evaluate, register, promote]
-        for task in (finish, start, register, promote):
+        tasks = [finish, start, clean, tokenize, train, evaluate, register]
+        for task in (finish, start, register):
             task.set_caching_options(False)  # side effects in MLflow: never reuse a cached result
         if target == "cluster":
             apply_cluster_settings(config.cluster, tasks, train)
@@ -65,7 +77,7 @@ def build_pipeline(config: RunConfig, target: Target = "local") -> Callable:
     return homegrown
 
 
-def apply_cluster_settings(cluster: ClusterConfig, tasks: list, train: dsl.PipelineTask) -> None:
+def apply_cluster_settings(cluster: ClusterConfig, tasks: list, train: dsl.PipelineTask | None = None) -> None:
     """Images, env from ConfigMap/Secrets, volumes, and the train step's GPUs and placement."""
     for task in tasks:
         task.set_container_image(cluster.train_image if task is train else cluster.image)
@@ -78,9 +90,12 @@ def apply_cluster_settings(cluster: ClusterConfig, tasks: list, train: dsl.Pipel
             kubernetes.use_secret_as_env(task, secret.secret_name, dict(secret.keys))
         if cluster.data_pvc:
             kubernetes.mount_pvc(task, cluster.data_pvc, mount_path="/data")
-    for task in tasks[2:-1]:  # the data steps; start/finish/promote are cheap and idempotent-safe
-        if cluster.retries:
+    for task in tasks:
+        # register is not retried: a retry after a partial failure could add a second version
+        if cluster.retries and task.component_spec.name not in ("start-op", "finish-op", "register-op"):
             task.set_retry(cluster.retries, backoff_duration="60s", backoff_factor=2)
+    if train is None:
+        return
     if cluster.gpus:
         train.set_accelerator_type(cluster.accelerator_type).set_accelerator_limit(cluster.gpus)
     if cluster.train_cpu:

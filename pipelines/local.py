@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import io
 import os
+import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from components import storage, tracking
 from components.clean.clean import input_shards
@@ -21,6 +27,44 @@ LOCAL_ENV = {
 
 class PipelineFailed(RuntimeError):
     pass
+
+
+class ConsoleFilter(io.TextIOBase):
+    """kfp's local runner prints every task's full executor log; keep all of it in a file and
+    show the console only progress lines, plus the tail of any task that fails."""
+
+    SHOW = re.compile(r"Task .* finished with status|Pipeline .* finished with status|\[homegrown\]|\[train\] (step|world|tokens)")
+    EXCEPTION = re.compile(r"^\s*[\w.]+(Error|Exception|Failed)\b.*: ")
+    NOISE = re.compile(r'^\s*("|[{}\[\],]+\s*$)')  # the executor's JSON dumps
+
+    def __init__(self, console: TextIO, log: TextIO, show_all: bool = False, tail_lines: int = 40) -> None:
+        self.console, self.log, self.show_all = console, log, show_all
+        self.pending = ""
+        self.tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+        self.errors: list[str] = []  # the exception lines of failed tasks
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            self._line(line)
+        return len(text)
+
+    def _line(self, line: str) -> None:
+        if "finished with status" in line and "FAILURE" in line:
+            self.errors += [t.strip() for t in self.tail if self.EXCEPTION.match(t)][-1:]
+            if not self.show_all:
+                self.console.write("".join(f"  | {t}\n" for t in self.tail))
+        if self.show_all or self.SHOW.search(line):
+            self.console.write(line + "\n")
+            self.tail.clear()
+        elif line.strip() and not self.NOISE.match(line):
+            self.tail.append(line)
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.console.flush()
 
 
 @dataclass
@@ -52,7 +96,10 @@ def run_local(
     tracking_uri: str | None = None,
     data_root: str | None = None,
     work_dir: str | Path = "runs",
+    verbose: bool | None = False,
 ) -> RunSummary:
+    """Run the DAG locally. verbose: True shows kfp's full log, False a filtered console (the
+    full log goes to <work_dir>/logs/), None writes the log file only."""
     preflight(config)
     work_dir = Path(work_dir).resolve()
     uri = tracking.resolve_tracking_uri(tracking_uri or config.mlflow.tracking_uri)
@@ -73,13 +120,23 @@ def run_local(
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work_dir / "kfp"))
     pipeline = build_pipeline(config, "local")
     failure = None
-    try:
-        pipeline(config_json=config.model_dump_json(), run_name=name, tracking_uri=uri, data_root=root)
-    except RuntimeError as exc:
-        failure = exc
+    log_path = work_dir / "logs" / f"{name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"[homegrown] pipeline run {name}: full log in {log_path}")
+    with open(log_path, "w", encoding="utf-8") as log:
+        console = sys.stdout if verbose is not None else open(os.devnull, "w")
+        stream = ConsoleFilter(console, log, show_all=bool(verbose))
+        try:
+            with contextlib.redirect_stdout(stream):
+                pipeline(config_json=config.model_dump_json(), run_name=name, tracking_uri=uri, data_root=root)
+        except RuntimeError as exc:
+            failure = exc
+        finally:
+            stream.flush()
     summary = summarize(uri, config.mlflow.experiment, name)
     if failure is not None:
-        raise PipelineFailed(f"pipeline run {name} failed: {_plain(str(failure))} (the task's error is printed above)")
+        cause = "; ".join(stream.errors) or "see the task's log above"
+        raise PipelineFailed(f"pipeline run {name} failed: {_plain(str(failure))}\n  {cause}\n  full log: {log_path}")
     return summary
 
 

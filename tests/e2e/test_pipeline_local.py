@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipelines.config import parse_config
-from pipelines.local import run_local
+from pipelines.local import PipelineFailed, run_local, summarize
 
 pytestmark = pytest.mark.slow
 STEPS = {"clean", "tokenizer", "train", "evaluate", "register"}
@@ -66,7 +66,7 @@ def test_two_runs_gate_keeps_the_better_champion(demo_corpus, tmp_path, sqlite_u
 
     champion = client.get_model_version_by_alias("e2e-model", "champion")
     candidate = client.get_model_version_by_alias("e2e-model", "candidate")
-    assert champion.version == candidate.version == first.tags["homegrown.model_version"]
+    assert str(champion.version) == str(candidate.version) == first.tags["homegrown.model_version"]
     assert champion.tags["validation_status"] == "passed"
     for tag in ("data_manifest_digest", "tokenizer_digest", "config_digest", "eval_digest", "code_version"):
         assert champion.tags[tag], tag
@@ -86,5 +86,23 @@ def test_two_runs_gate_keeps_the_better_champion(demo_corpus, tmp_path, sqlite_u
 
     report = next((tmp_path / "runs" / "kfp").glob("homegrown-*/evaluate-op/report"))
     assert "bits" in report.read_text().lower()
-    metrics = json.loads(next((tmp_path / "runs" / "kfp").glob("homegrown-*/clean-op/metrics")).read_text())
-    assert metrics, "KFP Metrics artifact written"
+    executor = json.loads(next((tmp_path / "runs" / "kfp").glob("homegrown-*/clean-op/executor_output.json")).read_text())
+    kfp_metrics = executor["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+    assert kfp_metrics["records_in"] == 1000 and kfp_metrics["kept"] == steps["clean"].data.metrics["kept"]
+    gate = next((tmp_path / "runs" / "kfp").glob("homegrown-*/register-op/gate")).read_text()
+    assert "| check | champion | challenger | threshold | result |" in gate
+
+
+def test_corpus_of_invalid_records_fails_the_run_clearly(tmp_path, sqlite_uri, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "bad.jsonl").write_bytes(b'{"body": "no text field"}\n\xff\xfe\n{broken\n')
+    with pytest.raises(PipelineFailed) as failed:
+        run_local(small_config(corpus, tmp_path / "data", 1), "e2e-bad", sqlite_uri, work_dir=tmp_path / "runs")
+    message = str(failed.value)
+    assert "clean-op" in message and "CleanError" in message and str(corpus) in message
+    summary = summarize(sqlite_uri, "e2e", "e2e-bad")
+    assert summary.status == "FAILED", "the exit handler closes the parent run as failed"
+    stats = json.loads(next((tmp_path / "data").glob("e2e-bad/clean/stats.json")).read_text())
+    assert stats["records_in"] == 3 and stats["kept"] == 0 and sum(stats["quarantined"].values()) == 3

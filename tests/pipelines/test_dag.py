@@ -31,12 +31,14 @@ def test_package_loads_back_with_kfp(compiled):
 def test_dag_shape_and_gate(compiled):
     spec = compiled["docs"][0]
     handler = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
-    assert {"start-op", "clean-op", "tokenize-op", "train-op", "evaluate-op", "register-op", "condition-2"} <= set(handler)
+    assert {"start-op", "clean-op", "tokenize-op", "train-op", "evaluate-op", "register-op", "champion-gate"} <= set(handler)
     assert "clean-op" in handler["tokenize-op"]["dependentTasks"]
     assert "tokenize-op" in handler["train-op"]["dependentTasks"]
     assert "train-op" in handler["evaluate-op"]["dependentTasks"]
-    condition = handler["condition-2"]["triggerPolicy"]["condition"]
+    gate = spec["components"]["comp-champion-gate"]["dag"]["tasks"]
+    condition = next(iter(gate.values()))["triggerPolicy"]["condition"]
     assert "decision" in condition and "'passed'" in condition
+    assert handler["champion-gate"]["inputs"]["parameters"]["decision"]["taskOutputParameter"]["producerTask"] == "register-op"
     assert "exit-handler-1" in spec["root"]["dag"]["tasks"]
     default = spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"]
     assert json.loads(default)["train"]["precision"] == "bf16"
