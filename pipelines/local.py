@@ -41,7 +41,7 @@ class ConsoleFilter(io.TextIOBase):
         self.console, self.log, self.show_all = console, log, show_all
         self.pending = ""
         self.tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
-        self.errors: list[str] = []  # the exception lines of failed tasks
+        self.failures: list[str] = []  # the exception lines of failed tasks
 
     def write(self, text: str) -> int:
         self.log.write(text)
@@ -53,7 +53,7 @@ class ConsoleFilter(io.TextIOBase):
 
     def _line(self, line: str) -> None:
         if "finished with status" in line and "FAILURE" in line:
-            self.errors += [t.strip() for t in self.tail if self.EXCEPTION.match(t)][-1:]
+            self.failures += [t.strip() for t in self.tail if self.EXCEPTION.match(t)][-1:]
             if not self.show_all:
                 self.console.write("".join(f"  | {t}\n" for t in self.tail))
         if self.show_all or self.SHOW.search(line):
@@ -135,7 +135,7 @@ def run_local(
             stream.flush()
     summary = summarize(uri, config.mlflow.experiment, name)
     if failure is not None:
-        cause = "; ".join(stream.errors) or "see the task's log above"
+        cause = "; ".join(stream.failures) or "see the task's log above"
         raise PipelineFailed(f"pipeline run {name} failed: {_plain(str(failure))}\n  {cause}\n  full log: {log_path}")
     return summary
 

@@ -57,11 +57,11 @@ def test_register_promote_and_load_champion(tiny_model_dir: Path, sqlite_uri: st
     with tracking.step_run("register", sqlite_uri, experiment="t"):
         version = registry.log_and_register(str(tiny_model_dir), cfg, {"data_manifest_digest": "abc"})
     client = mlflow.tracking.MlflowClient(sqlite_uri)
-    assert client.get_model_version_by_alias("tiny", "candidate").version == version
+    assert str(client.get_model_version_by_alias("tiny", "candidate").version) == version
     assert registry.champion_version("tiny") is None
     registry.promote("tiny", version)
     champ = client.get_model_version_by_alias("tiny", "champion")
-    assert champ.version == version and champ.tags["data_manifest_digest"] == "abc"
+    assert str(champ.version) == version and champ.tags["data_manifest_digest"] == "abc"
 
     found = registry.champion_model_dir("tiny", tmp_path / "champ")
     assert found is not None and found[1] == version
