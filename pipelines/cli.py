@@ -50,6 +50,8 @@ def _tracking(args: argparse.Namespace, config: RunConfig):
 def _print(title: str, values: dict[str, Any]) -> None:
     print(f"\n{title}")
     for key, value in values.items():
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         print(f"  {key:<28} {value:.4f}" if isinstance(value, float) else f"  {key:<28} {value}")
 
 

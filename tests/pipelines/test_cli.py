@@ -58,7 +58,7 @@ def test_clean_by_hand_counts_bad_records(tmp_path, capsys):
     (corpus / "a.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     code, out, _ = run(capsys, "clean", "--input", str(corpus), "--output", str(tmp_path / "out"))
     assert code == 0
-    assert "kept                         3" in out.replace(".0000", "")
+    assert "kept                         3\n" in out
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert stats["records_in"] == 6 and stats["kept"] == 3
     assert stats["quarantined"] == {"invalid_json": 1, "missing_text": 1, "not_utf8": 1}
