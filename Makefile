@@ -42,7 +42,8 @@ demo: $(STAMP) $(CORPUS)/.built  ## run the whole pipeline locally on the demo c
 	$(BIN)/homegrown run $(CONFIG)
 
 ui: $(STAMP)  ## open the MLflow UI on the local store (http://127.0.0.1:5000)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db --host 127.0.0.1 --port 5000
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db \
+		--host 127.0.0.1 --port 5000 --workers 1
 
 compile: $(STAMP)  ## compile the pipeline for a cluster into pipeline.yaml
 	$(BIN)/homegrown compile pipelines/configs/gpu.yaml -o pipeline.yaml

@@ -8,6 +8,7 @@ import io
 import os
 import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -127,7 +128,9 @@ def run_local(
         console = sys.stdout if verbose is not None else open(os.devnull, "w")
         stream = ConsoleFilter(console, log, show_all=bool(verbose))
         try:
-            with contextlib.redirect_stdout(stream):
+            with contextlib.redirect_stdout(stream), warnings.catch_warnings():
+                # kfp's notes that images and display names don't apply to a local run
+                warnings.filterwarnings("ignore", message=".*(no effect in the current local runner|non-Python base image)")
                 pipeline(config_json=config.model_dump_json(), run_name=name, tracking_uri=uri, data_root=root)
         except RuntimeError as exc:
             failure = exc
