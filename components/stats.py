@@ -16,6 +16,9 @@ class StepStats(BaseModel):
     kept: int = 0
     dropped: dict[str, int] = Field(default_factory=dict)
     quarantined: dict[str, int] = Field(default_factory=dict)
+    stages: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="per stage: documents in, out, and dropped by reason"
+    )
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + n
@@ -23,15 +26,25 @@ class StepStats(BaseModel):
     def quarantine(self, reason: str, n: int = 1) -> None:
         self.quarantined[reason] = self.quarantined.get(reason, 0) + n
 
+    def stage(self, name: str, key: str, n: int = 1) -> None:
+        counts = self.stages.setdefault(name, {"in": 0, "out": 0})
+        counts[key] = counts.get(key, 0) + n
+
     def merge(self, other: "StepStats") -> "StepStats":
         dropped, quarantined = Counter(self.dropped), Counter(self.quarantined)
         dropped.update(other.dropped)
         quarantined.update(other.quarantined)
+        stages = {name: dict(counts) for name, counts in self.stages.items()}
+        for name, counts in other.stages.items():
+            merged = Counter(stages.get(name, {}))
+            merged.update(counts)
+            stages[name] = dict(merged)
         return StepStats(
             records_in=self.records_in + other.records_in,
             kept=self.kept + other.kept,
             dropped=dict(sorted(dropped.items())),
             quarantined=dict(sorted(quarantined.items())),
+            stages=stages,
         )
 
     def check(self) -> None:
@@ -41,6 +54,10 @@ class StepStats(BaseModel):
                 f"record counts not conserved: in={self.records_in} but kept={self.kept} + "
                 f"dropped={self.dropped} + quarantined={self.quarantined} = {accounted}"
             )
+        for name, counts in self.stages.items():
+            drops = sum(v for k, v in counts.items() if k not in ("in", "out"))
+            if counts["in"] != counts["out"] + drops:
+                raise ConservationError(f"stage {name!r} does not conserve records: {counts}")
 
     def as_metrics(self, prefix: str = "") -> dict[str, float]:
         """Flat numeric view for KFP Metrics and MLflow."""

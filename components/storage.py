@@ -56,6 +56,16 @@ def exists(uri: str) -> bool:
     return local_path(uri).exists()
 
 
+def fingerprint(uri: str) -> str:
+    """A cheap identity of a file's current version: size and mtime locally, ETag on S3."""
+    if is_s3(uri):
+        bucket, key = _s3_split(uri)
+        head = _s3_client().head_object(Bucket=bucket, Key=key)
+        return f"{head['ContentLength']}-{head['ETag'].strip(chr(34))}"
+    stat = local_path(uri).stat()
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
+
+
 def list_files(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
     """Files under a prefix/directory (or the file itself), sorted, filtered by suffix."""
     if is_s3(uri):

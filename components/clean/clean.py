@@ -1,35 +1,40 @@
-"""The clean step: read document shards, normalise, filter by length, drop exact duplicates.
+"""The clean step: per-document stages on every shard, corpus-wide dedup, then final shards.
 
     clean_corpus("data/demo-corpus", "runs/x/clean", CleanConfig())
 
-Stages, in order, per record (streamed; memory holds only the dedup digests and samples):
-  read       undecodable / invalid JSON / missing text  -> quarantined (reason from shards.py)
-  normalise  Unicode normal form, invisible characters, whitespace (normalize.py)
-  length     `empty`, `too_short`, `too_long` (filters.py)
-  dedup      `duplicate`: the first occurrence in input order is kept (dedup.py)
+Three phases, so a cluster can fan each shard out to its own pod and a crash costs one shard:
+  1. prepare (per shard, parallel): read → quarantine unreadable records → the stages of
+     `stages.build_stages` (normalise, length, …), each drop with a reason → staged shard +
+     dedup keys. A stats file written last marks the shard done; a rerun skips it.
+  2. plan (once): exact duplicates across all shards → a drop list per shard.
+  3. finalize (per shard, parallel): staged shard minus its drop list → final shards of at
+     most `shard_max_records`; a marker file makes it resumable too.
+Work files live under `work/<config digest>/`, so a rerun with another config starts afresh.
 
 Output under `output_uri`:
-  shards/part-00000.jsonl.gz ...   kept documents {id, text, meta}, `shard_max_records` each
+  shards/part-IIIII-JJJ.jsonl.gz   kept documents {id, text, meta}
   manifest.json                    kind="documents", shard digests, facts: stats, text_field
-  stats.json                       records_in = kept + dropped + quarantined
+  stats.json                       records_in = kept + dropped + quarantined, per stage too
   dropped/<reason>.jsonl           up to `dropped_samples` dropped documents per reason
-  quarantine/part-00000.jsonl      every quarantined record: source, reason, raw (if any)
+  quarantine/part-IIIII.jsonl      every quarantined record of input shard I: source, reason, raw
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
+import hashlib
 import json
+import multiprocessing
+import os
+import sys
 import time
-from dataclasses import dataclass, field
-from typing import BinaryIO, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 from components import shards, storage
 from components.clean.config import CleanConfig
-from components.clean.dedup import ExactDedup
-from components.clean.filters import length_filter
-from components.clean.normalize import normalize
+from components.clean.dedup import plan_exact, save_keys, text_key
+from components.clean.stages import build_stages, run_stages
 from components.manifest import Manifest, ShardInfo, shard_info
 from components.shards import Document, Quarantined
 from components.stats import StepStats
@@ -57,8 +62,8 @@ def input_shards(input_uri: str) -> list[str]:
     """The shard files of a corpus: the file itself, or every document file under a directory."""
     if not storage.exists(input_uri):
         raise CleanError(
-            f"input {input_uri!r} does not exist: point the clean step at a JSONL(.gz) file or a "
-            f"directory of them (for the demo, build it with `make corpus`)"
+            f"input {input_uri!r} does not exist: point the clean step at a JSONL(.gz/.zst) or Parquet "
+            f"file or a directory of them (for the demo, build it with `make corpus`)"
         )
     found = storage.list_files(input_uri, shards.DOCUMENT_SUFFIXES)
     if not found:
@@ -80,110 +85,136 @@ def _check_output_outside_input(input_uri: str, output_uri: str) -> None:
         raise CleanError(f"output {output_uri!r} is inside input {input_uri!r}: a rerun would read its own output; choose another output")
 
 
-def clean_text(text: str, config: CleanConfig, dedup: ExactDedup) -> tuple[str, str | None]:
-    """(normalised text, drop reason or None): the per-document stages in order."""
-    text = normalize(text, config.normalization)
-    reason = length_filter(text, config.min_chars, config.max_chars)
-    if reason is None and dedup.is_duplicate(text):
-        reason = "duplicate"
-    return text, reason
+def work_root(output_uri: str, config: CleanConfig) -> str:
+    digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
+    return storage.join(output_uri, "work", digest)
 
 
-@dataclass
-class _Rejects:
-    """Where dropped samples and quarantined records go while the corpus streams through."""
-
-    output_uri: str
-    samples_per_reason: int
-    stack: contextlib.ExitStack
-    samples: dict[str, list[Document]] = field(default_factory=dict)
-    _quarantine: BinaryIO | None = None
-
-    def dropped(self, doc: Document, text: str, reason: str) -> None:
-        kept = self.samples.setdefault(reason, [])
-        if len(kept) < self.samples_per_reason:
-            kept.append(Document(doc.id, text, {**doc.meta, "drop_reason": reason}))
-
-    def quarantined(self, item: Quarantined) -> None:
-        if self._quarantine is None:  # opened on first use: a clean corpus leaves no file
-            self._quarantine = self.stack.enter_context(storage.open_write(self.quarantine_uri))
-        record = {"source": item.source, "reason": item.reason, "raw": item.raw}
-        self._quarantine.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
-
-    @property
-    def quarantine_uri(self) -> str:
-        return storage.join(self.output_uri, "quarantine", "part-00000.jsonl")
-
-    def write_samples(self) -> list[str]:
-        uris = []
-        for reason, docs in sorted(self.samples.items()):
-            uris.append(storage.join(self.output_uri, "dropped", f"{reason}.jsonl"))
-            shards.write_documents(uris[-1], docs)
-        return uris + ([self.quarantine_uri] if self._quarantine is not None else [])
+def _part(index: int) -> str:
+    return f"part-{index:05d}"
 
 
-def _kept(shard_uris: Iterable[str], config: CleanConfig, stats: StepStats, rejects: _Rejects) -> Iterator[Document]:
-    dedup = ExactDedup()
-    for uri in shard_uris:
+# ---- phase 1: prepare one shard ------------------------------------------------------------
+
+
+def prepare_shard(index: int, uri: str, work: str, output_uri: str, config: CleanConfig) -> StepStats:
+    """Run the per-document stages over one input shard; resumable via its stats marker."""
+    marker = storage.join(work, "staged", f"{_part(index)}.done.json")
+    source = {"uri": uri, "fingerprint": storage.fingerprint(uri)}
+    if storage.exists(marker):
+        done = json.loads(storage.read_text(marker))
+        if done["source"] == source:
+            return StepStats.model_validate(done["stats"])
+    stats = StepStats()
+    stages = build_stages(config)
+    samples: dict[str, list[Document]] = {}
+    quarantined: list[str] = []
+    keys: list[bytes] = []
+
+    def survivors() -> Iterator[Document]:
         for item in shards.read_documents(uri, config.text_field, config.id_field):
             stats.records_in += 1
             if isinstance(item, Quarantined):
                 stats.quarantine(item.reason)
-                rejects.quarantined(item)
+                quarantined.append(json.dumps({"source": item.source, "reason": item.reason, "raw": item.raw},
+                                              ensure_ascii=False))
                 continue
-            text, reason = clean_text(item.text, config, dedup)
+            reason = run_stages(item, stages, stats)
             if reason is not None:
                 stats.drop(reason)
-                rejects.dropped(item, text, reason)
+                bucket = samples.setdefault(reason, [])
+                if len(bucket) < config.dropped_samples:
+                    bucket.append(Document(item.id, item.text, {**item.meta, "drop_reason": reason}))
                 continue
-            stats.kept += 1
-            yield Document(item.id, text, item.meta)
+            keys.append(text_key(item.text))
+            yield item
+
+    try:
+        stats.kept = shards.write_documents(storage.join(work, "staged", f"{_part(index)}.jsonl.gz"), survivors())
+    except shards.ShardFormatError as exc:
+        raise CleanError(str(exc)) from None
+    save_keys(storage.join(work, "staged", f"{_part(index)}.keys.npy"), keys)
+    for reason, docs in samples.items():
+        shards.write_documents(storage.join(work, "dropped", _part(index), f"{reason}.jsonl"), docs)
+    if quarantined:
+        storage.write_text(storage.join(output_uri, "quarantine", f"{_part(index)}.jsonl"), "\n".join(quarantined) + "\n")
+    stats.check()
+    # written last: marks the shard done for exactly this input file
+    storage.write_text(marker, json.dumps({"source": source, "stats": stats.model_dump()}))
+    return stats
 
 
-def _write_shards(docs: Iterator[Document], output_uri: str, max_records: int) -> list[ShardInfo]:
-    """Stream `docs` into numbered .jsonl.gz shards of at most `max_records`; none if empty."""
-    infos = []
-    for index in itertools.count():
+# ---- phase 3: finalize one shard -----------------------------------------------------------
+
+
+def finalize_shard(index: int, work: str, output_uri: str, drops: dict[int, str], config: CleanConfig) -> dict[str, Any]:
+    """Write the staged shard minus its drop list as final shards; resumable via a marker."""
+    marker = storage.join(work, "final", f"{_part(index)}.json")
+    inputs = hashlib.sha256(
+        (storage.read_text(storage.join(work, "staged", f"{_part(index)}.done.json"))
+         + json.dumps(sorted(drops.items()))).encode()
+    ).hexdigest()
+    if storage.exists(marker):
+        done = json.loads(storage.read_text(marker))
+        if done["inputs"] == inputs:
+            return done
+    staged = shards.iter_texts([storage.join(work, "staged", f"{_part(index)}.jsonl.gz")])
+    dropped: dict[str, int] = {}
+    samples: dict[str, list[dict]] = {}
+
+    def kept() -> Iterator[Document]:
+        for row, doc in enumerate(staged):
+            reason = drops.get(row)
+            if reason is None:
+                yield doc
+                continue
+            dropped[reason] = dropped.get(reason, 0) + 1
+            bucket = samples.setdefault(reason, [])
+            if len(bucket) < config.dropped_samples:
+                bucket.append({"id": doc.id, "text": doc.text, "meta": {**doc.meta, "drop_reason": reason}})
+
+    infos: list[dict] = []
+    docs = kept()
+    for part in range(10**6):
         first = next(docs, None)
         if first is None:
-            return infos
-        uri = storage.join(output_uri, "shards", f"part-{index:05d}.jsonl.gz")
-        count = shards.write_documents(uri, itertools.chain([first], itertools.islice(docs, max_records - 1)))
-        infos.append(shard_info(uri, count))
-    raise AssertionError("unreachable")
+            break
+        uri = storage.join(output_uri, "shards", f"{_part(index)}-{part:03d}.jsonl.gz")
+        count = shards.write_documents(uri, _chain_limit(first, docs, config.shard_max_records))
+        infos.append(shard_info(uri, count).model_dump())
+    result = {"inputs": inputs, "shards": infos, "dropped": dropped, "samples": samples}
+    storage.write_text(marker, json.dumps(result, ensure_ascii=False))
+    return result
 
 
-def _remove_stale(output_uri: str, written: set[str]) -> None:
-    """Delete files a previous run left under our subdirectories (local outputs only)."""
-    if storage.is_s3(output_uri):
-        return  # storage has no delete; the manifest lists exactly this run's shards
-    root = storage.local_path(output_uri)
-    for sub in ("shards", "dropped", "quarantine"):
-        for path in (root / sub).glob("*") if (root / sub).is_dir() else ():
-            if path.is_file() and str(path) not in written:
-                path.unlink()
-    if not any(w.endswith("manifest.json") for w in written):
-        (root / "manifest.json").unlink(missing_ok=True)
+def _chain_limit(first: Document, rest: Iterator[Document], limit: int) -> Iterator[Document]:
+    yield first
+    for _, doc in zip(range(limit - 1), rest):
+        yield doc
 
 
-def _sorted(stats: StepStats) -> StepStats:
-    return StepStats(
-        records_in=stats.records_in,
-        kept=stats.kept,
-        dropped=dict(sorted(stats.dropped.items())),
-        quarantined=dict(sorted(stats.quarantined.items())),
-    )
+# ---- the whole step ------------------------------------------------------------------------
 
 
-def _nothing_kept(input_uri: str, stats: StepStats, output_uri: str) -> CleanError:
-    if stats.records_in == 0:
-        return CleanError(f"empty corpus: {input_uri!r} holds no records; check the input path and its files")
-    reasons = {**stats.dropped, **{f"quarantined:{k}": v for k, v in stats.quarantined.items()}}
-    return CleanError(
-        f"all {stats.records_in} records of {input_uri!r} were dropped or quarantined: {reasons}; "
-        f"samples are under {storage.join(output_uri, 'dropped')} and "
-        f"{storage.join(output_uri, 'quarantine')} (check text_field/id_field and min_chars/max_chars)"
-    )
+def _map(func: Callable, calls: list[tuple], workers: int, desc: str) -> list:
+    """Run calls in worker processes (spawned: safe beside threads), in order, with progress."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(calls), desc=desc, unit="shard", disable=not sys.stderr.isatty(), leave=False)
+    try:
+        if workers <= 1 or len(calls) <= 1:
+            out = []
+            for call in calls:
+                out.append(func(*call))
+                bar.update()
+            return out
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(func, *call) for call in calls]
+            for future in futures:
+                future.add_done_callback(lambda _: bar.update())
+            return [f.result() for f in futures]
+    finally:
+        bar.close()
 
 
 def clean_corpus(input_uri: str, output_uri: str, config: CleanConfig) -> CleanResult:
@@ -191,13 +222,29 @@ def clean_corpus(input_uri: str, output_uri: str, config: CleanConfig) -> CleanR
     started = time.perf_counter()
     shard_uris = input_shards(input_uri)
     _check_output_outside_input(input_uri, output_uri)
+    work = work_root(output_uri, config)
+    workers = min(config.workers or os.cpu_count() or 1, len(shard_uris))
+
+    per_shard = _map(prepare_shard, [(i, uri, work, output_uri, config) for i, uri in enumerate(shard_uris)],
+                     workers, "clean: stages")
+    plan = plan_exact([storage.join(work, "staged", f"{_part(i)}.keys.npy") for i in range(len(shard_uris))])
+    finals = _map(finalize_shard, [(i, work, output_uri, plan[i], config) for i in range(len(shard_uris))],
+                  workers, "clean: write")
+
     stats = StepStats()
-    with contextlib.ExitStack() as stack:
-        rejects = _Rejects(output_uri, config.dropped_samples, stack)
-        infos = _write_shards(_kept(shard_uris, config, stats, rejects), output_uri, config.shard_max_records)
-        written = {info.uri for info in infos} | set(rejects.write_samples())
-    stats = _sorted(stats)
+    for shard_stats, final in zip(per_shard, finals):
+        staged = shard_stats.kept
+        for reason, count in final["dropped"].items():
+            shard_stats.drop(reason, count)
+            shard_stats.stage("dedup", reason, count)
+        shard_stats.kept = staged - sum(final["dropped"].values())
+        shard_stats.stage("dedup", "in", staged)
+        shard_stats.stage("dedup", "out", shard_stats.kept)
+        stats = stats.merge(shard_stats)
     stats.check()
+    infos = [ShardInfo.model_validate(info) for final in finals for info in final["shards"]]
+    written = {info.uri for info in infos} | set(_write_samples(output_uri, work, len(shard_uris), finals, config))
+    written |= {uri for uri in _quarantine_files(output_uri, len(shard_uris))}
     stats_uri = storage.join(output_uri, "stats.json")
     storage.write_text(stats_uri, json.dumps(stats.model_dump(), indent=2, ensure_ascii=False) + "\n")
     if stats.kept == 0:
@@ -213,3 +260,50 @@ def clean_corpus(input_uri: str, output_uri: str, config: CleanConfig) -> CleanR
     manifest.save(manifest_uri)
     _remove_stale(output_uri, written | {manifest_uri})
     return CleanResult(manifest, manifest_uri, stats, time.perf_counter() - started)
+
+
+def _write_samples(output_uri: str, work: str, n_shards: int, finals: list[dict], config: CleanConfig) -> list[str]:
+    """Up to `dropped_samples` dropped documents per reason, first in input order."""
+    samples: dict[str, list[Document]] = {}
+    for index in range(n_shards):
+        directory = storage.join(work, "dropped", _part(index))
+        for uri in storage.list_files(directory) if storage.exists(directory) else []:
+            reason = uri.rsplit("/", 1)[-1].removesuffix(".jsonl")
+            samples.setdefault(reason, []).extend(shards.iter_texts([uri]))
+    for final in finals:
+        for reason, docs in final["samples"].items():
+            samples.setdefault(reason, []).extend(Document(d["id"], d["text"], d["meta"]) for d in docs)
+    uris = []
+    for reason, docs in sorted(samples.items()):
+        uris.append(storage.join(output_uri, "dropped", f"{reason}.jsonl"))
+        shards.write_documents(uris[-1], docs[: config.dropped_samples])
+    return uris
+
+
+def _quarantine_files(output_uri: str, n_shards: int) -> list[str]:
+    uris = [storage.join(output_uri, "quarantine", f"{_part(i)}.jsonl") for i in range(n_shards)]
+    return [u for u in uris if storage.exists(u)]
+
+
+def _remove_stale(output_uri: str, written: set[str]) -> None:
+    """Delete files a previous run left under our subdirectories (local outputs only)."""
+    if storage.is_s3(output_uri):
+        return  # storage has no delete; the manifest lists exactly this run's shards
+    root = storage.local_path(output_uri)
+    for sub in ("shards", "dropped", "quarantine"):
+        for path in (root / sub).glob("*") if (root / sub).is_dir() else ():
+            if path.is_file() and str(path) not in written:
+                path.unlink()
+    if not any(w.endswith("manifest.json") for w in written):
+        (root / "manifest.json").unlink(missing_ok=True)
+
+
+def _nothing_kept(input_uri: str, stats: StepStats, output_uri: str) -> CleanError:
+    if stats.records_in == 0:
+        return CleanError(f"empty corpus: {input_uri!r} holds no records; check the input path and its files")
+    reasons = {**stats.dropped, **{f"quarantined:{k}": v for k, v in stats.quarantined.items()}}
+    return CleanError(
+        f"all {stats.records_in} records of {input_uri!r} were dropped or quarantined: {reasons}; "
+        f"samples are under {storage.join(output_uri, 'dropped')} and "
+        f"{storage.join(output_uri, 'quarantine')} (check text_field/id_field and min_chars/max_chars)"
+    )

@@ -15,3 +15,4 @@ class CleanConfig(Section):
     max_chars: int = Field(100_000, ge=1, description="documents longer than this are dropped")
     shard_max_records: int = Field(5_000, ge=1, description="records per output shard")
     dropped_samples: int = Field(20, ge=0, description="dropped documents kept per reason for inspection")
+    workers: int = Field(0, ge=0, description="processes cleaning shards in parallel; 0 = one per CPU core")

@@ -1,23 +1,65 @@
-"""Exact deduplication by the sha256 of the normalised text; the first occurrence wins."""
+"""Corpus-wide deduplication, planned between the per-shard stages.
+
+Exact: the sha256 (first 16 bytes) of each staged document's normalised text; the first
+occurrence in input order (shard, row) is kept. Near: MinHash LSH over the same documents
+(components.clean.minhash), one document kept per cluster, again the first in input order.
+The plan is a drop list per shard: {row: reason}.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import io
+
+import numpy as np
+
+from components import storage
+
+KEY_BYTES = 16
+
+
+def text_key(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8")).digest()[:KEY_BYTES]
+
+
+def save_keys(uri: str, keys: list[bytes]) -> None:
+    array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, KEY_BYTES)
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    storage.write_bytes(uri, buffer.getvalue())
+
+
+def load_keys(uri: str) -> np.ndarray:
+    return np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False)
+
+
+def plan_exact(key_uris: list[str]) -> list[dict[int, str]]:
+    """Rows to drop per shard as exact duplicates of an earlier document.
+
+    Memory holds one 16-byte digest per distinct document (~100 MB per million in a set).
+    """
+    seen: set[bytes] = set()
+    plan: list[dict[int, str]] = []
+    for uri in key_uris:
+        drops: dict[int, str] = {}
+        for row, key in enumerate(load_keys(uri)):
+            digest = key.tobytes()
+            if digest in seen:
+                drops[row] = "duplicate"
+            else:
+                seen.add(digest)
+        plan.append(drops)
+    return plan
 
 
 class ExactDedup:
-    """Remembers 16-byte digest prefixes of texts seen so far.
-
-    Memory grows with the number of distinct documents (~100 bytes each in a Python set, so
-    ~100 MB per million); for corpora beyond that, shard by digest prefix first.
-    """
+    """In-memory exact dedup for callers that stream one sequence of texts."""
 
     def __init__(self) -> None:
         self._seen: set[bytes] = set()
 
     def is_duplicate(self, text: str) -> bool:
-        """True if an identical text was seen before; otherwise remember this one."""
-        key = hashlib.sha256(text.encode("utf-8")).digest()[:16]
+        key = text_key(text)
         if key in self._seen:
             return True
         self._seen.add(key)
