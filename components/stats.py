@@ -64,6 +64,8 @@ class StepStats(BaseModel):
         out = {f"{prefix}records_in": self.records_in, f"{prefix}kept": self.kept}
         out.update({f"{prefix}dropped_{k}": v for k, v in self.dropped.items()})
         out.update({f"{prefix}quarantined_{k}": v for k, v in self.quarantined.items()})
+        for name, counts in self.stages.items():
+            out.update({f"{prefix}stage.{name}.{key}": v for key, v in counts.items()})
         out[f"{prefix}dropped_total"] = sum(self.dropped.values())
         out[f"{prefix}quarantined_total"] = sum(self.quarantined.values())
         return {k: float(v) for k, v in out.items()}

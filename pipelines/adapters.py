@@ -68,16 +68,6 @@ def _metrics(artifact: Any, values: dict[str, float]) -> None:
         artifact.log_metric(key, float(value))
 
 
-def clean(config_json: str, run_root: str, tracking_uri: str, parent_run_id: str, documents: Any, metrics: Any) -> None:
-    config = _config(config_json)
-    result = tasks.clean(config, config.corpus, tasks.step_dir(run_root, "clean"),
-                         _tracking(config, tracking_uri, parent_run_id))
-    _publish(result.manifest_uri, documents)
-    _metrics(metrics, result.stats.as_metrics())
-    st = result.stats
-    say(f"clean: {st.records_in} documents in, {st.kept} kept, dropped {st.dropped}, quarantined {st.quarantined}")
-
-
 def tokenize(config_json: str, run_root: str, tracking_uri: str, parent_run_id: str,
              documents: Any, packed: Any, metrics: Any) -> None:
     config = _config(config_json)
@@ -153,3 +143,56 @@ def promote(config_json: str, tracking_uri: str, parent_run_id: str, version: st
 def say(message: str) -> None:
     """A progress line the local console shows (see pipelines.local.ConsoleFilter)."""
     print(f"[homegrown] {message}", flush=True)
+
+
+# ---- the clean step fanned out over shards (ParallelFor on a cluster) -----------------------
+
+
+def _clean_output(run_root: str) -> str:
+    return tasks.step_dir(run_root, "clean")
+
+
+def clean_plan(config_json: str, run_root: str) -> list[dict]:
+    from components.clean.clean import plan_shards
+
+    config = _config(config_json)
+    items = plan_shards(config.corpus, _clean_output(run_root), config.clean)
+    say(f"clean: {len(items)} input shards")
+    # each item carries the run root: kfp's local runner hands a ParallelFor body the loop
+    # item in place of any other task's output, so loop bodies take only pipeline inputs
+    return [{**item, "run_root": run_root} for item in items]
+
+
+def clean_prepare(config_json: str, shard: dict) -> None:
+    from components.clean.clean import prepare
+
+    config = _config(config_json)
+    stats = prepare(int(shard["index"]), shard["uri"], _clean_output(shard["run_root"]), config.clean)
+    say(f"clean: shard {shard['index']}: {stats.records_in} in, {stats.kept} past the stages")
+
+
+def clean_dedup(config_json: str, run_root: str, shards: list) -> None:
+    from components.clean.clean import plan_dedup
+
+    config = _config(config_json)
+    plan_dedup(len(shards), _clean_output(run_root), config.clean)
+
+
+def clean_finalize(config_json: str, shard: dict) -> None:
+    from components.clean.clean import finalize
+
+    config = _config(config_json)
+    finalize(int(shard["index"]), _clean_output(shard["run_root"]), config.clean)
+
+
+def clean_collect(config_json: str, run_root: str, tracking_uri: str, parent_run_id: str, shards: list,
+                  documents: Any, metrics: Any) -> None:
+    from components.clean.clean import collect
+
+    config = _config(config_json)
+    result = tasks.clean(config, config.corpus, _clean_output(run_root), _tracking(config, tracking_uri, parent_run_id),
+                         run=lambda: collect(config.corpus, _clean_output(run_root), len(shards), config.clean))
+    _publish(result.manifest_uri, documents)
+    _metrics(metrics, result.stats.as_metrics())
+    st = result.stats
+    say(f"clean: {st.records_in} documents in, {st.kept} kept, dropped {st.dropped}, quarantined {st.quarantined}")

@@ -52,7 +52,18 @@ def build_pipeline(config: RunConfig, target: Target = "local") -> Callable:
                 config_json=config_json, tracking_uri=tracking_uri, parent_run_id=start.outputs["parent_run_id"]
             )
             run_root = start.outputs["run_root"]
-            clean = ops.clean_op(**common, run_root=run_root).set_display_name("clean")
+            # clean fans out over the corpus's shards: stages per shard → corpus-wide dedup → write per shard
+            shards = ops.clean_plan_op(config_json=config_json, run_root=run_root).set_display_name("clean: shards")
+            with dsl.ParallelFor(shards.output, parallelism=config.clean.parallel_shards, name="clean-stages") as item:
+                prepare = ops.clean_shard_op(config_json=config_json, shard=item)
+                prepare.set_display_name("clean: stages")
+            dedup = ops.clean_dedup_op(config_json=config_json, run_root=run_root, shards=shards.output)
+            dedup.after(prepare).set_display_name("clean: dedup")
+            with dsl.ParallelFor(shards.output, parallelism=config.clean.parallel_shards, name="clean-write") as item:
+                write = ops.clean_write_op(config_json=config_json, shard=item)
+                write.after(dedup).set_display_name("clean: write")
+            clean = ops.clean_collect_op(**common, run_root=run_root, shards=shards.output)
+            clean.after(write).set_display_name("clean")
             tokenize = ops.tokenize_op(**common, run_root=run_root, documents=clean.outputs["documents"])
             tokenize.set_display_name("tokenizer")
             train = ops.train_op(**common, run_root=run_root, packed=tokenize.outputs["packed"])
@@ -68,7 +79,7 @@ def build_pipeline(config: RunConfig, target: Target = "local") -> Callable:
                 **common, decision=register.outputs["decision"], version=register.outputs["version"]
             ).set_display_name("champion gate")
 
-        tasks = [finish, start, clean, tokenize, train, evaluate, register]
+        tasks = [finish, start, shards, prepare, dedup, write, clean, tokenize, train, evaluate, register]
         for task in (finish, start, register):
             task.set_caching_options(False)  # side effects in MLflow: never reuse a cached result
         if target == "cluster":

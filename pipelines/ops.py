@@ -38,14 +38,46 @@ def finish_op(config_json: str, run_name: str, kfp_run_name: str, tracking_uri: 
 
 
 @_component
-def clean_op(
-    config_json: str, run_root: str, tracking_uri: str, parent_run_id: str,
-    documents: Output[Dataset], metrics: Output[Metrics],
-):  # fmt: skip
-    """Normalise, filter and deduplicate the raw corpus into cleaned shards."""
+def clean_plan_op(config_json: str, run_root: str) -> list:
+    """List the corpus's input shards: the work items of the clean fan-out."""
     from pipelines import adapters
 
-    adapters.clean(config_json, run_root, tracking_uri, parent_run_id, documents, metrics)
+    return adapters.clean_plan(config_json, run_root)
+
+
+@_component
+def clean_shard_op(config_json: str, shard: dict):
+    """Clean phase 1 for one input shard: read, quarantine, normalise, filter; dedup keys."""
+    from pipelines import adapters
+
+    adapters.clean_prepare(config_json, shard)
+
+
+@_component
+def clean_dedup_op(config_json: str, run_root: str, shards: list):
+    """Clean phase 2: corpus-wide duplicates, a drop list per shard."""
+    from pipelines import adapters
+
+    adapters.clean_dedup(config_json, run_root, shards)
+
+
+@_component
+def clean_write_op(config_json: str, shard: dict):
+    """Clean phase 3 for one shard: drop its duplicates, write the final shards."""
+    from pipelines import adapters
+
+    adapters.clean_finalize(config_json, shard)
+
+
+@_component
+def clean_collect_op(
+    config_json: str, run_root: str, tracking_uri: str, parent_run_id: str, shards: list,
+    documents: Output[Dataset], metrics: Output[Metrics],
+):  # fmt: skip
+    """Clean phase 4: stats, samples and the manifest of the cleaned corpus; tracked in MLflow."""
+    from pipelines import adapters
+
+    adapters.clean_collect(config_json, run_root, tracking_uri, parent_run_id, shards, documents, metrics)
 
 
 @_component

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from components import storage, tracking
 from components.manifest import Manifest
@@ -115,11 +115,13 @@ def _tag_parent(tracking_cfg: Tracking | None, tags: dict[str, str]) -> None:
 # ---- the five steps -------------------------------------------------------------------
 
 
-def clean(config: RunConfig, input_uri: str, output_uri: str, tracking_cfg: Tracking | None = None):
+def clean(config: RunConfig, input_uri: str, output_uri: str, tracking_cfg: Tracking | None = None,
+          run: Callable[[], Any] | None = None):
+    """Clean the corpus (or, with `run`, track phases that ran elsewhere and collect them)."""
     from components.clean.clean import clean_corpus
 
     with _step("clean", tracking_cfg, {"input": input_uri, **config.clean.model_dump()}):
-        result = clean_corpus(input_uri, output_uri, config.clean)
+        result = run() if run else clean_corpus(input_uri, output_uri, config.clean)
         metrics = {**result.stats.as_metrics(), "seconds": result.seconds, "docs_per_s": result.docs_per_s}
         _log(metrics, [storage.join(output_uri, "stats.json"), result.manifest_uri],
              {"clean.documents_in": result.stats.records_in, "clean.documents_kept": result.stats.kept},

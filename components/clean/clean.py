@@ -217,22 +217,46 @@ def _map(func: Callable, calls: list[tuple], workers: int, desc: str) -> list:
         bar.close()
 
 
-def clean_corpus(input_uri: str, output_uri: str, config: CleanConfig) -> CleanResult:
-    """Clean every shard under `input_uri` into `output_uri`; see the module docstring."""
-    started = time.perf_counter()
+def plan_shards(input_uri: str, output_uri: str, config: CleanConfig) -> list[dict[str, Any]]:
+    """Phase 0: the input shards, as the work items of phases 1 and 3 ({index, uri})."""
     shard_uris = input_shards(input_uri)
     _check_output_outside_input(input_uri, output_uri)
+    return [{"index": i, "uri": uri} for i, uri in enumerate(shard_uris)]
+
+
+def plan_dedup(n_shards: int, output_uri: str, config: CleanConfig) -> None:
+    """Phase 2: corpus-wide duplicates → `work/plan/part-I.json` ({row: reason}) per shard."""
     work = work_root(output_uri, config)
-    workers = min(config.workers or os.cpu_count() or 1, len(shard_uris))
+    plan = plan_exact([storage.join(work, "staged", f"{_part(i)}.keys.npy") for i in range(n_shards)])
+    for index, drops in enumerate(plan):
+        storage.write_text(storage.join(work, "plan", f"{_part(index)}.json"), json.dumps(drops))
 
-    per_shard = _map(prepare_shard, [(i, uri, work, output_uri, config) for i, uri in enumerate(shard_uris)],
-                     workers, "clean: stages")
-    plan = plan_exact([storage.join(work, "staged", f"{_part(i)}.keys.npy") for i in range(len(shard_uris))])
-    finals = _map(finalize_shard, [(i, work, output_uri, plan[i], config) for i in range(len(shard_uris))],
-                  workers, "clean: write")
 
+def load_plan(output_uri: str, index: int, config: CleanConfig) -> dict[int, str]:
+    uri = storage.join(work_root(output_uri, config), "plan", f"{_part(index)}.json")
+    return {int(row): reason for row, reason in json.loads(storage.read_text(uri)).items()}
+
+
+def prepare(index: int, uri: str, output_uri: str, config: CleanConfig) -> StepStats:
+    """Phase 1 for one shard (a KFP ParallelFor item on a cluster)."""
+    return prepare_shard(index, uri, work_root(output_uri, config), output_uri, config)
+
+
+def finalize(index: int, output_uri: str, config: CleanConfig) -> dict[str, Any]:
+    """Phase 3 for one shard (a KFP ParallelFor item on a cluster)."""
+    return finalize_shard(index, work_root(output_uri, config), output_uri, load_plan(output_uri, index, config), config)
+
+
+def collect(input_uri: str, output_uri: str, n_shards: int, config: CleanConfig, seconds: float = 0.0) -> CleanResult:
+    """Phase 4: sum the per-shard stats, write samples, stats and the manifest."""
+    work = work_root(output_uri, config)
     stats = StepStats()
-    for shard_stats, final in zip(per_shard, finals):
+    finals = []
+    for index in range(n_shards):
+        done = json.loads(storage.read_text(storage.join(work, "staged", f"{_part(index)}.done.json")))
+        shard_stats = StepStats.model_validate(done["stats"])
+        final = json.loads(storage.read_text(storage.join(work, "final", f"{_part(index)}.json")))
+        finals.append(final)
         staged = shard_stats.kept
         for reason, count in final["dropped"].items():
             shard_stats.drop(reason, count)
@@ -243,8 +267,8 @@ def clean_corpus(input_uri: str, output_uri: str, config: CleanConfig) -> CleanR
         stats = stats.merge(shard_stats)
     stats.check()
     infos = [ShardInfo.model_validate(info) for final in finals for info in final["shards"]]
-    written = {info.uri for info in infos} | set(_write_samples(output_uri, work, len(shard_uris), finals, config))
-    written |= {uri for uri in _quarantine_files(output_uri, len(shard_uris))}
+    written = {info.uri for info in infos} | set(_write_samples(output_uri, work, n_shards, finals, config))
+    written |= set(_quarantine_files(output_uri, n_shards))
     stats_uri = storage.join(output_uri, "stats.json")
     storage.write_text(stats_uri, json.dumps(stats.model_dump(), indent=2, ensure_ascii=False) + "\n")
     if stats.kept == 0:
@@ -259,7 +283,18 @@ def clean_corpus(input_uri: str, output_uri: str, config: CleanConfig) -> CleanR
     manifest_uri = storage.join(output_uri, "manifest.json")
     manifest.save(manifest_uri)
     _remove_stale(output_uri, written | {manifest_uri})
-    return CleanResult(manifest, manifest_uri, stats, time.perf_counter() - started)
+    return CleanResult(manifest, manifest_uri, stats, seconds)
+
+
+def clean_corpus(input_uri: str, output_uri: str, config: CleanConfig) -> CleanResult:
+    """Clean every shard under `input_uri` into `output_uri`, shards in local processes."""
+    started = time.perf_counter()
+    items = plan_shards(input_uri, output_uri, config)
+    workers = min(config.workers or os.cpu_count() or 1, len(items))
+    _map(prepare, [(it["index"], it["uri"], output_uri, config) for it in items], workers, "clean: stages")
+    plan_dedup(len(items), output_uri, config)
+    _map(finalize, [(it["index"], output_uri, config) for it in items], workers, "clean: write")
+    return collect(input_uri, output_uri, len(items), config, time.perf_counter() - started)
 
 
 def _write_samples(output_uri: str, work: str, n_shards: int, finals: list[dict], config: CleanConfig) -> list[str]:

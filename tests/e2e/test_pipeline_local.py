@@ -86,7 +86,7 @@ def test_two_runs_gate_keeps_the_better_champion(demo_corpus, tmp_path, sqlite_u
 
     report = next((tmp_path / "runs" / "kfp").glob("homegrown-*/evaluate-op/report"))
     assert "bits" in report.read_text().lower()
-    executor = json.loads(next((tmp_path / "runs" / "kfp").glob("homegrown-*/clean-op/executor_output.json")).read_text())
+    executor = json.loads(next((tmp_path / "runs" / "kfp").glob("homegrown-*/clean-collect-op/executor_output.json")).read_text())
     kfp_metrics = executor["artifacts"]["metrics"]["artifacts"][0]["metadata"]
     assert kfp_metrics["records_in"] == 1000 and kfp_metrics["kept"] == steps["clean"].data.metrics["kept"]
     gate = next((tmp_path / "runs" / "kfp").glob("homegrown-*/register-op/gate")).read_text()
@@ -101,7 +101,7 @@ def test_corpus_of_invalid_records_fails_the_run_clearly(tmp_path, sqlite_uri, m
     with pytest.raises(PipelineFailed) as failed:
         run_local(small_config(corpus, tmp_path / "data", 1), "e2e-bad", sqlite_uri, work_dir=tmp_path / "runs")
     message = str(failed.value)
-    assert "clean-op" in message and "CleanError" in message and str(corpus) in message
+    assert "clean-collect-op" in message and "CleanError" in message and str(corpus) in message
     summary = summarize(sqlite_uri, "e2e", "e2e-bad")
     assert summary.status == "FAILED", "the exit handler closes the parent run as failed"
     stats = json.loads(next((tmp_path / "data").glob("e2e-bad/clean/stats.json")).read_text())

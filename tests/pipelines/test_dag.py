@@ -31,8 +31,14 @@ def test_package_loads_back_with_kfp(compiled):
 def test_dag_shape_and_gate(compiled):
     spec = compiled["docs"][0]
     handler = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
-    assert {"start-op", "clean-op", "tokenize-op", "train-op", "evaluate-op", "register-op", "champion-gate"} <= set(handler)
-    assert "clean-op" in handler["tokenize-op"]["dependentTasks"]
+    assert {"start-op", "clean-plan-op", "clean-dedup-op", "clean-collect-op", "tokenize-op", "train-op",
+            "evaluate-op", "register-op", "champion-gate"} <= set(handler)
+    loops = [name for name in handler if name.startswith("for-loop")]
+    assert len(loops) == 2, "clean fans out twice over the shards"
+    for loop in loops:
+        assert handler[loop]["parameterIterator"]["items"]["inputParameter"].endswith("clean-plan-op-Output")
+    assert loops[0] in handler["clean-dedup-op"]["dependentTasks"]
+    assert "clean-collect-op" in handler["tokenize-op"]["dependentTasks"]
     assert "tokenize-op" in handler["train-op"]["dependentTasks"]
     assert "train-op" in handler["evaluate-op"]["dependentTasks"]
     gate = spec["components"]["comp-champion-gate"]["dag"]["tasks"]
@@ -50,14 +56,14 @@ def test_cluster_settings_reach_the_train_step(compiled):
     train = executors["exec-train-op"]["container"]
     assert train["image"] == "homegrown/trainer:0.1.0"
     assert train["resources"]["accelerator"]["resourceCount"] == "8"
-    assert executors["exec-clean-op"]["container"]["image"] == "homegrown/steps:0.1.0"
+    assert executors["exec-clean-write-op"]["container"]["image"] == "homegrown/steps:0.1.0"
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert k8s["exec-train-op"]["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert k8s["exec-train-op"]["nodeSelector"]["labels"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
-    for name in ("exec-clean-op", "exec-train-op", "exec-register-op"):
+    for name in ("exec-clean-shard-op", "exec-train-op", "exec-register-op"):
         assert k8s[name]["secretAsEnv"][0]["secretName"] == "homegrown-s3"
         assert k8s[name]["configMapAsEnv"][0]["configMapName"] == "homegrown-steps"
-    assert "tolerations" not in k8s["exec-clean-op"]
+    assert "tolerations" not in k8s["exec-clean-shard-op"]
 
 
 def test_local_config_compiles_without_cluster_settings(tmp_path):

@@ -1,0 +1,456 @@
+"""Near-duplicate detection with MinHash LSH, as three stages that fan out over shards.
+
+    write_signatures("part-00000", docs, "sig/part-00000.npy", cfg)   # stage 1, one task per shard
+    write_drop_lists(["sig/part-00000.npy", ...], "drop", cfg)        # stage 2, one task
+    rows = load_drop_list("drop/part-00000.json")                     # stage 3, per shard: skip rows
+
+Stage 1 turns each document into a set of 64-bit shingle hashes (lowercased; word 5-grams for
+space-delimited scripts, character 5-grams with whitespace removed for Chinese, Japanese, Thai,
+Khmer … — chosen per document: whitespace tokens averaging more than `max_mean_word_chars`
+characters, or a majority of characters from those scripts, mean words are not spaced) and then into a MinHash
+signature: for each of `num_perm` hash functions h(x) = (a·x + b) mod (2^61 − 1), the minimum
+over the shingles. Stage 2 cuts every signature into `bands` bands of `rows` values; documents
+that agree on a whole band share a bucket and become candidate pairs, each verified by the
+Jaccard estimate of the full signatures (share of equal values ≥ `threshold`); verified pairs
+are joined into clusters and each cluster keeps its first document in input order (smallest
+(shard_index, row)), the rest are dropped as `near_duplicate`.
+
+Files (`allow_pickle=False` everywhere; any storage URI, written atomically):
+  <sig>.npy    uint64 array (documents, num_perm), row i = document i of the shard
+  <sig>.json   {"shard_key", "count", "params": {...shingling/hashing...}, "ids": [...]}
+  <drop>/part-NNNNN.json   {"shard_key", "signatures", "rows": [...], "duplicate_of": [...]}
+  <drop>/summary.json      documents, candidate and verified pairs, clusters, dropped
+Documents with no shingles (empty text) get a signature of all 2^64 − 1 and are never dropped.
+
+Memory: a signature is num_perm × 8 bytes (1 KiB at 128), so stage 2 holds 1 GiB per million
+documents plus ~40 bytes per candidate pair; stage 1 holds one shard's signatures and a
+bounded block of num_perm × 16384 hashes. Beyond a few million documents, split stage 2 by
+band (bands are independent; only the verified pairs need joining).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from components import storage
+from components.config import Section
+
+MERSENNE_61 = np.uint64((1 << 61) - 1)
+EMPTY = np.uint64(np.iinfo(np.uint64).max)  # signature value of a document without shingles
+_MASK31 = np.uint64((1 << 31) - 1)
+_MASK30 = np.uint64((1 << 30) - 1)
+_MASK32 = np.uint64((1 << 32) - 1)
+_HASH_BLOCK = 16384  # shingles hashed at once: num_perm × 16384 × 8 bytes per temporary
+_BUCKET_WINDOW = 64  # within a bucket, each document is paired with the next 63 only
+
+
+class NearDedupConfig(Section):
+    """MinHash LSH near-duplicate removal; defaults suit web-like documents of 50+ words."""
+
+    threshold: float = Field(0.8, gt=0.0, lt=1.0)  # Jaccard similarity of shingle sets
+    num_perm: int = Field(128, ge=2, le=1024)  # signature length; memory is num_perm × 8 B/doc
+    bands: int | None = Field(None, ge=1)  # None: chosen from threshold by optimal_bands
+    false_positive_weight: float = Field(0.2, ge=0.0)  # low: candidates are verified anyway,
+    false_negative_weight: float = Field(0.8, ge=0.0)  # a missed pair is a kept duplicate
+    shingle_size_words: int = Field(5, ge=1)
+    shingle_size_chars: int = Field(5, ge=1)
+    max_mean_word_chars: float = Field(16.0, gt=0.0)  # longer average token -> char shingles
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _bands_divide(self) -> "NearDedupConfig":
+        if self.bands is not None and self.num_perm % self.bands:
+            raise ValueError(f"bands={self.bands} does not divide num_perm={self.num_perm}; pick a divisor or leave bands unset")
+        return self
+
+    def bands_rows(self) -> tuple[int, int]:
+        if self.bands is not None:
+            return self.bands, self.num_perm // self.bands
+        return optimal_bands(self.threshold, self.num_perm, self.false_positive_weight, self.false_negative_weight)
+
+    def signature_params(self) -> dict:
+        """What makes two signature files comparable; stored beside each one."""
+        return self.model_dump(include={"num_perm", "seed", "shingle_size_words", "shingle_size_chars", "max_mean_word_chars"})
+
+
+# ---- LSH parameters -----------------------------------------------------------------------
+
+def _integrate(f, lo: float, hi: float, steps: int = 2001) -> float:
+    x = np.linspace(lo, hi, steps)
+    y = f(x)
+    return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2)
+
+
+def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5) -> tuple[int, int]:
+    """(bands, rows) with bands × rows == num_perm minimising the weighted error areas.
+
+    P(candidate | Jaccard s) = 1 − (1 − s^r)^b. The false-positive area integrates it over
+    [0, threshold], the false-negative area its complement over [threshold, 1] (as datasketch's
+    `_optimal_param`, restricted to exact divisors so no signature value is wasted).
+    """
+    best: tuple[float, int, int] | None = None
+    for b in range(1, num_perm + 1):
+        if num_perm % b:
+            continue
+        r = num_perm // b
+        fp = _integrate(lambda s: 1 - (1 - s**r) ** b, 0.0, threshold)
+        fn = _integrate(lambda s: (1 - s**r) ** b, threshold, 1.0)
+        error = fp_weight * fp + fn_weight * fn
+        if best is None or error < best[0] - 1e-12:
+            best = (error, b, r)
+    assert best is not None
+    return best[1], best[2]
+
+
+# ---- stage 1: shingles and signatures -----------------------------------------------------
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser, wrapping uint64 arithmetic."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _window_hash(units: np.ndarray, k: int) -> np.ndarray:
+    """One 64-bit hash per window of k consecutive unit hashes (the whole sequence if shorter)."""
+    if len(units) == 0:
+        return units
+    k = min(k, len(units))
+    mixed = _mix(units)
+    weights = _mix(np.arange(1, k + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
+    n = len(units) - k + 1
+    acc = np.zeros(n, dtype=np.uint64)
+    for j in range(k):
+        acc += mixed[j : j + n] * weights[j]
+    return _mix(acc)
+
+
+def _token_hash(token: str) -> int:
+    return int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+# scripts written without spaces between words: Thai, Lao, Myanmar, Khmer, CJK and kana
+_NO_SPACE_SCRIPTS = re.compile(r"[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u2e80-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003ffff]")
+
+
+def uses_words(text: str, cfg: NearDedupConfig) -> bool:
+    """True if whitespace separates words here: the average token is short enough and at most
+    half of the characters belong to a script written without spaces (so a short Chinese
+    phrase, one "token" of six characters, still gets character shingles)."""
+    tokens = text.split()
+    if not tokens:
+        return False
+    chars = sum(map(len, tokens))
+    if chars / len(tokens) > cfg.max_mean_word_chars:
+        return False
+    return len(_NO_SPACE_SCRIPTS.findall(text)) * 2 <= chars
+
+
+def shingle_hashes(text: str, cfg: NearDedupConfig) -> np.ndarray:
+    """Sorted unique 64-bit shingle hashes (uint64) of the lowercased text."""
+    text = text.lower()
+    if uses_words(text, cfg):
+        tokens = text.split()
+        units = np.fromiter(map(_token_hash, tokens), dtype=np.uint64, count=len(tokens))
+        return np.unique(_window_hash(units, cfg.shingle_size_words))
+    chars = "".join(text.split())
+    units = np.frombuffer(chars.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    return np.unique(_window_hash(units, cfg.shingle_size_chars))
+
+
+def shingles(text: str, cfg: NearDedupConfig) -> set[int]:
+    """The shingle set as Python ints (for inspection and exact Jaccard; stages use arrays)."""
+    return set(shingle_hashes(text, cfg).tolist())
+
+
+def permutations(cfg: NearDedupConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b), each uint64 (num_perm,): 1 ≤ a < p, 0 ≤ b < p, derived from the seed with
+    blake2b so they never depend on numpy's generator or the process."""
+    p = (1 << 61) - 1
+
+    def draw(name: str, i: int) -> int:
+        digest = hashlib.blake2b(f"{cfg.seed}:{name}:{i}".encode(), digest_size=16).digest()
+        return int.from_bytes(digest, "little") % p
+
+    a = np.array([draw("a", i) % (p - 1) + 1 for i in range(cfg.num_perm)], dtype=np.uint64)
+    b = np.array([draw("b", i) for i in range(cfg.num_perm)], dtype=np.uint64)
+    return a, b
+
+
+def _fold61(x: np.ndarray) -> np.ndarray:
+    return (x & MERSENNE_61) + (x >> np.uint64(61))
+
+
+def _universal_hash(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(a·x + b) mod (2^61 − 1), exactly, for x < 2^32: shape (num_perm, len(x)).
+
+    a = a1·2^30 + a0 keeps each product below 2^64; multiplying by 2^30 modulo a Mersenne
+    prime is a 61-bit rotation.
+    """
+    a0 = (a & _MASK30)[:, None]
+    a1 = (a >> np.uint64(30))[:, None]
+    x = x[None, :]
+    hi = _fold61(a1 * x)  # a1·x < 2^63
+    hi = ((hi & _MASK31) << np.uint64(30)) + (hi >> np.uint64(31))  # ≡ hi·2^30
+    total = hi + a0 * x + b[:, None]  # < 2^61 + 2^31 + 2^62 + 2^61 < 2^64
+    total = _fold61(_fold61(total))
+    return np.where(total >= MERSENNE_61, total - MERSENNE_61, total)
+
+
+def signature(shingle_set: Iterable[int] | np.ndarray, perms: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """MinHash signature, uint64 (num_perm,); all EMPTY if there are no shingles."""
+    x = np.asarray(shingle_set if isinstance(shingle_set, np.ndarray) else sorted(shingle_set), dtype=np.uint64)
+    return _signatures([x], perms)[0]
+
+
+def _signatures(shingle_arrays: list[np.ndarray], perms: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Signatures of many documents at once: all shingles hashed in blocks, min per document."""
+    a, b = perms
+    out = np.full((len(shingle_arrays), len(a)), EMPTY, dtype=np.uint64)
+    lengths = np.array([len(s) for s in shingle_arrays], dtype=np.int64)
+    if lengths.sum() == 0:
+        return out
+    flat = np.concatenate(shingle_arrays).astype(np.uint64)
+    flat = (flat ^ (flat >> np.uint64(32))) & _MASK32  # universal hashing wants keys < p
+    owner = np.repeat(np.arange(len(shingle_arrays)), lengths)
+    for start in range(0, len(flat), _HASH_BLOCK):
+        stop = min(start + _HASH_BLOCK, len(flat))
+        hashed = _universal_hash(flat[start:stop], a, b)
+        docs = owner[start:stop]
+        firsts = np.flatnonzero(np.r_[True, docs[1:] != docs[:-1]])
+        mins = np.minimum.reduceat(hashed, firsts, axis=1).T
+        rows = docs[firsts]
+        out[rows] = np.minimum(out[rows], mins)
+    return out
+
+
+def compute_signatures(docs: Iterable[tuple[str, str]], cfg: NearDedupConfig, batch: int = 256) -> tuple[list[str], np.ndarray]:
+    """(ids, uint64 signatures (documents, num_perm)) for (id, text) pairs, in input order."""
+    perms = permutations(cfg)
+    ids: list[str] = []
+    blocks: list[np.ndarray] = []
+    pending: list[np.ndarray] = []
+    for doc_id, text in docs:
+        ids.append(doc_id)
+        pending.append(shingle_hashes(text, cfg))
+        if len(pending) == batch:
+            blocks.append(_signatures(pending, perms))
+            pending = []
+    if pending or not blocks:
+        blocks.append(_signatures(pending, perms))
+    return ids, np.concatenate(blocks).reshape(len(ids), cfg.num_perm)
+
+
+def sidecar_uri(signature_uri: str) -> str:
+    return (signature_uri[:-4] if signature_uri.endswith(".npy") else signature_uri) + ".json"
+
+
+def write_signatures(shard_key: str, docs: Iterable[tuple[str, str]], out_uri: str, cfg: NearDedupConfig) -> int:
+    """Stage 1 for one shard: <out_uri> (.npy signatures) and its .json sidecar; returns the count."""
+    ids, sigs = compute_signatures(docs, cfg)
+    buffer = io.BytesIO()
+    np.save(buffer, sigs, allow_pickle=False)
+    storage.write_bytes(out_uri, buffer.getvalue())
+    meta = {"shard_key": shard_key, "count": len(ids), "params": cfg.signature_params(), "ids": ids}
+    storage.write_text(sidecar_uri(out_uri), json.dumps(meta, ensure_ascii=False) + "\n")
+    return len(ids)
+
+
+def read_signatures(uri: str) -> tuple[dict, np.ndarray]:
+    """(sidecar metadata, signatures) of one stage-1 output."""
+    sigs = np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False)
+    meta = json.loads(storage.read_text(sidecar_uri(uri)))
+    if sigs.dtype != np.uint64 or sigs.ndim != 2 or len(sigs) != meta["count"]:
+        raise ValueError(f"{uri}: expected uint64 signatures of shape ({meta['count']}, num_perm), got {sigs.dtype} {sigs.shape}")
+    return meta, sigs
+
+
+# ---- stage 2: buckets, verification, clusters ---------------------------------------------
+
+def _band_keys(band: np.ndarray) -> np.ndarray:
+    key = np.zeros(len(band), dtype=np.uint64)
+    for j in range(band.shape[1]):
+        key = _mix(key ^ band[:, j])
+    return key
+
+
+def candidate_pairs(sigs: np.ndarray, bands: int) -> np.ndarray:
+    """Unique (i, j), i < j, int64 (pairs, 2): documents sharing a bucket in some band."""
+    n, num_perm = sigs.shape
+    rows = num_perm // bands
+    live = np.flatnonzero(sigs[:, 0] != EMPTY) if n else np.zeros(0, dtype=np.int64)
+    found = []
+    for band in range(bands):
+        keys = _band_keys(sigs[live, band * rows : (band + 1) * rows])
+        order = np.lexsort((live, keys))
+        sorted_keys, sorted_idx = keys[order], live[order]
+        for d in range(1, _BUCKET_WINDOW):
+            same = sorted_keys[:-d] == sorted_keys[d:]
+            if not same.any():
+                break
+            found.append(np.stack([sorted_idx[:-d][same], sorted_idx[d:][same]], axis=1))
+    if not found:
+        return np.zeros((0, 2), dtype=np.int64)
+    pairs = np.concatenate(found).astype(np.int64)
+    codes = np.unique(pairs[:, 0] * n + pairs[:, 1])
+    return np.stack([codes // n, codes % n], axis=1)
+
+
+def estimated_jaccard(sigs: np.ndarray, pairs: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """Share of equal signature values per pair: an unbiased Jaccard estimate."""
+    out = np.empty(len(pairs), dtype=np.float64)
+    for start in range(0, len(pairs), chunk):
+        p = pairs[start : start + chunk]
+        out[start : start + chunk] = (sigs[p[:, 0]] == sigs[p[:, 1]]).mean(axis=1)
+    return out
+
+
+def components_min_label(n: int, pairs: np.ndarray) -> np.ndarray:
+    """For each node, the smallest node of its connected component (vectorised union-find)."""
+    labels = np.arange(n, dtype=np.int64)
+    if len(pairs) == 0:
+        return labels
+    i, j = pairs[:, 0], pairs[:, 1]
+    while True:
+        low = np.minimum(labels[i], labels[j])
+        new = labels.copy()
+        np.minimum.at(new, i, low)
+        np.minimum.at(new, j, low)
+        new = new[new]  # pointer jumping: follow labels to their own labels
+        if np.array_equal(new, labels):
+            return labels
+        labels = new
+
+
+@dataclass
+class NearDuplicates:
+    """Stage 2's result over the concatenation of all shards in the order given."""
+
+    offsets: np.ndarray  # shard s holds global rows offsets[s] .. offsets[s+1]-1
+    keep_of: np.ndarray  # per global row, the global row kept for its cluster (itself if kept)
+    candidate_pairs: int
+    verified_pairs: int
+
+    def locate(self, global_row: int) -> tuple[int, int]:
+        shard = int(np.searchsorted(self.offsets, global_row, side="right") - 1)
+        return shard, int(global_row - self.offsets[shard])
+
+    def dropped(self) -> np.ndarray:
+        return np.flatnonzero(self.keep_of != np.arange(len(self.keep_of)))
+
+    @property
+    def clusters(self) -> int:
+        """Clusters of two or more documents."""
+        return len(np.unique(self.keep_of[self.dropped()]))
+
+
+def cluster_signatures(sigs: np.ndarray, cfg: NearDedupConfig) -> tuple[np.ndarray, int, int]:
+    """(keep_of per row, candidate pairs, verified pairs) for one signature matrix."""
+    bands, _ = cfg.bands_rows()
+    pairs = candidate_pairs(sigs, bands)
+    verified = pairs[estimated_jaccard(sigs, pairs) >= cfg.threshold]
+    return components_min_label(len(sigs), verified), len(pairs), len(verified)
+
+
+def _load_all(signature_files: list[str], cfg: NearDedupConfig) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    metas, blocks = [], []
+    expected = cfg.signature_params()
+    for uri in signature_files:
+        meta, sigs = read_signatures(uri)
+        if meta["params"] != expected:
+            raise ValueError(
+                f"{uri} was computed with {meta['params']}, this run uses {expected}: "
+                f"recompute stage 1 with the same near-dedup settings"
+            )
+        metas.append(meta)
+        blocks.append(sigs)
+    offsets = np.cumsum([0] + [len(b) for b in blocks])
+    sigs = np.concatenate(blocks) if blocks else np.zeros((0, cfg.num_perm), dtype=np.uint64)
+    return metas, offsets, sigs
+
+
+def near_duplicates(signature_files: list[str], cfg: NearDedupConfig) -> NearDuplicates:
+    """Stage 2 over stage-1 files in input order; shard index = position in the list."""
+    _, offsets, sigs = _load_all(signature_files, cfg)
+    keep_of, candidates, verified = cluster_signatures(sigs, cfg)
+    return NearDuplicates(offsets, keep_of, candidates, verified)
+
+
+def find_duplicates(signature_files: list[str], cfg: NearDedupConfig) -> set[tuple[int, int]]:
+    """(shard_index, row) of every document to drop; each cluster keeps its first document."""
+    result = near_duplicates(signature_files, cfg)
+    return {result.locate(int(g)) for g in result.dropped()}
+
+
+def drop_list_uri(out_uri: str, shard_index: int) -> str:
+    return storage.join(out_uri, f"part-{shard_index:05d}.json")
+
+
+def write_drop_lists(signature_files: list[str], out_uri: str, cfg: NearDedupConfig) -> list[str]:
+    """Stage 2 with its outputs: one drop list per shard (even if empty) and summary.json."""
+    metas, offsets, sigs = _load_all(signature_files, cfg)
+    keep_of, candidates, verified = cluster_signatures(sigs, cfg)
+    result = NearDuplicates(offsets, keep_of, candidates, verified)
+    dropped = result.dropped()
+    per_shard: dict[int, list[int]] = {i: [] for i in range(len(signature_files))}
+    for g in dropped.tolist():
+        per_shard[result.locate(g)[0]].append(g)
+    uris = []
+    for shard, rows in per_shard.items():
+        kept = [result.locate(int(keep_of[g])) for g in rows]
+        record = {
+            "shard_key": metas[shard]["shard_key"],
+            "signatures": signature_files[shard],
+            "rows": [g - int(offsets[shard]) for g in rows],
+            "duplicate_of": [metas[s]["ids"][r] for s, r in kept],
+        }
+        uris.append(drop_list_uri(out_uri, shard))
+        storage.write_text(uris[-1], json.dumps(record, ensure_ascii=False) + "\n")
+    bands, rows_per_band = cfg.bands_rows()
+    summary = {
+        "documents": int(offsets[-1]),
+        "bands": bands,
+        "rows": rows_per_band,
+        "candidate_pairs": candidates,
+        "verified_pairs": verified,
+        "clusters": result.clusters,
+        "dropped": int(len(dropped)),
+    }
+    storage.write_text(storage.join(out_uri, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    return uris
+
+
+# ---- stage 3 ------------------------------------------------------------------------------
+
+def load_drop_list(uri: str) -> set[int]:
+    """Rows of one shard to drop as `near_duplicate` (positions in the shard, from 0)."""
+    return set(json.loads(storage.read_text(uri))["rows"])
+
+
+def expected_candidate_probability(similarity: float, bands: int, rows: int) -> float:
+    """P(a pair of this Jaccard similarity shares at least one bucket)."""
+    return 1.0 - (1.0 - similarity**rows) ** bands
+
+
+def signature_bytes(documents: int, cfg: NearDedupConfig) -> int:
+    """Stage-2 signature memory for this many documents."""
+    return documents * cfg.num_perm * 8
+
+
+__all__ = [
+    "NearDedupConfig", "NearDuplicates", "optimal_bands", "shingles", "shingle_hashes", "uses_words",
+    "permutations", "signature", "compute_signatures", "write_signatures", "read_signatures",
+    "candidate_pairs", "estimated_jaccard", "cluster_signatures", "near_duplicates",
+    "find_duplicates", "write_drop_lists", "load_drop_list", "drop_list_uri", "sidecar_uri",
+    "expected_candidate_probability", "signature_bytes",
+]
