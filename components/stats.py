@@ -19,12 +19,19 @@ class StepStats(BaseModel):
     stages: dict[str, dict[str, int]] = Field(
         default_factory=dict, description="per stage: documents in, out, and dropped by reason"
     )
+    counters: dict[str, int] = Field(
+        default_factory=dict, description="other counts: PII masked by type, kept documents by language, ..."
+    )
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + n
 
     def quarantine(self, reason: str, n: int = 1) -> None:
         self.quarantined[reason] = self.quarantined.get(reason, 0) + n
+
+    def count(self, key: str, n: int = 1) -> None:
+        if n:
+            self.counters[key] = self.counters.get(key, 0) + n
 
     def stage(self, name: str, key: str, n: int = 1) -> None:
         counts = self.stages.setdefault(name, {"in": 0, "out": 0})
@@ -39,12 +46,15 @@ class StepStats(BaseModel):
             merged = Counter(stages.get(name, {}))
             merged.update(counts)
             stages[name] = dict(merged)
+        counters = Counter(self.counters)
+        counters.update(other.counters)
         return StepStats(
             records_in=self.records_in + other.records_in,
             kept=self.kept + other.kept,
             dropped=dict(sorted(dropped.items())),
             quarantined=dict(sorted(quarantined.items())),
             stages=stages,
+            counters=dict(sorted(counters.items())),
         )
 
     def check(self) -> None:
@@ -66,6 +76,7 @@ class StepStats(BaseModel):
         out.update({f"{prefix}quarantined_{k}": v for k, v in self.quarantined.items()})
         for name, counts in self.stages.items():
             out.update({f"{prefix}stage.{name}.{key}": v for key, v in counts.items()})
+        out.update({f"{prefix}{key}": v for key, v in self.counters.items()})
         out[f"{prefix}dropped_total"] = sum(self.dropped.values())
         out[f"{prefix}quarantined_total"] = sum(self.quarantined.values())
         return {k: float(v) for k, v in out.items()}

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from components import shards, storage
+from components.clean import minhash
 from components.clean.config import CleanConfig
 from components.clean.dedup import plan_exact, save_keys, text_key
 from components.clean.stages import build_stages, run_stages
@@ -94,6 +95,10 @@ def _part(index: int) -> str:
     return f"part-{index:05d}"
 
 
+def _signature_uri(work: str, index: int) -> str:
+    return storage.join(work, "staged", f"{_part(index)}.minhash.npy")
+
+
 # ---- phase 1: prepare one shard ------------------------------------------------------------
 
 
@@ -106,7 +111,7 @@ def prepare_shard(index: int, uri: str, work: str, output_uri: str, config: Clea
         if done["source"] == source:
             return StepStats.model_validate(done["stats"])
     stats = StepStats()
-    stages = build_stages(config)
+    stages = build_stages(config, stats)
     samples: dict[str, list[Document]] = {}
     quarantined: list[str] = []
     keys: list[bytes] = []
@@ -133,7 +138,11 @@ def prepare_shard(index: int, uri: str, work: str, output_uri: str, config: Clea
         stats.kept = shards.write_documents(storage.join(work, "staged", f"{_part(index)}.jsonl.gz"), survivors())
     except shards.ShardFormatError as exc:
         raise CleanError(str(exc)) from None
+    staged_uri = storage.join(work, "staged", f"{_part(index)}.jsonl.gz")
     save_keys(storage.join(work, "staged", f"{_part(index)}.keys.npy"), keys)
+    if config.near_dedup is not None:
+        docs = ((d.id, d.text) for d in shards.iter_texts([staged_uri]))
+        minhash.write_signatures(_part(index), docs, _signature_uri(work, index), config.near_dedup)
     for reason, docs in samples.items():
         shards.write_documents(storage.join(work, "dropped", _part(index), f"{reason}.jsonl"), docs)
     if quarantined:
@@ -162,10 +171,14 @@ def finalize_shard(index: int, work: str, output_uri: str, drops: dict[int, str]
     dropped: dict[str, int] = {}
     samples: dict[str, list[dict]] = {}
 
+    languages: dict[str, int] = {}
+
     def kept() -> Iterator[Document]:
         for row, doc in enumerate(staged):
             reason = drops.get(row)
             if reason is None:
+                if "lang" in doc.meta:
+                    languages[doc.meta["lang"]] = languages.get(doc.meta["lang"], 0) + 1
                 yield doc
                 continue
             dropped[reason] = dropped.get(reason, 0) + 1
@@ -182,7 +195,7 @@ def finalize_shard(index: int, work: str, output_uri: str, drops: dict[int, str]
         uri = storage.join(output_uri, "shards", f"{_part(index)}-{part:03d}.jsonl.gz")
         count = shards.write_documents(uri, _chain_limit(first, docs, config.shard_max_records))
         infos.append(shard_info(uri, count).model_dump())
-    result = {"inputs": inputs, "shards": infos, "dropped": dropped, "samples": samples}
+    result = {"inputs": inputs, "shards": infos, "dropped": dropped, "samples": samples, "languages": languages}
     storage.write_text(marker, json.dumps(result, ensure_ascii=False))
     return result
 
@@ -228,6 +241,10 @@ def plan_dedup(n_shards: int, output_uri: str, config: CleanConfig) -> None:
     """Phase 2: corpus-wide duplicates → `work/plan/part-I.json` ({row: reason}) per shard."""
     work = work_root(output_uri, config)
     plan = plan_exact([storage.join(work, "staged", f"{_part(i)}.keys.npy") for i in range(n_shards)])
+    if config.near_dedup is not None:
+        files = [_signature_uri(work, i) for i in range(n_shards)]
+        for shard, row in sorted(minhash.find_duplicates(files, config.near_dedup)):
+            plan[shard].setdefault(row, "near_duplicate")
     for index, drops in enumerate(plan):
         storage.write_text(storage.join(work, "plan", f"{_part(index)}.json"), json.dumps(drops))
 
@@ -264,6 +281,8 @@ def collect(input_uri: str, output_uri: str, n_shards: int, config: CleanConfig,
         shard_stats.kept = staged - sum(final["dropped"].values())
         shard_stats.stage("dedup", "in", staged)
         shard_stats.stage("dedup", "out", shard_stats.kept)
+        for lang, count in final["languages"].items():
+            shard_stats.count(f"kept_lang_{lang}", count)
         stats = stats.merge(shard_stats)
     stats.check()
     infos = [ShardInfo.model_validate(info) for final in finals for info in final["shards"]]

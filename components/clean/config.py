@@ -2,6 +2,10 @@ from typing import Literal
 
 from pydantic import Field
 
+from components.clean.langid import LangIdConfig
+from components.clean.minhash import NearDedupConfig
+from components.clean.pii import PiiConfig
+from components.clean.quality import QualityConfig
 from components.config import Section
 
 
@@ -18,4 +22,14 @@ class CleanConfig(Section):
     workers: int = Field(0, ge=0, description="processes cleaning shards in parallel; 0 = one per CPU core")
     parallel_shards: int = Field(
         0, ge=0, description="on a cluster: pods cleaning shards at once (0 = no limit); locally tasks run in turn"
+    )
+    langid: LangIdConfig | None = Field(
+        default_factory=LangIdConfig, description="language and script ID (tags every document); null turns it off"
+    )
+    quality: QualityConfig | None = Field(
+        default_factory=QualityConfig, description="script-aware Gopher/C4/FineWeb-style filters; null turns them off"
+    )
+    pii: PiiConfig | None = Field(default_factory=PiiConfig, description="PII masking; null turns it off")
+    near_dedup: NearDedupConfig | None = Field(
+        default_factory=NearDedupConfig, description="MinHash LSH near-duplicate removal; null turns it off"
     )

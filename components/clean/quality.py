@@ -61,7 +61,8 @@ _LATIN_CHARS_PER_WORD_AND_SPACE = 6
 
 _COMMON_TERMINAL = ".!?…"
 TERMINAL_PUNCTUATION: dict[str, str | None] = {
-    "Hani": _COMMON_TERMINAL + "。！？．｡",
+    # a Chinese semicolon closes a clause in formal and legal prose (NFKC folds "；" to ";")
+    "Hani": _COMMON_TERMINAL + "。！？．｡；;",
     "Jpan": _COMMON_TERMINAL + "。！？．｡",
     "Hang": _COMMON_TERMINAL + "。！？",
     "Deva": _COMMON_TERMINAL + "।॥", "Beng": _COMMON_TERMINAL + "।॥", "Guru": _COMMON_TERMINAL + "।॥",

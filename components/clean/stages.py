@@ -11,7 +11,10 @@ from typing import Callable
 
 from components.clean.config import CleanConfig
 from components.clean.filters import length_filter
+from components.clean.langid import LangIdConfig, LanguageIdentifier, detect_script
 from components.clean.normalize import normalize
+from components.clean.pii import PiiConfig, mask_pii
+from components.clean.quality import QualityConfig, quality_filter
 from components.shards import Document
 from components.stats import StepStats
 
@@ -33,9 +36,44 @@ def length_stage(config: CleanConfig) -> Stage:
     return stage
 
 
-def build_stages(config: CleanConfig) -> list[tuple[str, Stage]]:
-    """The stages this config turns on, in order."""
+def langid_stage(config: LangIdConfig) -> Stage:
+    identifier = LanguageIdentifier(config)
+
+    def stage(doc: Document) -> str | None:
+        lang, script, reason = identifier.filter(doc.text)
+        doc.meta["lang"], doc.meta["script"] = lang, script
+        return reason
+
+    return stage
+
+
+def quality_stage(config: QualityConfig) -> Stage:
+    def stage(doc: Document) -> str | None:
+        script = doc.meta.get("script") or detect_script(doc.text)
+        return quality_filter(doc.text, doc.meta.get("lang", "und"), script, config)
+
+    return stage
+
+
+def pii_stage(config: PiiConfig, stats: StepStats) -> Stage:
+    def stage(doc: Document) -> str | None:
+        doc.text, counts = mask_pii(doc.text, config)
+        for kind, n in counts.items():
+            stats.count(f"pii_{kind}", n)
+        return None
+
+    return stage
+
+
+def build_stages(config: CleanConfig, stats: StepStats) -> list[tuple[str, Stage]]:
+    """The stages this config turns on, in order (PII after the filters, which it would skew)."""
     stages: list[tuple[str, Stage]] = [("normalise", normalise_stage(config)), ("length", length_stage(config))]
+    if config.langid is not None:
+        stages.append(("langid", langid_stage(config.langid)))
+    if config.quality is not None:
+        stages.append(("quality", quality_stage(config.quality)))
+    if config.pii is not None:
+        stages.append(("pii", pii_stage(config.pii, stats)))
     return stages
 
 

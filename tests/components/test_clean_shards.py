@@ -16,6 +16,8 @@ from components.clean import clean as clean_mod
 from components.clean.clean import CleanError, clean_corpus
 from components.clean.config import CleanConfig
 
+# the basic stages only (normalise, length, exact dedup): exact counts without the model-based ones
+BASIC = {"langid": None, "quality": None, "pii": None, "near_dedup": None}
 LONG = "The quick brown fox jumps over the lazy dog"
 
 
@@ -34,8 +36,8 @@ def outputs(out: Path) -> dict[str, bytes]:
 
 def test_parallel_workers_give_identical_output(tmp_path):
     inp = corpus(tmp_path)
-    one = clean_corpus(str(inp), str(tmp_path / "one"), CleanConfig(workers=1))
-    two = clean_corpus(str(inp), str(tmp_path / "two"), CleanConfig(workers=2))
+    one = clean_corpus(str(inp), str(tmp_path / "one"), CleanConfig(**BASIC, workers=1))
+    two = clean_corpus(str(inp), str(tmp_path / "two"), CleanConfig(**BASIC, workers=2))
     assert outputs(tmp_path / "one") == outputs(tmp_path / "two")
     assert one.manifest.digest == two.manifest.digest
     # 7 distinct texts in each of 2 shard families: the first occurrence in input order wins
@@ -46,7 +48,7 @@ def test_parallel_workers_give_identical_output(tmp_path):
 
 def test_crash_mid_run_resumes_and_matches_a_clean_run(tmp_path, monkeypatch):
     inp = corpus(tmp_path)
-    reference = clean_corpus(str(inp), str(tmp_path / "ref"), CleanConfig(workers=1))
+    reference = clean_corpus(str(inp), str(tmp_path / "ref"), CleanConfig(**BASIC, workers=1))
 
     real = clean_mod.prepare_shard
     calls: list[int] = []
@@ -59,14 +61,14 @@ def test_crash_mid_run_resumes_and_matches_a_clean_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(clean_mod, "prepare_shard", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
-        clean_corpus(str(inp), str(tmp_path / "out"), CleanConfig(workers=1))
+        clean_corpus(str(inp), str(tmp_path / "out"), CleanConfig(**BASIC, workers=1))
     monkeypatch.setattr(clean_mod, "prepare_shard", real)
 
     done = sorted(p.name for p in (tmp_path / "out").rglob("*.done.json"))
     assert done == ["part-00000.done.json", "part-00001.done.json"]
     staged0 = next((tmp_path / "out").rglob("part-00000.jsonl.gz"))
     stamp = staged0.stat().st_mtime_ns
-    resumed = clean_corpus(str(inp), str(tmp_path / "out"), CleanConfig(workers=1))
+    resumed = clean_corpus(str(inp), str(tmp_path / "out"), CleanConfig(**BASIC, workers=1))
     assert staged0.stat().st_mtime_ns == stamp, "a finished shard is not redone"
     assert outputs(tmp_path / "out") == outputs(tmp_path / "ref")
     assert resumed.manifest.digest == reference.manifest.digest
@@ -74,9 +76,9 @@ def test_crash_mid_run_resumes_and_matches_a_clean_run(tmp_path, monkeypatch):
 
 def test_changed_input_shard_is_redone(tmp_path):
     inp = corpus(tmp_path, n_shards=2)
-    clean_corpus(str(inp), str(tmp_path / "out"), CleanConfig())
+    clean_corpus(str(inp), str(tmp_path / "out"), CleanConfig(**BASIC))
     (inp / "part-1.jsonl").write_text(json.dumps({"id": "new", "text": LONG + " brand new text"}) + "\n")
-    result = clean_corpus(str(inp), str(tmp_path / "out"), CleanConfig())
+    result = clean_corpus(str(inp), str(tmp_path / "out"), CleanConfig(**BASIC))
     assert result.stats.records_in == 21
     assert "new" in [d.id for d in shards.iter_texts(s.uri for s in result.manifest.shards)]
 
@@ -89,12 +91,12 @@ def test_zstd_and_parquet_shards(tmp_path):
     table = pa.table({"doc": ["k0", "k1", "k2"], "body": [f"{LONG} parquet {i}" if i != 1 else None for i in range(3)],
                       "lang": ["en", "en", "en"]})
     pq.write_table(table, root / "b.parquet")
-    result = clean_corpus(str(root), str(tmp_path / "out"), CleanConfig(text_field="body", id_field="doc"))
+    result = clean_corpus(str(root), str(tmp_path / "out"), CleanConfig(**BASIC, text_field="body", id_field="doc"))
     assert result.stats.quarantined == {"missing_body": 4}  # the 3 JSONL records lack `body`, one Parquet row is null
-    cfg = CleanConfig()
+    cfg = CleanConfig(**BASIC)
     result = clean_corpus(str(root / "a.jsonl.zst"), str(tmp_path / "out-zst"), cfg)
     assert [d.id for d in shards.iter_texts(s.uri for s in result.manifest.shards)] == ["z0", "z1", "z2"]
-    result = clean_corpus(str(root / "b.parquet"), str(tmp_path / "out-pq"), CleanConfig(text_field="body", id_field="doc"))
+    result = clean_corpus(str(root / "b.parquet"), str(tmp_path / "out-pq"), CleanConfig(**BASIC, text_field="body", id_field="doc"))
     docs = list(shards.iter_texts(s.uri for s in result.manifest.shards))
     assert [(d.id, d.meta) for d in docs] == [("k0", {"lang": "en"}), ("k2", {"lang": "en"})]
     assert result.stats.quarantined == {"missing_body": 1}
@@ -104,14 +106,14 @@ def test_parquet_with_wrong_column_type_is_a_clear_error(tmp_path):
     path = tmp_path / "bad.parquet"
     pq.write_table(pa.table({"text": [1, 2, 3]}), path)
     with pytest.raises(CleanError, match=r"bad.parquet: column 'text' has type int64, expected string"):
-        clean_corpus(str(path), str(tmp_path / "out"), CleanConfig())
+        clean_corpus(str(path), str(tmp_path / "out"), CleanConfig(**BASIC))
 
 
 def test_truncated_gzip_keeps_what_was_readable_and_quarantines_the_rest(tmp_path):
     data = gzip.compress(b"".join(json.dumps({"id": str(i), "text": f"{LONG} {i}"}).encode() + b"\n" for i in range(200)))
     path = tmp_path / "cut.jsonl.gz"
     path.write_bytes(data[: len(data) // 2])
-    result = clean_corpus(str(path), str(tmp_path / "out"), CleanConfig())
+    result = clean_corpus(str(path), str(tmp_path / "out"), CleanConfig(**BASIC))
     assert result.stats.quarantined == {"truncated_or_corrupt_file": 1}
     assert 0 < result.stats.kept < 200
     result.stats.check()

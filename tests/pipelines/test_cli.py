@@ -49,7 +49,11 @@ def test_zero_stage_out_of_range_via_set(capsys):
 def test_clean_by_hand_counts_bad_records(tmp_path, capsys):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    good = [{"id": str(i), "text": f"document number {i} has enough characters to be kept"} for i in range(3)]
+    good = [
+        {"id": "0", "text": "Everyone has the right to education. Education shall be free, at least in the elementary stages."},
+        {"id": "1", "text": "No one shall be held in slavery or servitude; slavery shall be prohibited in all their forms."},
+        {"id": "2", "text": "Everyone has the right to freedom of movement and residence within the borders of each State."},
+    ]
     lines = [json.dumps(r).encode() for r in good] + [
         b'{"id": "no-text", "body": "wrong field"}',
         b"\xff\xfe not utf-8 at all",
