@@ -125,7 +125,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
     config = _config(args, corpus=args.input)
     result = tasks.clean(config, args.input, args.output, _tracking(args, config))
-    _print(f"clean: {result.manifest_uri}", result.stats.as_metrics())
+    _print(f"clean: {result.manifest_uri}", {**result.stats.as_metrics(), "seconds": result.seconds,
+                                              "docs_per_s": result.docs_per_s, "docs_per_core_s": result.docs_per_core_s})
     return 0
 
 

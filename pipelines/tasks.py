@@ -122,7 +122,10 @@ def clean(config: RunConfig, input_uri: str, output_uri: str, tracking_cfg: Trac
 
     with _step("clean", tracking_cfg, {"input": input_uri, **config.clean.model_dump()}):
         result = run() if run else clean_corpus(input_uri, output_uri, config.clean)
-        metrics = {**result.stats.as_metrics(), "seconds": result.seconds, "docs_per_s": result.docs_per_s}
+        metrics = {**result.stats.as_metrics(), "shard_seconds": result.shard_seconds,
+                   "docs_per_core_s": result.docs_per_core_s}
+        if result.seconds:
+            metrics.update(seconds=result.seconds, docs_per_s=result.docs_per_s)
         _log(metrics, [storage.join(output_uri, "stats.json"), result.manifest_uri],
              {"clean.documents_in": result.stats.records_in, "clean.documents_kept": result.stats.kept},
              tracking_cfg)

@@ -52,11 +52,17 @@ class CleanResult:
     manifest: Manifest
     manifest_uri: str
     stats: StepStats
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time, when the whole step ran in one call
+    shard_seconds: float = 0.0  # time spent in the per-shard phases, summed over shards
 
     @property
     def docs_per_s(self) -> float:
         return self.stats.records_in / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def docs_per_core_s(self) -> float:
+        """Throughput of one worker: documents per second of per-shard work."""
+        return self.stats.records_in / self.shard_seconds if self.shard_seconds > 0 else 0.0
 
 
 def input_shards(input_uri: str) -> list[str]:
@@ -110,6 +116,7 @@ def prepare_shard(index: int, uri: str, work: str, output_uri: str, config: Clea
         done = json.loads(storage.read_text(marker))
         if done["source"] == source:
             return StepStats.model_validate(done["stats"])
+    started = time.perf_counter()
     stats = StepStats()
     stages = build_stages(config, stats)
     samples: dict[str, list[Document]] = {}
@@ -149,7 +156,8 @@ def prepare_shard(index: int, uri: str, work: str, output_uri: str, config: Clea
         storage.write_text(storage.join(output_uri, "quarantine", f"{_part(index)}.jsonl"), "\n".join(quarantined) + "\n")
     stats.check()
     # written last: marks the shard done for exactly this input file
-    storage.write_text(marker, json.dumps({"source": source, "stats": stats.model_dump()}))
+    seconds = time.perf_counter() - started
+    storage.write_text(marker, json.dumps({"source": source, "stats": stats.model_dump(), "seconds": seconds}))
     return stats
 
 
@@ -167,6 +175,7 @@ def finalize_shard(index: int, work: str, output_uri: str, drops: dict[int, str]
         done = json.loads(storage.read_text(marker))
         if done["inputs"] == inputs:
             return done
+    started = time.perf_counter()
     staged = shards.iter_texts([storage.join(work, "staged", f"{_part(index)}.jsonl.gz")])
     dropped: dict[str, int] = {}
     samples: dict[str, list[dict]] = {}
@@ -195,7 +204,8 @@ def finalize_shard(index: int, work: str, output_uri: str, drops: dict[int, str]
         uri = storage.join(output_uri, "shards", f"{_part(index)}-{part:03d}.jsonl.gz")
         count = shards.write_documents(uri, _chain_limit(first, docs, config.shard_max_records))
         infos.append(shard_info(uri, count).model_dump())
-    result = {"inputs": inputs, "shards": infos, "dropped": dropped, "samples": samples, "languages": languages}
+    result = {"inputs": inputs, "shards": infos, "dropped": dropped, "samples": samples, "languages": languages,
+              "seconds": time.perf_counter() - started}
     storage.write_text(marker, json.dumps(result, ensure_ascii=False))
     return result
 
@@ -269,11 +279,14 @@ def collect(input_uri: str, output_uri: str, n_shards: int, config: CleanConfig,
     work = work_root(output_uri, config)
     stats = StepStats()
     finals = []
+    shard_seconds = 0.0
     for index in range(n_shards):
         done = json.loads(storage.read_text(storage.join(work, "staged", f"{_part(index)}.done.json")))
+        shard_seconds += done["seconds"]
         shard_stats = StepStats.model_validate(done["stats"])
         final = json.loads(storage.read_text(storage.join(work, "final", f"{_part(index)}.json")))
         finals.append(final)
+        shard_seconds += final["seconds"]
         staged = shard_stats.kept
         for reason, count in final["dropped"].items():
             shard_stats.drop(reason, count)
@@ -302,7 +315,7 @@ def collect(input_uri: str, output_uri: str, n_shards: int, config: CleanConfig,
     manifest_uri = storage.join(output_uri, "manifest.json")
     manifest.save(manifest_uri)
     _remove_stale(output_uri, written | {manifest_uri})
-    return CleanResult(manifest, manifest_uri, stats, seconds)
+    return CleanResult(manifest, manifest_uri, stats, seconds, shard_seconds)
 
 
 def clean_corpus(input_uri: str, output_uri: str, config: CleanConfig) -> CleanResult:
