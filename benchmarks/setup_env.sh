@@ -8,7 +8,7 @@ PYTHON="${PYTHON:-python3}"
 VENV=.venv-bench
 TORCH_VERSION=2.13.0          # the CPU wheel; any other torch pulls a multi-GB CUDA build
 DATATROVE_VERSION=0.10.1
-PEERS="datatrove==${DATATROVE_VERSION} orjson spacy"
+PEERS="datatrove==${DATATROVE_VERSION} orjson spacy ftfy xxhash<4"  # ftfy: FTFYFormatter; xxhash: dedup hashing (4.x rejects the str datatrove 0.10.1 passes)
 STAMP="$VENV/.installed"
 WANT="torch==${TORCH_VERSION} ${PEERS} $(sha1sum pyproject.toml | cut -c1-12)"
 

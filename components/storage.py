@@ -6,6 +6,7 @@ Writes are atomic: a reader never sees a half-written file under its final name.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import tempfile
@@ -42,17 +43,61 @@ def _s3_split(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
+# what the S3 client is made from; read on every call, so a changed variable takes effect
+_S3_ENV = (
+    "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+    "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
+)  # fmt: skip
+
+
 def _s3_client():
+    # boto3.client() would reuse the default session, which keeps the first credentials it
+    # resolved for the life of the process; a session per call costs ~150 ms. So: one client
+    # per environment (and per process: connection pools do not survive a fork).
+    return _s3_client_for(tuple(os.environ.get(name) for name in _S3_ENV), os.getpid())
+
+
+@functools.lru_cache(maxsize=8)
+def _s3_client_for(env: tuple[str | None, ...], pid: int):
     import boto3  # imported lazily: local runs never need it
 
-    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+    return boto3.session.Session().client("s3", endpoint_url=env[0] or None)
+
+
+@contextlib.contextmanager
+def _s3_errors(uri: str, action: str) -> Iterator[None]:
+    """botocore/s3transfer errors (auth, missing bucket, 5xx) as a StorageError naming the URI."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as exc:  # botocore raises many types; the message is what matters
+        if type(exc).__module__.split(".")[0] not in ("botocore", "boto3", "s3transfer"):
+            raise
+        raise StorageError(f"{uri}: cannot {action} ({exc})") from exc
+
+
+def _s3_dir_prefix(key: str) -> str:
+    """The listing prefix of the "directory" `key`: 'a/b' and 'a/b/' → 'a/b/' (not 'a/bc')."""
+    return key if not key or key.endswith("/") else key + "/"
+
+
+def _s3_has_key(client, bucket: str, key: str) -> bool:
+    # the key itself sorts first among the keys it is a prefix of
+    resp = client.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+    return any(obj["Key"] == key for obj in resp.get("Contents", []))
 
 
 def exists(uri: str) -> bool:
+    """True for a file, or a directory (an S3 prefix followed by '/') holding at least one file."""
     if is_s3(uri):
         bucket, key = _s3_split(uri)
-        resp = _s3_client().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
-        return resp.get("KeyCount", 0) > 0
+        with _s3_errors(uri, "check"):
+            client = _s3_client()
+            if key and not key.endswith("/") and _s3_has_key(client, bucket, key):
+                return True
+            resp = client.list_objects_v2(Bucket=bucket, Prefix=_s3_dir_prefix(key), MaxKeys=1)
+            return resp.get("KeyCount", 0) > 0
     return local_path(uri).exists()
 
 
@@ -60,22 +105,33 @@ def fingerprint(uri: str) -> str:
     """A cheap identity of a file's current version: size and mtime locally, ETag on S3."""
     if is_s3(uri):
         bucket, key = _s3_split(uri)
-        head = _s3_client().head_object(Bucket=bucket, Key=key)
+        with _s3_errors(uri, "stat"):
+            head = _s3_client().head_object(Bucket=bucket, Key=key)
         return f"{head['ContentLength']}-{head['ETag'].strip(chr(34))}"
     stat = local_path(uri).stat()
     return f"{stat.st_size}-{stat.st_mtime_ns}"
 
 
 def list_files(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
-    """Files under a prefix/directory (or the file itself), sorted, filtered by suffix."""
+    """Files under a prefix/directory (or the file itself), sorted, filtered by suffix.
+
+    On S3 a "directory" is `<uri>/`: s3://b/data lists s3://b/data/x, not s3://b/data-old/x.
+    """
     if is_s3(uri):
-        bucket, prefix = _s3_split(uri)
-        paginator = _s3_client().get_paginator("list_objects_v2")
-        keys = [
-            obj["Key"]
-            for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
-            for obj in page.get("Contents", [])
-        ]
+        bucket, key = _s3_split(uri)
+        with _s3_errors(uri, "list"):
+            client = _s3_client()
+            if key and not key.endswith("/") and _s3_has_key(client, bucket, key):
+                keys = [key]
+            else:
+                paginator = client.get_paginator("list_objects_v2")
+                keys = [
+                    obj["Key"]
+                    for page in paginator.paginate(Bucket=bucket, Prefix=_s3_dir_prefix(key))
+                    for obj in page.get("Contents", [])
+                ]
+        if not keys:
+            raise StorageError(f"{uri}: no such file or directory")
         found = [f"s3://{bucket}/{k}" for k in keys]
     else:
         path = local_path(uri)
@@ -117,7 +173,8 @@ def open_write(uri: str) -> Iterator[BinaryIO]:
             yield tmp
             tmp.seek(0)
             bucket, key = _s3_split(uri)
-            _s3_client().upload_fileobj(tmp, bucket, key)  # multipart above 8 MB
+            with _s3_errors(uri, "write"):
+                _s3_client().upload_fileobj(tmp, bucket, key)  # multipart above 8 MB
         return
     path = local_path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
