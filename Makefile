@@ -19,7 +19,7 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export TOKENIZERS_PARALLELISM := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install corpus demo run ui test bench compile clean-runs
+.PHONY: help install corpus demo ui test bench compile clean-runs
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,10 @@ compile: $(STAMP)  ## compile the pipeline for a cluster into pipeline.yaml
 
 test: $(STAMP) $(CORPUS)/.built  ## run the test suite
 	$(BIN)/python -m pytest -q
+
+bench: $(CORPUS)/.built  ## benchmarks against peer tools, in their own venv (.venv-bench)
+	bash benchmarks/setup_env.sh
+	.venv-bench/bin/python -m benchmarks.run
 
 clean-runs:  ## delete local runs, the MLflow store and caches of built data
 	rm -rf runs $(CORPUS)

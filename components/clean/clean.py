@@ -253,7 +253,7 @@ def plan_dedup(n_shards: int, output_uri: str, config: CleanConfig) -> None:
     plan = plan_exact([storage.join(work, "staged", f"{_part(i)}.keys.npy") for i in range(n_shards)])
     if config.near_dedup is not None:
         files = [_signature_uri(work, i) for i in range(n_shards)]
-        for shard, row in sorted(minhash.find_duplicates(files, config.near_dedup)):
+        for shard, row in sorted(minhash.find_duplicates(files, config.near_dedup, exclude=[p.keys() for p in plan])):
             plan[shard].setdefault(row, "near_duplicate")
     for index, drops in enumerate(plan):
         storage.write_text(storage.join(work, "plan", f"{_part(index)}.json"), json.dumps(drops))

@@ -386,9 +386,20 @@ def near_duplicates(signature_files: list[str], cfg: NearDedupConfig) -> NearDup
     return NearDuplicates(offsets, keep_of, candidates, verified)
 
 
-def find_duplicates(signature_files: list[str], cfg: NearDedupConfig) -> set[tuple[int, int]]:
-    """(shard_index, row) of every document to drop; each cluster keeps its first document."""
-    result = near_duplicates(signature_files, cfg)
+def find_duplicates(
+    signature_files: list[str], cfg: NearDedupConfig, exclude: list[Iterable[int]] | None = None
+) -> set[tuple[int, int]]:
+    """(shard_index, row) of every document to drop; each cluster keeps its first document.
+
+    `exclude` lists rows per shard already dropped (exact duplicates): they take no part in
+    clustering, which keeps candidate pairs (time and memory) from growing with exact copies.
+    """
+    _, offsets, sigs = _load_all(signature_files, cfg)
+    for shard, rows in enumerate(exclude or []):
+        index = np.fromiter(rows, dtype=np.int64) + offsets[shard]
+        sigs[index] = EMPTY
+    keep_of, candidates, verified = cluster_signatures(sigs, cfg)
+    result = NearDuplicates(offsets, keep_of, candidates, verified)
     return {result.locate(int(g)) for g in result.dropped()}
 
 
