@@ -16,13 +16,13 @@ are joined into clusters and each cluster keeps its first document in input orde
 (shard_index, row)), the rest are dropped as `near_duplicate`.
 
 Files (`allow_pickle=False` everywhere; any storage URI, written atomically):
-  <sig>.npy    uint64 array (documents, num_perm), row i = document i of the shard
+  <sig>.npy    uint32 array (documents, num_perm), row i = document i of the shard
   <sig>.json   {"shard_key", "count", "params": {...shingling/hashing...}, "ids": [...]}
   <drop>/part-NNNNN.json   {"shard_key", "signatures", "rows": [...], "duplicate_of": [...]}
   <drop>/summary.json      documents, candidate and verified pairs, clusters, dropped
 Documents with no shingles (empty text) get a signature of all 2^64 − 1 and are never dropped.
 
-Memory: a signature is num_perm × 8 bytes (1 KiB at 128), so stage 2 holds 1 GiB per million
+Memory: a signature is num_perm × 4 bytes (512 B at 128), so stage 2 holds 0.5 GiB per million
 documents plus ~40 bytes per candidate pair; stage 1 holds one shard's signatures and a
 bounded block of num_perm × 16384 hashes. Beyond a few million documents, split stage 2 by
 band (bands are independent; only the verified pairs need joining).
@@ -43,10 +43,7 @@ from pydantic import Field, model_validator
 from components import storage
 from components.config import Section
 
-MERSENNE_61 = np.uint64((1 << 61) - 1)
-EMPTY = np.uint64(np.iinfo(np.uint64).max)  # signature value of a document without shingles
-_MASK31 = np.uint64((1 << 31) - 1)
-_MASK30 = np.uint64((1 << 30) - 1)
+EMPTY = np.uint32(np.iinfo(np.uint32).max)  # signature value of a document without shingles
 _MASK32 = np.uint64((1 << 32) - 1)
 _HASH_BLOCK = 16384  # shingles hashed at once: num_perm × 16384 × 8 bytes per temporary
 _BUCKET_WINDOW = 64  # within a bucket, each document is paired with the next 63 only
@@ -56,7 +53,7 @@ class NearDedupConfig(Section):
     """MinHash LSH near-duplicate removal; defaults suit web-like documents of 50+ words."""
 
     threshold: float = Field(0.8, gt=0.0, lt=1.0)  # Jaccard similarity of shingle sets
-    num_perm: int = Field(128, ge=2, le=1024)  # signature length; memory is num_perm × 8 B/doc
+    num_perm: int = Field(128, ge=2, le=1024)  # signature length; memory is num_perm × 4 B/doc
     bands: int | None = Field(None, ge=1)  # None: chosen from threshold by optimal_bands
     false_positive_weight: float = Field(0.2, ge=0.0)  # low: candidates are verified anyway,
     false_negative_weight: float = Field(0.8, ge=0.0)  # a missed pair is a kept duplicate
@@ -174,41 +171,30 @@ def shingles(text: str, cfg: NearDedupConfig) -> set[int]:
 
 
 def permutations(cfg: NearDedupConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(a, b), each uint64 (num_perm,): 1 ≤ a < p, 0 ≤ b < p, derived from the seed with
-    blake2b so they never depend on numpy's generator or the process."""
-    p = (1 << 61) - 1
+    """(a, b), each uint64 (num_perm,), uniform 64-bit, derived from the seed with blake2b so
+    they never depend on numpy's generator or the process."""
 
     def draw(name: str, i: int) -> int:
-        digest = hashlib.blake2b(f"{cfg.seed}:{name}:{i}".encode(), digest_size=16).digest()
-        return int.from_bytes(digest, "little") % p
+        digest = hashlib.blake2b(f"{cfg.seed}:{name}:{i}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "little")
 
-    a = np.array([draw("a", i) % (p - 1) + 1 for i in range(cfg.num_perm)], dtype=np.uint64)
+    a = np.array([draw("a", i) for i in range(cfg.num_perm)], dtype=np.uint64)
     b = np.array([draw("b", i) for i in range(cfg.num_perm)], dtype=np.uint64)
     return a, b
 
 
-def _fold61(x: np.ndarray) -> np.ndarray:
-    return (x & MERSENNE_61) + (x >> np.uint64(61))
-
-
 def _universal_hash(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(a·x + b) mod (2^61 − 1), exactly, for x < 2^32: shape (num_perm, len(x)).
+    """((a·x + b) mod 2^64) >> 32 for 32-bit keys x: shape (num_perm, len(x)), values < 2^32.
 
-    a = a1·2^30 + a0 keeps each product below 2^64; multiplying by 2^30 modulo a Mersenne
-    prime is a 61-bit rotation.
+    Multiply-add-shift (Dietzfelbinger): with a, b uniform 64-bit this family is strongly
+    universal from 32-bit keys to 32-bit values, and costs one multiply-add per element in
+    wrapping uint64 arithmetic — several times cheaper than arithmetic modulo a prime.
     """
-    a0 = (a & _MASK30)[:, None]
-    a1 = (a >> np.uint64(30))[:, None]
-    x = x[None, :]
-    hi = _fold61(a1 * x)  # a1·x < 2^63
-    hi = ((hi & _MASK31) << np.uint64(30)) + (hi >> np.uint64(31))  # ≡ hi·2^30
-    total = hi + a0 * x + b[:, None]  # < 2^61 + 2^31 + 2^62 + 2^61 < 2^64
-    total = _fold61(_fold61(total))
-    return np.where(total >= MERSENNE_61, total - MERSENNE_61, total)
+    return (a[:, None] * x[None, :] + b[:, None]) >> np.uint64(32)
 
 
 def signature(shingle_set: Iterable[int] | np.ndarray, perms: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """MinHash signature, uint64 (num_perm,); all EMPTY if there are no shingles."""
+    """MinHash signature, uint32 (num_perm,); all EMPTY if there are no shingles."""
     x = np.asarray(shingle_set if isinstance(shingle_set, np.ndarray) else sorted(shingle_set), dtype=np.uint64)
     return _signatures([x], perms)[0]
 
@@ -216,12 +202,12 @@ def signature(shingle_set: Iterable[int] | np.ndarray, perms: tuple[np.ndarray, 
 def _signatures(shingle_arrays: list[np.ndarray], perms: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Signatures of many documents at once: all shingles hashed in blocks, min per document."""
     a, b = perms
-    out = np.full((len(shingle_arrays), len(a)), EMPTY, dtype=np.uint64)
+    out = np.full((len(shingle_arrays), len(a)), EMPTY, dtype=np.uint32)
     lengths = np.array([len(s) for s in shingle_arrays], dtype=np.int64)
     if lengths.sum() == 0:
         return out
     flat = np.concatenate(shingle_arrays).astype(np.uint64)
-    flat = (flat ^ (flat >> np.uint64(32))) & _MASK32  # universal hashing wants keys < p
+    flat = (flat ^ (flat >> np.uint64(32))) & _MASK32  # the hash family takes 32-bit keys
     owner = np.repeat(np.arange(len(shingle_arrays)), lengths)
     for start in range(0, len(flat), _HASH_BLOCK):
         stop = min(start + _HASH_BLOCK, len(flat))
@@ -230,12 +216,12 @@ def _signatures(shingle_arrays: list[np.ndarray], perms: tuple[np.ndarray, np.nd
         firsts = np.flatnonzero(np.r_[True, docs[1:] != docs[:-1]])
         mins = np.minimum.reduceat(hashed, firsts, axis=1).T
         rows = docs[firsts]
-        out[rows] = np.minimum(out[rows], mins)
+        out[rows] = np.minimum(out[rows], mins).astype(np.uint32)  # hash values are < 2^32
     return out
 
 
 def compute_signatures(docs: Iterable[tuple[str, str]], cfg: NearDedupConfig, batch: int = 256) -> tuple[list[str], np.ndarray]:
-    """(ids, uint64 signatures (documents, num_perm)) for (id, text) pairs, in input order."""
+    """(ids, uint32 signatures (documents, num_perm)) for (id, text) pairs, in input order."""
     perms = permutations(cfg)
     ids: list[str] = []
     blocks: list[np.ndarray] = []
@@ -270,8 +256,8 @@ def read_signatures(uri: str) -> tuple[dict, np.ndarray]:
     """(sidecar metadata, signatures) of one stage-1 output."""
     sigs = np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False)
     meta = json.loads(storage.read_text(sidecar_uri(uri)))
-    if sigs.dtype != np.uint64 or sigs.ndim != 2 or len(sigs) != meta["count"]:
-        raise ValueError(f"{uri}: expected uint64 signatures of shape ({meta['count']}, num_perm), got {sigs.dtype} {sigs.shape}")
+    if sigs.dtype != np.uint32 or sigs.ndim != 2 or len(sigs) != meta["count"]:
+        raise ValueError(f"{uri}: expected uint32 signatures of shape ({meta['count']}, num_perm), got {sigs.dtype} {sigs.shape}")
     return meta, sigs
 
 
@@ -375,7 +361,7 @@ def _load_all(signature_files: list[str], cfg: NearDedupConfig) -> tuple[list[di
         metas.append(meta)
         blocks.append(sigs)
     offsets = np.cumsum([0] + [len(b) for b in blocks])
-    sigs = np.concatenate(blocks) if blocks else np.zeros((0, cfg.num_perm), dtype=np.uint64)
+    sigs = np.concatenate(blocks) if blocks else np.zeros((0, cfg.num_perm), dtype=np.uint32)
     return metas, offsets, sigs
 
 
