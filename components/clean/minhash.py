@@ -33,7 +33,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
+import tempfile
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -270,14 +272,53 @@ def _band_keys(band: np.ndarray) -> np.ndarray:
     return key
 
 
-def candidate_pairs(sigs: np.ndarray, bands: int) -> np.ndarray:
+class ShardedSignatures:
+    """Stage-1 signature files seen as one (documents, num_perm) matrix, memory-mapped.
+
+    Stage 2 reads one band's columns at a time and the rows of candidate pairs, so its memory
+    is tens of bytes per document rather than the whole matrix.
+    """
+
+    def __init__(self, paths: list[str], num_perm: int):
+        self.maps = [np.load(path, mmap_mode="r", allow_pickle=False) for path in paths]
+        self.offsets = np.cumsum([0] + [len(m) for m in self.maps])
+        self.shape = (int(self.offsets[-1]), num_perm)
+
+    def columns(self, start: int, stop: int) -> np.ndarray:
+        if not self.maps:
+            return np.zeros((0, stop - start), dtype=np.uint32)
+        return np.concatenate([np.asarray(m[:, start:stop]) for m in self.maps])
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        out = np.empty((len(index), self.shape[1]), dtype=np.uint32)
+        shard = np.searchsorted(self.offsets, index, side="right") - 1
+        for s in np.unique(shard):
+            mask = shard == s
+            out[mask] = self.maps[s][index[mask] - self.offsets[s]]
+        return out
+
+
+def _columns(sigs: np.ndarray | ShardedSignatures, start: int, stop: int) -> np.ndarray:
+    return sigs.columns(start, stop) if isinstance(sigs, ShardedSignatures) else sigs[:, start:stop]
+
+
+def _rows(sigs: np.ndarray | ShardedSignatures, index: np.ndarray) -> np.ndarray:
+    return sigs.rows(index) if isinstance(sigs, ShardedSignatures) else sigs[index]
+
+
+def candidate_pairs(
+    sigs: np.ndarray | ShardedSignatures, bands: int, excluded: np.ndarray | None = None
+) -> np.ndarray:
     """Unique (i, j), i < j, int64 (pairs, 2): documents sharing a bucket in some band."""
     n, num_perm = sigs.shape
     rows = num_perm // bands
-    live = np.flatnonzero(sigs[:, 0] != EMPTY) if n else np.zeros(0, dtype=np.int64)
+    usable = _columns(sigs, 0, 1)[:, 0] != EMPTY
+    if excluded is not None:
+        usable &= ~excluded
+    live = np.flatnonzero(usable) if n else np.zeros(0, dtype=np.int64)
     found = []
     for band in range(bands):
-        keys = _band_keys(sigs[live, band * rows : (band + 1) * rows])
+        keys = _band_keys(_columns(sigs, band * rows, (band + 1) * rows)[live])
         order = np.lexsort((live, keys))
         sorted_keys, sorted_idx = keys[order], live[order]
         for d in range(1, _BUCKET_WINDOW):
@@ -292,12 +333,12 @@ def candidate_pairs(sigs: np.ndarray, bands: int) -> np.ndarray:
     return np.stack([codes // n, codes % n], axis=1)
 
 
-def estimated_jaccard(sigs: np.ndarray, pairs: np.ndarray, chunk: int = 65536) -> np.ndarray:
+def estimated_jaccard(sigs: np.ndarray | ShardedSignatures, pairs: np.ndarray, chunk: int = 65536) -> np.ndarray:
     """Share of equal signature values per pair: an unbiased Jaccard estimate."""
     out = np.empty(len(pairs), dtype=np.float64)
     for start in range(0, len(pairs), chunk):
         p = pairs[start : start + chunk]
-        out[start : start + chunk] = (sigs[p[:, 0]] == sigs[p[:, 1]]).mean(axis=1)
+        out[start : start + chunk] = (_rows(sigs, p[:, 0]) == _rows(sigs, p[:, 1])).mean(axis=1)
     return out
 
 
@@ -340,12 +381,14 @@ class NearDuplicates:
         return len(np.unique(self.keep_of[self.dropped()]))
 
 
-def cluster_signatures(sigs: np.ndarray, cfg: NearDedupConfig) -> tuple[np.ndarray, int, int]:
+def cluster_signatures(
+    sigs: np.ndarray | ShardedSignatures, cfg: NearDedupConfig, excluded: np.ndarray | None = None
+) -> tuple[np.ndarray, int, int]:
     """(keep_of per row, candidate pairs, verified pairs) for one signature matrix."""
     bands, _ = cfg.bands_rows()
-    pairs = candidate_pairs(sigs, bands)
+    pairs = candidate_pairs(sigs, bands, excluded)
     verified = pairs[estimated_jaccard(sigs, pairs) >= cfg.threshold]
-    return components_min_label(len(sigs), verified), len(pairs), len(verified)
+    return components_min_label(sigs.shape[0], verified), len(pairs), len(verified)
 
 
 def _load_all(signature_files: list[str], cfg: NearDedupConfig) -> tuple[list[dict], np.ndarray, np.ndarray]:
@@ -380,12 +423,29 @@ def find_duplicates(
     `exclude` lists rows per shard already dropped (exact duplicates): they take no part in
     clustering, which keeps candidate pairs (time and memory) from growing with exact copies.
     """
-    _, offsets, sigs = _load_all(signature_files, cfg)
-    for shard, rows in enumerate(exclude or []):
-        index = np.fromiter(rows, dtype=np.int64) + offsets[shard]
-        sigs[index] = EMPTY
-    keep_of, candidates, verified = cluster_signatures(sigs, cfg)
-    result = NearDuplicates(offsets, keep_of, candidates, verified)
+    expected = cfg.signature_params()
+    with tempfile.TemporaryDirectory(prefix="homegrown-minhash-") as tmp:
+        paths = []
+        for shard, uri in enumerate(signature_files):
+            params = json.loads(storage.read_text(sidecar_uri(uri)))["params"]
+            if params != expected:
+                raise ValueError(
+                    f"{uri} was computed with {params}, this run uses {expected}: "
+                    f"recompute stage 1 with the same near-dedup settings"
+                )
+            if storage.is_s3(uri):  # memory-mapping needs a local file
+                paths.append(os.path.join(tmp, f"{shard}.npy"))
+                with open(paths[-1], "wb") as handle:
+                    handle.write(storage.read_bytes(uri))
+            else:
+                paths.append(str(storage.local_path(uri)))
+        sigs = ShardedSignatures(paths, cfg.num_perm)
+        excluded = np.zeros(sigs.shape[0], dtype=bool)
+        for shard, rows in enumerate(exclude or []):
+            excluded[np.fromiter(rows, dtype=np.int64) + sigs.offsets[shard]] = True
+        keep_of, candidates, verified = cluster_signatures(sigs, cfg, excluded)
+        result = NearDuplicates(sigs.offsets, keep_of, candidates, verified)
+        del sigs  # close the memory maps before the temporary files go
     return {result.locate(int(g)) for g in result.dropped()}
 
 
