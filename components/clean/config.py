@@ -15,6 +15,8 @@ class CleanConfig(Section):
     normalization: Literal["NFC", "NFKC"] = Field(
         "NFKC", description="Unicode normal form; NFKC also folds full-width and compatibility forms"
     )
+    fix_mojibake: bool = Field(True, description="repair mis-decoded UTF-8 (mojibake) with ftfy")
+    strip_html: bool = Field(False, description="remove HTML tags, script/style blocks and entities")
     min_chars: int = Field(20, ge=0, description="documents shorter than this (after normalising) are dropped")
     max_chars: int = Field(100_000, ge=1, description="documents longer than this are dropped")
     shard_max_records: int = Field(5_000, ge=1, description="records per output shard")

@@ -44,3 +44,24 @@ def normalize_whitespace(text: str) -> str:
 def normalize(text: str, form: Literal["NFC", "NFKC"] = "NFKC") -> str:
     """All stages in order: normal form, invisible characters, whitespace."""
     return normalize_whitespace(remove_invisible(unicode_form(text, form)))
+
+
+def repair_mojibake(text: str) -> str:
+    """Undo mis-decoded UTF-8 ("donÃ¢â‚¬â„¢t" → "don't") with ftfy; other text is left alone."""
+    import ftfy
+
+    return ftfy.fix_encoding(text)
+
+
+_HTML_BLOCKS = re.compile(r"<(script|style|noscript)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_HTML_BREAKS = re.compile(r"<\s*(br|/p|/div|/li|/h[1-6]|/tr)\b[^>]*>", re.IGNORECASE)
+_HTML_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9:-]*(\s[^<>]*)?/?>|<!--.*?-->", re.DOTALL)
+
+
+def strip_html(text: str) -> str:
+    """Remnants of HTML out: script/style blocks, tags (block ends become line breaks), entities."""
+    import html
+
+    text = _HTML_BLOCKS.sub(" ", text)
+    text = _HTML_BREAKS.sub("\n", text)
+    return html.unescape(_HTML_TAG.sub("", text))

@@ -12,7 +12,7 @@ from typing import Callable
 from components.clean.config import CleanConfig
 from components.clean.filters import length_filter
 from components.clean.langid import LangIdConfig, LanguageIdentifier, detect_script
-from components.clean.normalize import normalize
+from components.clean.normalize import normalize, repair_mojibake, strip_html
 from components.clean.pii import PiiConfig, mask_pii
 from components.clean.quality import QualityConfig, quality_filter
 from components.shards import Document
@@ -21,9 +21,18 @@ from components.stats import StepStats
 Stage = Callable[[Document], "str | None"]
 
 
-def normalise_stage(config: CleanConfig) -> Stage:
+def normalise_stage(config: CleanConfig, stats: StepStats) -> Stage:
     def stage(doc: Document) -> str | None:
-        doc.text = normalize(doc.text, config.normalization)
+        text = doc.text
+        if config.strip_html:
+            stripped = strip_html(text)
+            stats.count("html_stripped", stripped != text)
+            text = stripped
+        if config.fix_mojibake:
+            repaired = repair_mojibake(text)
+            stats.count("mojibake_repaired", repaired != text)
+            text = repaired
+        doc.text = normalize(text, config.normalization)
         return None
 
     return stage
@@ -67,7 +76,7 @@ def pii_stage(config: PiiConfig, stats: StepStats) -> Stage:
 
 def build_stages(config: CleanConfig, stats: StepStats) -> list[tuple[str, Stage]]:
     """The stages this config turns on, in order (PII after the filters, which it would skew)."""
-    stages: list[tuple[str, Stage]] = [("normalise", normalise_stage(config)), ("length", length_stage(config))]
+    stages: list[tuple[str, Stage]] = [("normalise", normalise_stage(config, stats)), ("length", length_stage(config))]
     if config.langid is not None:
         stages.append(("langid", langid_stage(config.langid)))
     if config.quality is not None:

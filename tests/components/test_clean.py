@@ -177,3 +177,25 @@ def test_output_inside_input_is_refused(tmp_path):
     write_jsonl(tmp_path / "in" / "a.jsonl", [{"id": "a", "text": LONG}])
     with pytest.raises(CleanError, match="inside input"):
         clean_corpus(str(tmp_path / "in"), str(tmp_path / "in" / "clean"), CleanConfig(**BASIC))
+
+
+def test_mojibake_repaired_and_html_stripped(tmp_path):
+    from components.clean.normalize import repair_mojibake, strip_html
+
+    assert repair_mojibake("The Mona Lisa doesnÃ¢â‚¬â„¢t have eyebrows.") == "The Mona Lisa doesn\u2019t have eyebrows."
+    assert repair_mojibake("cafÃ© au lait") == "café au lait"
+    assert repair_mojibake("人人生而自由") == "人人生而自由"  # correct text is untouched
+    page = "<html><head><style>p {color: red}</style><script>var x = 1 < 2;</script></head><body>" \
+           "<p>Fish &amp; chips</p><p>Caf&eacute;<br>open</p><!-- nav --></body></html>"
+    assert strip_html(page).split() == ["Fish", "&", "chips", "Café", "open"]
+    assert strip_html("3 < 5 and 7 > 2") == "3 < 5 and 7 > 2"  # not tags
+
+    inp = write_jsonl(tmp_path / "in.jsonl", [
+        {"id": "m", "text": "The Mona Lisa doesnÃ¢â‚¬â„¢t have eyebrows, and that is fine."},
+        {"id": "h", "text": "<div><p>Everyone has the right to rest &amp; leisure.</p></div>"},
+    ])
+    result = clean_corpus(str(inp), str(tmp_path / "out"), CleanConfig(**BASIC, strip_html=True))
+    texts = {d.id: d.text for d in kept_docs(result)}
+    assert texts == {"m": "The Mona Lisa doesn\u2019t have eyebrows, and that is fine.",
+                     "h": "Everyone has the right to rest & leisure."}
+    assert result.stats.counters == {"mojibake_repaired": 1, "html_stripped": 1}
