@@ -92,6 +92,9 @@ def _parquet_documents(uri: str, text_field: str, id_field: str) -> Iterator[Doc
                 if text is None:
                     yield Quarantined(where, f"missing_{text_field}", json.dumps(record, default=str)[:200])
                     continue
+                if not text.strip():
+                    yield Quarantined(where, f"empty_{text_field}", json.dumps(record, default=str)[:200])
+                    continue
                 doc_id = record.get(id_field)
                 meta = {k: v for k, v in record.items() if k not in (text_field, id_field) and v is not None}
                 yield Document(id=str(doc_id) if doc_id is not None else where, text=text, meta=meta)
@@ -130,6 +133,9 @@ def read_documents(uri: str, text_field: str = "text", id_field: str = "id") -> 
                 continue
             if not isinstance(text, str):
                 yield Quarantined(where, f"{text_field}_not_a_string", decoded[:200])
+                continue
+            if not text.strip():
+                yield Quarantined(where, f"empty_{text_field}", decoded[:200])
                 continue
             doc_id = record.get(id_field)
             meta = {k: v for k, v in record.items() if k not in (text_field, id_field)}

@@ -178,6 +178,11 @@ def evaluate(config: RunConfig, model_uri: str, eval_manifest_uri: str, output_u
             if found is not None:
                 champion_uri, champion_version = str(found[0]), found[1]
         result = evaluate_model(model_uri, eval_manifest_uri, output_uri, config.evaluate, champion_uri)
+        if champion_version:  # name the champion by its registry URI, not the download folder
+            label = f"models:/{config.registry.model_name}@champion (version {champion_version})"
+            for uri in (storage.join(output_uri, "report.md"), result.results_uri):
+                storage.write_text(uri, storage.read_text(uri).replace(str(champion_uri), label))
+            result.report_markdown = result.report_markdown.replace(str(champion_uri), label)
         if tracking_cfg is not None:
             import mlflow
 

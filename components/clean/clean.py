@@ -336,7 +336,9 @@ def _write_samples(output_uri: str, work: str, n_shards: int, finals: list[dict]
         directory = storage.join(work, "dropped", _part(index))
         for uri in storage.list_files(directory) if storage.exists(directory) else []:
             reason = uri.rsplit("/", 1)[-1].removesuffix(".jsonl")
-            samples.setdefault(reason, []).extend(shards.iter_texts([uri]))
+            # read as plain JSON: a sample may be empty text, which the corpus reader quarantines
+            rows = [json.loads(line) for line in storage.read_text(uri).splitlines() if line]
+            samples.setdefault(reason, []).extend(Document(r["id"], r["text"], r["meta"]) for r in rows)
     for final in finals:
         for reason, docs in final["samples"].items():
             samples.setdefault(reason, []).extend(Document(d["id"], d["text"], d["meta"]) for d in docs)

@@ -90,15 +90,16 @@ def test_quarantine_reasons_are_counted_and_written(tmp_path):
             b'{"id": "bad", "text": "caf\xe9 latin-1 bytes here and more"}',
             b'{"id": "broken", "text": ',
             {"id": "notext", "body": LONG},
+            {"id": "blank", "text": "  \n\t "},
         ],
     )
     out = tmp_path / "out"
     result = clean_corpus(str(inp), str(out), CleanConfig(**BASIC))
-    assert result.stats.records_in == 4 and result.stats.kept == 1
-    assert result.stats.quarantined == {"invalid_json": 1, "missing_text": 1, "not_utf8": 1}
+    assert result.stats.records_in == 5 and result.stats.kept == 1
+    assert result.stats.quarantined == {"empty_text": 1, "invalid_json": 1, "missing_text": 1, "not_utf8": 1}
     rows = [json.loads(line) for line in (out / "quarantine" / "part-00000.jsonl").read_text().splitlines()]
     assert [(r["source"].rsplit(":", 1)[1], r["reason"]) for r in rows] == [
-        ("2", "not_utf8"), ("3", "invalid_json"), ("4", "missing_text")
+        ("2", "not_utf8"), ("3", "invalid_json"), ("4", "missing_text"), ("5", "empty_text")
     ]  # fmt: skip
     result.stats.check()
 

@@ -84,8 +84,9 @@ def test_two_runs_gate_keeps_the_better_champion(demo_corpus, tmp_path, sqlite_u
     assert new_candidate.version != champion.version
     assert new_candidate.tags["validation_status"] == "failed"
 
-    report = next((tmp_path / "runs" / "kfp").glob("homegrown-*/evaluate-op/report"))
-    assert "bits" in report.read_text().lower()
+    reports = [p.read_text() for p in (tmp_path / "runs" / "kfp").glob("homegrown-*/evaluate-op/report")]
+    assert all("bits per byte" in r for r in reports)
+    assert any(f"models:/e2e-model@champion (version {champion.version})" in r for r in reports)
     executor = json.loads(next((tmp_path / "runs" / "kfp").glob("homegrown-*/clean-collect-op/executor_output.json")).read_text())
     kfp_metrics = executor["artifacts"]["metrics"]["artifacts"][0]["metadata"]
     assert kfp_metrics["records_in"] == 1000 and kfp_metrics["kept"] == steps["clean"].data.metrics["kept"]
