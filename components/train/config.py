@@ -35,3 +35,6 @@ class TrainConfig(Section):
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="fp32 on CPU; bf16 on GPUs that have it")
     log_every: int = Field(10, ge=1, description="steps between metric logs")
     seed: int = Field(1234)
+    checkpoint_every: int = Field(0, ge=0, description="optimizer steps between checkpoints; 0 = only at the end")
+    keep_checkpoints: int = Field(2, ge=1, description="newest checkpoint tags kept under checkpoints/")
+    resume: bool = Field(True, description="resume from the newest complete checkpoint in the output dir")

@@ -26,6 +26,8 @@ TAIL_LINES = 40
 # A Python exception's last traceback line, e.g. "ValueError: seq_len (32) exceeds ...".
 # torch prefixes a rank's stderr with "[rankN]: ".
 EXCEPTION_LINE = re.compile(r"^(\[rank\d+\]:\s*)?[A-Za-z_][\w.]*(Error|Exception|Interrupt): ")
+# The worker's line when SIGTERM stopped it after writing a checkpoint (exit status 75).
+PREEMPTED_LINE = re.compile(r"^(\[rank\d+\]:\s*)?\[train\] preempted at step \d+")
 
 
 class TrainError(RuntimeError):
@@ -36,6 +38,8 @@ class TrainError(RuntimeError):
         self.returncode = returncode
         self.tail = tail
         self.errors = errors or []
+        # SIGTERM stopped it after a checkpoint: train_local again with the same output resumes
+        self.preempted = any(PREEMPTED_LINE.match(e) for e in self.errors)
         cause = "".join(f"  {e}" for e in self.errors) or "  (no Python exception seen; see output)\n"
         super().__init__(
             f"training failed with exit code {returncode}:\n{cause}last output:\n" + "".join(tail)
@@ -65,6 +69,7 @@ class TrainResult(BaseModel):
     checkpoint_tag: str
     data_digest: str
     duration_s: float
+    resumed_from_step: int | None = Field(None, description="checkpoint step this run resumed from, if any")
 
 
 def has_cuda() -> bool:
@@ -119,7 +124,8 @@ def train_local(
             sys.stdout.write(line)
             sys.stdout.flush()
             tail.append(line)
-            if EXCEPTION_LINE.match(line) and "ChildFailedError" not in line and line not in errors:
+            matched = EXCEPTION_LINE.match(line) or PREEMPTED_LINE.match(line)
+            if matched and "ChildFailedError" not in line and line not in errors:
                 errors.append(line)
         returncode = process.wait()
     if returncode != 0:

@@ -9,7 +9,9 @@ data order, loop, checkpoint, consolidation, result. Rank 0 alone prints, logs t
 (only when MLFLOW_RUN_ID is set) and writes the model and result.json.
 
 Output layout under OUT:
-    checkpoints/latest, checkpoints/step-N/...   DeepSpeed ZeRO checkpoint (all ranks)
+    checkpoints/latest, checkpoints/step-N/...   DeepSpeed ZeRO checkpoint (all ranks), every
+                                                 `checkpoint_every` steps and at the end; the
+                                                 newest `keep_checkpoints` tags are kept
     model/                                       consolidated fp32 model (safetensors) + tokenizer
     result.json                                  losses, throughput, fixed-batch loss check
 """
@@ -21,7 +23,10 @@ import io
 import json
 import math
 import os
+import random
+import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -39,6 +44,12 @@ from components.train.model import build_model, parameter_count
 
 # Files a saved model directory owns; a tokenizer directory's copies of these are skipped.
 MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json"}
+# Exit status of a rank that saved a checkpoint after SIGTERM (EX_TEMPFAIL: run it again to resume).
+PREEMPTED_EXIT = 75
+STEP_TAG = re.compile(r"^step-(\d+)$")
+# TrainConfig fields the resumed trajectory depends on besides the world size: a checkpoint
+# written under other values cannot continue the same run.
+RESUME_MUST_MATCH = ("seed", "micro_batch_size", "global_batch_size", "zero_stage", "precision")
 
 
 def load_run_config(path: str) -> tuple[TrainConfig, ModelConfig]:
@@ -103,21 +114,104 @@ class PackedSequences:
             )
 
 
-def micro_batches(n: int, micro: int, rank: int, world: int, seed: int) -> Iterator[np.ndarray]:
+def micro_batches(
+    n: int, micro: int, rank: int, world: int, seed: int, epoch: int = 0, index: int = 0
+) -> Iterator[np.ndarray]:
     """Sequence indices for this rank, micro batch by micro batch, forever.
 
     Each epoch is a permutation of all sequences drawn from (seed, epoch), cut to a multiple
     of micro * world and dealt round-robin to ranks (DistributedSampler's scheme). Same seed
-    and world size, same order; no other randomness.
+    and world size, same order; no other randomness. (epoch, index) starts the stream at
+    micro batch `index` of that epoch: where a checkpoint left off.
     """
     usable = n // (micro * world) * (micro * world)
-    epoch = 0
     while True:
         order = np.random.default_rng([seed, epoch]).permutation(n)[:usable]
         mine = order[rank::world]
-        for start in range(0, len(mine), micro):
+        for start in range(index * micro, len(mine), micro):
             yield mine[start : start + micro]
+        index = 0
         epoch += 1
+
+
+def data_position(micro_batches_taken: int, n: int, micro: int, world: int) -> tuple[int, int]:
+    """(epoch, micro batch index within the epoch) after taking that many micro batches per rank."""
+    per_epoch = n // (micro * world)
+    return divmod(micro_batches_taken, per_epoch)
+
+
+# ---- checkpoints ---------------------------------------------------------------------------
+# DeepSpeed's save_checkpoint(save_latest=True) has rank 0 write `latest` as soon as rank 0's
+# own files are written (other ranks may still be writing) and not atomically. So the worker
+# saves with save_latest=False, then every rank writes its own rank-R.pt (RNG states, data
+# position) atomically, then a barrier, then rank 0 writes `latest` atomically. A tag is
+# complete when every rank-R.pt is there; `latest` only ever names a complete tag.
+
+
+def rank_file(tag_dir: Path, rank: int) -> Path:
+    return tag_dir / f"rank-{rank}.pt"
+
+
+def tag_complete(tag_dir: Path, world: int) -> bool:
+    if not tag_dir.is_dir() or not list(tag_dir.glob("*model_states.pt")):
+        return False
+    return all(rank_file(tag_dir, r).is_file() for r in range(world))
+
+
+def step_tags(ckpt_dir: Path) -> list[tuple[int, str]]:
+    """(step, tag) of the step-N directories under ckpt_dir, oldest first."""
+    if not ckpt_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p.name) for p in ckpt_dir.iterdir() if p.is_dir() and (m := STEP_TAG.match(p.name))]
+    return sorted(found)
+
+
+def find_resume_tag(ckpt_dir: Path, world: int) -> str | None:
+    """The tag `latest` names if it is complete, else the newest complete step-N tag, else None."""
+    latest = ckpt_dir / "latest"
+    candidates = [latest.read_text().strip()] if latest.is_file() else []
+    candidates += [tag for _, tag in reversed(step_tags(ckpt_dir))]
+    for tag in candidates:
+        if tag and tag_complete(ckpt_dir / tag, world):
+            return tag
+    return None
+
+
+def rng_states() -> dict[str, Any]:
+    """RNG states as tensors and plain values only, so they load with weights_only=True."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal.tolist()), gauss))
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+
+
+def save_checkpoint(engine, ckpt_dir: Path, step: int, client_state: dict[str, Any], keep: int, rank: int) -> str:
+    """Save tag step-N on every rank, then point `latest` at it and prune old tags (rank 0)."""
+    tag = f"step-{step}"
+    tag_dir = ckpt_dir / tag
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)  # ends in a barrier
+    mine = {"rng": rng_states(), "step": step, "data_position": client_state["data_position"]}
+    partial = rank_file(tag_dir, rank).with_suffix(".pt.partial")
+    torch.save(mine, partial)
+    os.replace(partial, rank_file(tag_dir, rank))
+    torch.distributed.barrier()  # every rank's files are in place
+    if rank == 0:
+        storage.write_text(str(ckpt_dir / "latest"), tag)  # atomic: the commit point
+        for _, old in step_tags(ckpt_dir)[:-keep]:
+            if old != tag:
+                shutil.rmtree(ckpt_dir / old, ignore_errors=True)
+    return tag
 
 
 def lr_lambda(train: TrainConfig):
@@ -191,6 +285,22 @@ def fixed_batch_loss(module, batch: torch.Tensor) -> float:
     return loss
 
 
+class Preemption:
+    """SIGTERM sets a flag; `agreed()` at a step boundary tells every rank whether any rank got it."""
+
+    def __init__(self) -> None:
+        self.signalled = False
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.signalled = True
+
+    def agreed(self) -> bool:
+        flag = torch.tensor([1 if self.signalled else 0], dtype=torch.int32)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m components.train.worker", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="URI of the tokenizer step's manifest.json (packed-tokens)")
@@ -206,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")  # a lone rank run by hand: no mpi4py lookup
     os.environ.setdefault("MASTER_PORT", "29500")
     master = rank == 0
+    preemption = Preemption()
 
     import deepspeed
     from deepspeed.accelerator import get_accelerator
@@ -251,6 +362,57 @@ def main(argv: list[str] | None = None) -> int:
     device = engine.device
     torch.manual_seed(train.seed + rank)  # dropout differs per rank, reproducibly
 
+    # ---- resume: model, optimizer, schedule, step, data position, RNG, loss history ----------
+    done_steps, losses, position = 0, [], (0, 0)
+    pick = [find_resume_tag(ckpt_dir, world) if train.resume and master else None]
+    torch.distributed.broadcast_object_list(pick, src=0)  # every rank loads the tag rank 0 chose
+    resumed_from = pick[0]
+    if not train.resume and master and step_tags(ckpt_dir):
+        # Starting over: an earlier run's tags would be pruned against (and mixed with) this one's.
+        print(f"[train] resume=false: removing the checkpoints under {ckpt_dir}", flush=True)
+        for _, tag in step_tags(ckpt_dir):
+            shutil.rmtree(ckpt_dir / tag, ignore_errors=True)
+        (ckpt_dir / "latest").unlink(missing_ok=True)
+    if resumed_from:
+        _, state = engine.load_checkpoint(str(ckpt_dir), tag=resumed_from)
+        if state is None:
+            raise RuntimeError(f"{ckpt_dir / resumed_from}: DeepSpeed could not load this checkpoint")
+        saved = state.get("train", {})
+        clashes = {k: (saved.get(k), getattr(train, k)) for k in RESUME_MUST_MATCH if saved.get(k) != getattr(train, k)}
+        if state.get("world_size") != world:
+            clashes["world_size"] = (state.get("world_size"), world)
+        if clashes:
+            raise ValueError(
+                f"cannot resume from {ckpt_dir / resumed_from}: it was written with "
+                + ", ".join(f"{k}={old!r} (now {new!r})" for k, (old, new) in clashes.items())
+                + "; restore those settings, use a fresh output dir, or set train.resume=false"
+            )
+        done_steps = int(state["step"])
+        if done_steps > train.max_steps:
+            raise ValueError(f"checkpoint {resumed_from} is past max_steps={train.max_steps}: raise max_steps")
+        losses = [float(x) for x in state["losses"]]
+        position = tuple(state["data_position"])
+        set_rng_states(torch.load(rank_file(ckpt_dir / resumed_from, rank), weights_only=True)["rng"])
+        if master:
+            # Tags past the one resumed (cut short, or not yet named by `latest`) would mix with
+            # the ones this run writes: drop them.
+            for step_n, tag in step_tags(ckpt_dir):
+                if step_n > done_steps:
+                    shutil.rmtree(ckpt_dir / tag, ignore_errors=True)
+            print(f"[train] resumed from {ckpt_dir / resumed_from}: step {done_steps}, data position "
+                  f"epoch {position[0]} micro batch {position[1]}", flush=True)  # fmt: skip
+        torch.distributed.barrier()
+
+    def client_state(step: int) -> dict[str, Any]:
+        return {
+            "step": step,
+            "data_position": list(data_position(step * accum, len(data), train.micro_batch_size, world)),
+            "losses": list(losses),
+            "world_size": world,
+            "train": train.model_dump(),
+            "model": model_cfg.model_dump(),
+        }
+
     tracker = Tracker(enabled=master)
     ok = False
     try:
@@ -277,10 +439,10 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         # ---- the loop ----------------------------------------------------------------------
-        batches = micro_batches(len(data), train.micro_batch_size, rank, world, train.seed)
-        losses: list[float] = []
+        batches = micro_batches(len(data), train.micro_batch_size, rank, world, train.seed, *position)
+        saved_step = done_steps if resumed_from else -1
         loop_started = time.perf_counter()
-        for step in range(1, train.max_steps + 1):
+        for step in range(done_steps + 1, train.max_steps + 1):
             step_started = time.perf_counter()
             lr = engine.get_lr()[0]  # the rate this step's update uses
             loss_sum = torch.zeros((), device=device)
@@ -308,14 +470,30 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
                 tracker.metrics(metrics, step=step)
+
+            if train.checkpoint_every and step % train.checkpoint_every == 0:
+                save_checkpoint(engine, ckpt_dir, step, client_state(step), train.keep_checkpoints, rank)
+                saved_step = step
+            if preemption.agreed():
+                if saved_step != step:
+                    save_checkpoint(engine, ckpt_dir, step, client_state(step), train.keep_checkpoints, rank)
+                if master:
+                    print(f"[train] preempted at step {step}, checkpoint step-{step} written to {ckpt_dir}; "
+                          "run again with the same output to resume", flush=True)  # fmt: skip
+                    if storage.is_s3(args.output):
+                        storage.upload_dir(out_dir, args.output)
+                torch.distributed.barrier()
+                torch.distributed.destroy_process_group()
+                return PREEMPTED_EXIT  # the finally below marks the MLflow run FAILED
         train_s = time.perf_counter() - loop_started
+        steps_run = train.max_steps - done_steps
 
         # ---- checkpoint, then consolidate on rank 0 -----------------------------------------
         fixed = data.take(np.arange(train.micro_batch_size)).to(device)
         engine_loss = fixed_batch_loss(engine, fixed)  # every rank: ZeRO-3 gathers weights in forward
         tag = f"step-{train.max_steps}"
-        client_state = {"step": train.max_steps, "train": train.model_dump(), "model": model_cfg.model_dump()}
-        engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state)
+        if saved_step != train.max_steps:
+            save_checkpoint(engine, ckpt_dir, train.max_steps, client_state(train.max_steps), train.keep_checkpoints, rank)
         torch.distributed.barrier()
 
         if master:
@@ -334,8 +512,10 @@ def main(argv: list[str] | None = None) -> int:
                 "losses": losses,
                 "steps": train.max_steps,
                 "tokens": steps_total,
-                "tokens_per_s": steps_total / train_s,
-                "steps_per_s": train.max_steps / train_s,
+                # throughput of the steps this process ran (all of them unless it resumed)
+                "tokens_per_s": steps_run * tokens_per_step / train_s if steps_run else 0.0,
+                "steps_per_s": steps_run / train_s if steps_run else 0.0,
+                "resumed_from_step": done_steps if resumed_from else None,
                 "world_size": world,
                 "zero_stage": train.zero_stage,
                 "precision": train.precision,

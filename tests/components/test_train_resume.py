@@ -1,0 +1,169 @@
+"""Periodic checkpoints and exact resume: a run killed mid-way and relaunched reproduces the
+per-step losses of an uninterrupted run; SIGTERM (preemption) saves a checkpoint and exits."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from components.train.config import ModelConfig, TrainConfig
+from components.train.launch import TrainError, train_local, worker_env
+from components.train.worker import find_resume_tag, micro_batches, tag_complete
+from tests.components.test_train import SEQ_LEN, make_packed_dataset
+
+STEPS = 24
+TRAIN = TrainConfig(
+    zero_stage=2, nproc_per_node=2, micro_batch_size=4, global_batch_size=16, max_steps=STEPS,
+    learning_rate=3e-3, warmup_steps=4, log_every=8, seed=1234, checkpoint_every=8, keep_checkpoints=2,
+)  # fmt: skip
+MODEL = ModelConfig(n_layer=2, n_head=4, n_embd=64, n_positions=SEQ_LEN, dropout=0.1)  # dropout: RNG matters
+ROOT = Path(__file__).resolve().parents[2]
+# A step takes ~35 ms here, so a run would finish before the test could signal it mid-way:
+# the interrupted runs execute this file as the worker (see the bottom), which sleeps this
+# long per micro batch. Losses do not depend on it.
+SLOW_TAKE_S = 0.05
+
+
+def start(manifest_uri: str, out: Path, tmp: Path) -> subprocess.Popen:
+    """The torchrun command train_local runs, in its own process group so it can be killed whole."""
+    config = tmp / f"train-{time.monotonic_ns()}.json"
+    config.write_text(json.dumps({"train": TRAIN.model_dump(), "model": MODEL.model_dump()}))
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={TRAIN.nproc_per_node}",
+        __file__, "--data", manifest_uri, "--output", str(out), "--config", str(config),
+    ]  # fmt: skip
+    env = worker_env({"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
+    with open(tmp / f"log-{time.monotonic_ns()}.txt", "w") as log:
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+
+
+def wait_for_latest(process: subprocess.Popen, out: Path, tag: str, timeout: float = 60) -> None:
+    latest = out / "checkpoints" / "latest"
+    deadline = time.monotonic() + timeout
+    while not (latest.is_file() and latest.read_text().strip() == tag):
+        assert process.poll() is None, f"the run ended (rc={process.returncode}) before checkpoint {tag}"
+        assert time.monotonic() < deadline, f"no checkpoint {tag} after {timeout} s"
+        time.sleep(0.01)
+
+
+def test_micro_batches_resume_mid_epoch():
+    full = micro_batches(40, micro=4, rank=1, world=2, seed=3)
+    stream = [next(full).tolist() for _ in range(12)]  # 5 micro batches per rank per epoch
+    resumed = micro_batches(40, micro=4, rank=1, world=2, seed=3, epoch=1, index=2)  # after 7 taken
+    assert [next(resumed).tolist() for _ in range(5)] == stream[7:]
+
+
+def test_find_resume_tag_skips_incomplete(tmp_path):
+    ckpt = tmp_path / "checkpoints"
+    for step in (8, 16):
+        (ckpt / f"step-{step}").mkdir(parents=True)
+        (ckpt / f"step-{step}" / "mp_rank_00_model_states.pt").write_bytes(b"x")
+        (ckpt / f"step-{step}" / "rank-0.pt").write_bytes(b"x")
+    (ckpt / "step-16" / "rank-1.pt").write_bytes(b"x")
+    (ckpt / "step-24").mkdir()  # cut short: no files
+    (ckpt / "latest").write_text("step-16")
+    assert find_resume_tag(ckpt, world=2) == "step-16"
+    (ckpt / "step-16" / "rank-1.pt").unlink()  # step-16 incomplete: fall back to step-8 ...
+    assert find_resume_tag(ckpt, world=2) is None  # ... which lacks rank 1 too
+    (ckpt / "step-8" / "rank-1.pt").write_bytes(b"x")
+    assert find_resume_tag(ckpt, world=2) == "step-8"
+    assert not tag_complete(ckpt / "step-24", world=2)
+    assert find_resume_tag(tmp_path / "missing", world=2) is None
+
+
+def test_train_error_flags_preemption():
+    line = "[rank0]: [train] preempted at step 9, checkpoint step-9 written to /x; run again with the same output\n"
+    assert TrainError(1, [], [line]).preempted
+    assert not TrainError(1, [], ["ValueError: nope\n"]).preempted
+
+
+@pytest.mark.slow
+def test_killed_and_preempted_runs_resume_exactly(tmp_path):
+    manifest_uri = make_packed_dataset(tmp_path / "tok", sequences=256, tokenizer=False)
+
+    # (a) uninterrupted
+    reference = train_local(manifest_uri, str(tmp_path / "a"), TRAIN, MODEL)
+    assert reference.steps == STEPS and len(reference.losses) == STEPS and reference.resumed_from_step is None
+    tags = sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir() if p.is_dir())
+    assert tags == ["step-16", "step-24"]  # keep_checkpoints=2 pruned step-8
+
+    # (b) SIGTERM once step-8 is committed: all ranks agree, save, exit PREEMPTED_EXIT
+    out = tmp_path / "b"
+    run = start(manifest_uri, out, tmp_path)
+    wait_for_latest(run, out, "step-8")
+    for pid in children(run.pid):
+        os.kill(pid, signal.SIGTERM)  # the ranks, as when the pod's processes are all signalled
+    assert run.wait(timeout=60) != 0
+    logs = "".join(p.read_text() for p in tmp_path.glob("log-*.txt"))
+    assert "preempted at step" in logs, logs[-3000:]
+    preempted_tag = (out / "checkpoints" / "latest").read_text().strip()
+    assert preempted_tag != "step-24" and tag_complete(out / "checkpoints" / preempted_tag, world=2)
+    assert not (out / "result.json").exists()
+
+    # (c) relaunch, SIGKILL the whole process group as soon as step-16 is committed
+    run = start(manifest_uri, out, tmp_path)
+    wait_for_latest(run, out, "step-16")
+    ranks = children(run.pid)  # torchrun starts each rank in a session of its own
+    assert len(ranks) == TRAIN.nproc_per_node, ranks
+    for pid in [run.pid, *ranks]:
+        os.killpg(pid, signal.SIGKILL)
+    run.wait(timeout=30)
+    wait_gone(ranks)
+    assert not (out / "result.json").exists(), "the run finished before it was killed"
+
+    # (d) resume to the end: the same losses as the uninterrupted run
+    resumed = train_local(manifest_uri, str(out), TRAIN, MODEL)
+    assert resumed.resumed_from_step == 16
+    assert resumed.steps == STEPS and len(resumed.losses) == STEPS
+    assert resumed.losses[:16] == pytest.approx(reference.losses[:16], abs=1e-5)
+    assert resumed.losses[16:] == pytest.approx(reference.losses[16:], abs=1e-5)
+    assert resumed.fixed_batch_loss_engine == pytest.approx(reference.fixed_batch_loss_engine, abs=1e-5)
+    assert json.loads((out / "result.json").read_text())["steps"] == STEPS
+
+
+def wait_gone(pids: list[int], timeout: float = 30) -> None:
+    """Until each pid has exited (gone, or a zombie nobody reaps)."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while True:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                break
+            if state in ("Z", "X"):
+                break
+            assert time.monotonic() < deadline, f"pid {pid} still running"
+            time.sleep(0.01)
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of pid (torchrun's ranks), from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+if __name__ == "__main__":  # one rank of a slowed-down worker, run by start() under torchrun
+    from components.train import worker
+
+    take = worker.PackedSequences.take
+
+    def slow_take(self, indices):
+        time.sleep(SLOW_TAKE_S)
+        return take(self, indices)
+
+    worker.PackedSequences.take = slow_take
+    sys.exit(worker.main())
