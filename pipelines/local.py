@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import collections
 import contextlib
 import io
@@ -124,6 +125,7 @@ def run_local(
     log_path = work_dir / "logs" / f"{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     print(f"[homegrown] pipeline run {name}: full log in {log_path}")
+    original_print = builtins.print  # kfp indents task output by swapping print; not always back
     with open(log_path, "w", encoding="utf-8") as log:
         console = sys.stdout if verbose is not None else open(os.devnull, "w")
         stream = ConsoleFilter(console, log, show_all=bool(verbose))
@@ -135,6 +137,7 @@ def run_local(
         except RuntimeError as exc:
             failure = exc
         finally:
+            builtins.print = original_print
             stream.flush()
     summary = summarize(uri, config.mlflow.experiment, name)
     if failure is not None:
