@@ -29,7 +29,7 @@ def resolve_tracking_uri(configured: str | None = None) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
 
-def _configure(tracking_uri: str) -> None:
+def configure(tracking_uri: str) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     # air-gapped by design: the transformers flavor otherwise probes the HF hub for model
     # cards and licenses, retrying for ~45 s when it is unreachable
@@ -43,7 +43,7 @@ def _configure(tracking_uri: str) -> None:
 
 def ensure_experiment(tracking_uri: str, name: str) -> str:
     """The experiment's id, creating it (with local artifacts beside a SQLite store) if needed."""
-    _configure(tracking_uri)
+    configure(tracking_uri)
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
@@ -70,7 +70,7 @@ def start_pipeline_run(
 
 
 def end_pipeline_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
-    _configure(tracking_uri)
+    configure(tracking_uri)
     from mlflow.tracking import MlflowClient
 
     MlflowClient(tracking_uri).set_terminated(run_id, status=status)

@@ -40,7 +40,7 @@ def finish(config_json: str, run_name: str, kfp_run_name: str, tracking_uri: str
     """Close the parent run with the pipeline's final state (runs as the DAG's exit handler)."""
     config = _config(config_json)
     track = _tracking(config, tracking_uri)
-    tracking._configure(track.uri)
+    tracking.configure(track.uri)
     from mlflow.tracking import MlflowClient
 
     name = effective_run_name(run_name, kfp_run_name)

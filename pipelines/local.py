@@ -39,8 +39,9 @@ class ConsoleFilter(io.TextIOBase):
     EXCEPTION = re.compile(r"^\s*[\w.]+(Error|Exception|Failed)\b.*: ")
     NOISE = re.compile(r'^\s*("|[{}\[\],]+\s*$)')  # the executor's JSON dumps
 
-    def __init__(self, console: TextIO, log: TextIO, show_all: bool = False, tail_lines: int = 40) -> None:
-        self.console, self.log, self.show_all = console, log, show_all
+    def __init__(self, console: TextIO | None, log: TextIO, show_all: bool = False, tail_lines: int = 40) -> None:
+        self.console = console or io.StringIO()  # None: the log file only
+        self.log, self.show_all = log, show_all
         self.pending = ""
         self.tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
         self.failures: list[str] = []  # the exception lines of failed tasks
@@ -127,8 +128,7 @@ def run_local(
     print(f"[homegrown] pipeline run {name}: full log in {log_path}")
     original_print = builtins.print  # kfp indents task output by swapping print; not always back
     with open(log_path, "w", encoding="utf-8") as log:
-        console = sys.stdout if verbose is not None else open(os.devnull, "w")
-        stream = ConsoleFilter(console, log, show_all=bool(verbose))
+        stream = ConsoleFilter(sys.stdout if verbose is not None else None, log, show_all=bool(verbose))
         try:
             with contextlib.redirect_stdout(stream), warnings.catch_warnings():
                 # kfp's notes that images and display names don't apply to a local run

@@ -6,6 +6,7 @@ so a step behaves the same in a pipeline, on a laptop and by hand.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import tempfile
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from components import storage, tracking
 from components.manifest import Manifest
@@ -65,26 +66,20 @@ def start(config: RunConfig, run_name: str, tracking_cfg: Tracking, kfp_run: str
     )
 
 
+@contextlib.contextmanager
 def _step(name: str, tracking_cfg: Tracking | None, params: dict[str, Any]) -> Iterator[Any]:
     """An MLflow run for the step (nested under the pipeline's), or nothing when untracked."""
-    import contextlib
-
     if tracking_cfg is None:
-        return contextlib.nullcontext()
-    ctx = tracking.step_run(name, tracking_cfg.uri, tracking_cfg.parent_run_id, tracking_cfg.experiment)
+        yield None
+        return
+    with tracking.step_run(name, tracking_cfg.uri, tracking_cfg.parent_run_id, tracking_cfg.experiment) as active:
+        import mlflow
 
-    @contextlib.contextmanager
-    def run() -> Iterator[Any]:
-        with ctx as active:
-            import mlflow
-
-            mlflow.log_params(tracking.safe_params({name: params}))
-            yield active
-
-    return run()
+        mlflow.log_params(tracking.safe_params({name: params}))
+        yield active
 
 
-def _log(metrics: dict[str, float], artifacts: list[str] = (), headline: dict[str, float] | None = None,
+def _log(metrics: dict[str, float], artifacts: Sequence[str] = (), headline: dict[str, float] | None = None,
          tracking_cfg: Tracking | None = None) -> None:
     """Metrics and files for the active step run; headline figures also on the parent run."""
     if tracking_cfg is None:
@@ -177,12 +172,9 @@ def evaluate(config: RunConfig, model_uri: str, eval_manifest_uri: str, output_u
             found = registry.champion_model_dir(config.registry.model_name, tmp)
             if found is not None:
                 champion_uri, champion_version = str(found[0]), found[1]
-        result = evaluate_model(model_uri, eval_manifest_uri, output_uri, config.evaluate, champion_uri)
-        if champion_version:  # name the champion by its registry URI, not the download folder
-            label = f"models:/{config.registry.model_name}@champion (version {champion_version})"
-            for uri in (storage.join(output_uri, "report.md"), result.results_uri):
-                storage.write_text(uri, storage.read_text(uri).replace(str(champion_uri), label))
-            result.report_markdown = result.report_markdown.replace(str(champion_uri), label)
+        # the champion is named by its registry URI, not the folder it was downloaded to
+        label = f"models:/{config.registry.model_name}@champion (version {champion_version})" if champion_version else None
+        result = evaluate_model(model_uri, eval_manifest_uri, output_uri, config.evaluate, champion_uri, label)
         if tracking_cfg is not None:
             import mlflow
 
@@ -239,7 +231,7 @@ def promote(config: RunConfig, version_id: str, tracking_cfg: Tracking) -> None:
     """Move `champion` to this version (runs only when the gate passed)."""
     from components.register import registry
 
-    tracking._configure(tracking_cfg.uri)
+    tracking.configure(tracking_cfg.uri)
     registry.promote(config.registry.model_name, version_id)
     _tag_parent(tracking_cfg, {"homegrown.champion_version": version_id})
 

@@ -22,6 +22,7 @@ Output under `output_uri`:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -101,6 +102,10 @@ def _part(index: int) -> str:
     return f"part-{index:05d}"
 
 
+def _staged_uri(work: str, index: int) -> str:
+    return storage.join(work, "staged", f"{_part(index)}.jsonl.gz")
+
+
 def _signature_uri(work: str, index: int) -> str:
     return storage.join(work, "staged", f"{_part(index)}.minhash.npy")
 
@@ -142,13 +147,12 @@ def prepare_shard(index: int, uri: str, work: str, output_uri: str, config: Clea
             yield item
 
     try:
-        stats.kept = shards.write_documents(storage.join(work, "staged", f"{_part(index)}.jsonl.gz"), survivors())
+        stats.kept = shards.write_documents(_staged_uri(work, index), survivors())
     except shards.ShardFormatError as exc:
         raise CleanError(str(exc)) from None
-    staged_uri = storage.join(work, "staged", f"{_part(index)}.jsonl.gz")
     save_keys(storage.join(work, "staged", f"{_part(index)}.keys.npy"), keys)
     if config.near_dedup is not None:
-        docs = ((d.id, d.text) for d in shards.iter_texts([staged_uri]))
+        docs = ((d.id, d.text) for d in shards.iter_texts([_staged_uri(work, index)]))
         minhash.write_signatures(_part(index), docs, _signature_uri(work, index), config.near_dedup)
     for reason, docs in samples.items():
         shards.write_documents(storage.join(work, "dropped", _part(index), f"{reason}.jsonl"), docs)
@@ -176,7 +180,7 @@ def finalize_shard(index: int, work: str, output_uri: str, drops: dict[int, str]
         if done["inputs"] == inputs:
             return done
     started = time.perf_counter()
-    staged = shards.iter_texts([storage.join(work, "staged", f"{_part(index)}.jsonl.gz")])
+    staged = shards.iter_texts([_staged_uri(work, index)])
     dropped: dict[str, int] = {}
     samples: dict[str, list[dict]] = {}
 
@@ -197,23 +201,17 @@ def finalize_shard(index: int, work: str, output_uri: str, drops: dict[int, str]
 
     infos: list[dict] = []
     docs = kept()
-    for part in range(10**6):
+    for part in itertools.count():
         first = next(docs, None)
         if first is None:
             break
         uri = storage.join(output_uri, "shards", f"{_part(index)}-{part:03d}.jsonl.gz")
-        count = shards.write_documents(uri, _chain_limit(first, docs, config.shard_max_records))
+        count = shards.write_documents(uri, itertools.chain([first], itertools.islice(docs, config.shard_max_records - 1)))
         infos.append(shard_info(uri, count).model_dump())
     result = {"inputs": inputs, "shards": infos, "dropped": dropped, "samples": samples, "languages": languages,
               "seconds": time.perf_counter() - started}
     storage.write_text(marker, json.dumps(result, ensure_ascii=False))
     return result
-
-
-def _chain_limit(first: Document, rest: Iterator[Document], limit: int) -> Iterator[Document]:
-    yield first
-    for _, doc in zip(range(limit - 1), rest):
-        yield doc
 
 
 # ---- the whole step ------------------------------------------------------------------------

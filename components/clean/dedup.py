@@ -53,16 +53,3 @@ def plan_exact(key_uris: list[str]) -> list[dict[int, str]]:
         plan[shard][row - int(offsets[shard])] = "duplicate"
     return plan
 
-
-class ExactDedup:
-    """In-memory exact dedup for callers that stream one sequence of texts."""
-
-    def __init__(self) -> None:
-        self._seen: set[bytes] = set()
-
-    def is_duplicate(self, text: str) -> bool:
-        key = text_key(text)
-        if key in self._seen:
-            return True
-        self._seen.add(key)
-        return False

@@ -108,7 +108,9 @@ def evaluate_model(
     output_uri: str,
     config: EvaluateConfig,
     champion_uri: str | None = None,
+    champion_label: str | None = None,
 ) -> EvalResult:
+    """Score the model (and the champion at `champion_uri`, named `champion_label` in results)."""
     device = _device(config)
     eval_manifest, docs = load_eval_documents(eval_manifest_uri)
 
@@ -129,7 +131,7 @@ def evaluate_model(
     champion_metrics = None
     if champion_uri and config.compare_champion:
         champ_scored, _, _ = _score_model(champion_uri, docs, config, device, samples=False)
-        results["champion"] = _block(champion_uri, champ_scored)
+        results["champion"] = _block(champion_label or champion_uri, champ_scored)
         champion_metrics = dict(results["champion"]["metrics"])
         metrics["champion_bits_per_byte"] = champion_metrics["bits_per_byte"]
         metrics["bits_per_byte_delta"] = metrics["bits_per_byte"] - champion_metrics["bits_per_byte"]

@@ -52,7 +52,7 @@ def test_register_promote_and_load_champion(tiny_model_dir: Path, sqlite_uri: st
     import mlflow
 
     cfg = RegisterConfig(model_name="tiny")
-    tracking._configure(sqlite_uri)
+    tracking.configure(sqlite_uri)
     assert registry.champion_model_dir("tiny", tmp_path / "none") is None
     with tracking.step_run("register", sqlite_uri, experiment="t"):
         version = registry.log_and_register(str(tiny_model_dir), cfg, {"data_manifest_digest": "abc"})
