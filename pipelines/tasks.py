@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from components import storage, tracking
-from components.manifest import Manifest
 from pipelines.config import RunConfig
 
 

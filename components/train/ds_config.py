@@ -35,8 +35,13 @@ def check_precision(precision: str, accelerator: str) -> None:
         raise ValueError("precision 'fp16' is not supported on CPU (DS_ACCELERATOR=cpu): use 'fp32' or 'bf16'")
 
 
-def deepspeed_config(train: TrainConfig, world_size: int, accelerator: str = "cpu") -> dict[str, Any]:
-    """The resolved DeepSpeed config dict (also logged as `ds_config.json`)."""
+def deepspeed_config(
+    train: TrainConfig, world_size: int, accelerator: str = "cpu", load_universal: bool = False
+) -> dict[str, Any]:
+    """The resolved DeepSpeed config dict (also logged as `ds_config.json`).
+
+    load_universal: the run resumes from a universal checkpoint (another world size wrote it).
+    """
     check_precision(train.precision, accelerator)
     config: dict[str, Any] = {
         "train_batch_size": train.global_batch_size,
@@ -50,4 +55,6 @@ def deepspeed_config(train: TrainConfig, world_size: int, accelerator: str = "cp
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+    if load_universal:
+        config["checkpoint"] = {"load_universal": True}
     return config

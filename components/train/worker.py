@@ -23,8 +23,6 @@ import io
 import json
 import math
 import os
-import random
-import re
 import shutil
 import signal
 import sys
@@ -38,6 +36,16 @@ import torch
 
 from components import storage
 from components.manifest import Manifest
+from components.train.checkpoint import (
+    find_resume_tag,
+    load_rank_state,
+    remap_position,
+    remove_tag,
+    save_checkpoint,
+    set_rng_states,
+    step_tags,
+    to_universal,
+)
 from components.train.config import ModelConfig, TrainConfig
 from components.train.ds_config import deepspeed_config
 from components.train.model import build_model, parameter_count
@@ -46,9 +54,8 @@ from components.train.model import build_model, parameter_count
 MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json"}
 # Exit status of a rank that saved a checkpoint after SIGTERM (EX_TEMPFAIL: run it again to resume).
 PREEMPTED_EXIT = 75
-STEP_TAG = re.compile(r"^step-(\d+)$")
-# TrainConfig fields the resumed trajectory depends on besides the world size: a checkpoint
-# written under other values cannot continue the same run.
+# TrainConfig fields the resumed trajectory depends on: a checkpoint written under other values
+# cannot continue the same run. (The world size may change: see components.train.checkpoint.)
 RESUME_MUST_MATCH = ("seed", "micro_batch_size", "global_batch_size", "zero_stage", "precision")
 
 
@@ -138,80 +145,6 @@ def data_position(micro_batches_taken: int, n: int, micro: int, world: int) -> t
     """(epoch, micro batch index within the epoch) after taking that many micro batches per rank."""
     per_epoch = n // (micro * world)
     return divmod(micro_batches_taken, per_epoch)
-
-
-# ---- checkpoints ---------------------------------------------------------------------------
-# DeepSpeed's save_checkpoint(save_latest=True) has rank 0 write `latest` as soon as rank 0's
-# own files are written (other ranks may still be writing) and not atomically. So the worker
-# saves with save_latest=False, then every rank writes its own rank-R.pt (RNG states, data
-# position) atomically, then a barrier, then rank 0 writes `latest` atomically. A tag is
-# complete when every rank-R.pt is there; `latest` only ever names a complete tag.
-
-
-def rank_file(tag_dir: Path, rank: int) -> Path:
-    return tag_dir / f"rank-{rank}.pt"
-
-
-def tag_complete(tag_dir: Path, world: int) -> bool:
-    if not tag_dir.is_dir() or not list(tag_dir.glob("*model_states.pt")):
-        return False
-    return all(rank_file(tag_dir, r).is_file() for r in range(world))
-
-
-def step_tags(ckpt_dir: Path) -> list[tuple[int, str]]:
-    """(step, tag) of the step-N directories under ckpt_dir, oldest first."""
-    if not ckpt_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), p.name) for p in ckpt_dir.iterdir() if p.is_dir() and (m := STEP_TAG.match(p.name))]
-    return sorted(found)
-
-
-def find_resume_tag(ckpt_dir: Path, world: int) -> str | None:
-    """The tag `latest` names if it is complete, else the newest complete step-N tag, else None."""
-    latest = ckpt_dir / "latest"
-    candidates = [latest.read_text().strip()] if latest.is_file() else []
-    candidates += [tag for _, tag in reversed(step_tags(ckpt_dir))]
-    for tag in candidates:
-        if tag and tag_complete(ckpt_dir / tag, world):
-            return tag
-    return None
-
-
-def rng_states() -> dict[str, Any]:
-    """RNG states as tensors and plain values only, so they load with weights_only=True."""
-    version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-        "torch": torch.get_rng_state(),
-    }
-
-
-def set_rng_states(states: dict[str, Any]) -> None:
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal.tolist()), gauss))
-    kind, keys, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(states["torch"])
-
-
-def save_checkpoint(engine, ckpt_dir: Path, step: int, client_state: dict[str, Any], keep: int, rank: int) -> str:
-    """Save tag step-N on every rank, then point `latest` at it and prune old tags (rank 0)."""
-    tag = f"step-{step}"
-    tag_dir = ckpt_dir / tag
-    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)  # ends in a barrier
-    mine = {"rng": rng_states(), "step": step, "data_position": client_state["data_position"]}
-    partial = rank_file(tag_dir, rank).with_suffix(".pt.partial")
-    torch.save(mine, partial)
-    os.replace(partial, rank_file(tag_dir, rank))
-    torch.distributed.barrier()  # every rank's files are in place
-    if rank == 0:
-        storage.write_text(str(ckpt_dir / "latest"), tag)  # atomic: the commit point
-        for _, old in step_tags(ckpt_dir)[:-keep]:
-            if old != tag:
-                shutil.rmtree(ckpt_dir / old, ignore_errors=True)
-    return tag
 
 
 def lr_lambda(train: TrainConfig):
@@ -333,9 +266,6 @@ def main(argv: list[str] | None = None) -> int:
         get_accelerator().set_device(int(os.environ["LOCAL_RANK"]))
 
     train, model_cfg = load_run_config(args.config)
-    ds_config = deepspeed_config(train, world, accelerator)
-    accum = ds_config["gradient_accumulation_steps"]
-
     manifest = Manifest.load(args.data)
     data = PackedSequences(manifest)
     data.check(manifest.facts, train, model_cfg, world)
@@ -352,6 +282,31 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / "checkpoints"
 
+    # ---- which checkpoint to resume from (rank 0 decides, every rank loads it) ---------------
+    resume = None  # (tag, world size that wrote it, tag to load)
+    if master and train.resume and (found := find_resume_tag(ckpt_dir)):
+        tag, saved_world = found
+        load_tag = tag
+        if saved_world != world and list((ckpt_dir / tag).glob("*optim_states.pt")):
+            # Optimizer state partitioned over saved_world ranks: re-shard through DeepSpeed's
+            # universal checkpoint format.
+            print(f"[train] {tag} was written by {saved_world} ranks, this run has {world}: "
+                  "converting it to a universal checkpoint", flush=True)  # fmt: skip
+            load_tag = to_universal(ckpt_dir, tag)
+        resume = (tag, saved_world, load_tag)
+    if master and not train.resume and step_tags(ckpt_dir):
+        # Starting over: an earlier run's tags would be pruned against (and mixed with) this one's.
+        print(f"[train] resume=false: removing the checkpoints under {ckpt_dir}", flush=True)
+        for _, tag in step_tags(ckpt_dir):
+            remove_tag(ckpt_dir, tag)
+        (ckpt_dir / "latest").unlink(missing_ok=True)
+    picked = [resume]
+    torch.distributed.broadcast_object_list(picked, src=0)
+    resume = picked[0]
+    universal = bool(resume and resume[2] != resume[0])
+    ds_config = deepspeed_config(train, world, accelerator, load_universal=universal)
+    accum = ds_config["gradient_accumulation_steps"]
+
     # ---- model, optimizer, schedule, engine ------------------------------------------------
     eos = manifest.facts.get("eos_token_id")
     model = build_model(model_cfg, int(manifest.facts["vocab_size"]), train.seed, eos)
@@ -364,43 +319,36 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- resume: model, optimizer, schedule, step, data position, RNG, loss history ----------
     done_steps, losses, position = 0, [], (0, 0)
-    pick = [find_resume_tag(ckpt_dir, world) if train.resume and master else None]
-    torch.distributed.broadcast_object_list(pick, src=0)  # every rank loads the tag rank 0 chose
-    resumed_from = pick[0]
-    if not train.resume and master and step_tags(ckpt_dir):
-        # Starting over: an earlier run's tags would be pruned against (and mixed with) this one's.
-        print(f"[train] resume=false: removing the checkpoints under {ckpt_dir}", flush=True)
-        for _, tag in step_tags(ckpt_dir):
-            shutil.rmtree(ckpt_dir / tag, ignore_errors=True)
-        (ckpt_dir / "latest").unlink(missing_ok=True)
-    if resumed_from:
-        _, state = engine.load_checkpoint(str(ckpt_dir), tag=resumed_from)
+    resumed_from = resume[0] if resume else None
+    if resume:
+        tag, saved_world, load_tag = resume
+        _, state = engine.load_checkpoint(str(ckpt_dir), tag=load_tag)
         if state is None:
-            raise RuntimeError(f"{ckpt_dir / resumed_from}: DeepSpeed could not load this checkpoint")
+            raise RuntimeError(f"{ckpt_dir / load_tag}: DeepSpeed could not load this checkpoint")
         saved = state.get("train", {})
         clashes = {k: (saved.get(k), getattr(train, k)) for k in RESUME_MUST_MATCH if saved.get(k) != getattr(train, k)}
-        if state.get("world_size") != world:
-            clashes["world_size"] = (state.get("world_size"), world)
         if clashes:
             raise ValueError(
-                f"cannot resume from {ckpt_dir / resumed_from}: it was written with "
+                f"cannot resume from {ckpt_dir / tag}: it was written with "
                 + ", ".join(f"{k}={old!r} (now {new!r})" for k, (old, new) in clashes.items())
                 + "; restore those settings, use a fresh output dir, or set train.resume=false"
             )
         done_steps = int(state["step"])
         if done_steps > train.max_steps:
-            raise ValueError(f"checkpoint {resumed_from} is past max_steps={train.max_steps}: raise max_steps")
+            raise ValueError(f"checkpoint {tag} is past max_steps={train.max_steps}: raise max_steps")
         losses = [float(x) for x in state["losses"]]
-        position = tuple(state["data_position"])
-        set_rng_states(torch.load(rank_file(ckpt_dir / resumed_from, rank), weights_only=True)["rng"])
+        position, skipped = remap_position(tuple(state["data_position"]), saved_world, world, train.micro_batch_size)
+        if mine := load_rank_state(ckpt_dir / tag, rank, saved_world):
+            set_rng_states(mine["rng"])  # a rank the saved run did not have keeps its fresh seed
         if master:
             # Tags past the one resumed (cut short, or not yet named by `latest`) would mix with
             # the ones this run writes: drop them.
-            for step_n, tag in step_tags(ckpt_dir):
+            for step_n, later in step_tags(ckpt_dir):
                 if step_n > done_steps:
-                    shutil.rmtree(ckpt_dir / tag, ignore_errors=True)
-            print(f"[train] resumed from {ckpt_dir / resumed_from}: step {done_steps}, data position "
-                  f"epoch {position[0]} micro batch {position[1]}", flush=True)  # fmt: skip
+                    remove_tag(ckpt_dir, later)
+            moved = f", {skipped} sequences skipped to re-deal the batch over {world} ranks" if skipped else ""
+            print(f"[train] resumed from {ckpt_dir / tag} ({saved_world} ranks): step {done_steps}, data position "
+                  f"epoch {position[0]} micro batch {position[1]}{moved}", flush=True)  # fmt: skip
         torch.distributed.barrier()
 
     def client_state(step: int) -> dict[str, Any]:
@@ -472,11 +420,11 @@ def main(argv: list[str] | None = None) -> int:
                 tracker.metrics(metrics, step=step)
 
             if train.checkpoint_every and step % train.checkpoint_every == 0:
-                save_checkpoint(engine, ckpt_dir, step, client_state(step), train.keep_checkpoints, rank)
+                save_checkpoint(engine, ckpt_dir, step, client_state(step), train.keep_checkpoints, rank, world)
                 saved_step = step
             if preemption.agreed():
                 if saved_step != step:
-                    save_checkpoint(engine, ckpt_dir, step, client_state(step), train.keep_checkpoints, rank)
+                    save_checkpoint(engine, ckpt_dir, step, client_state(step), train.keep_checkpoints, rank, world)
                 if master:
                     print(f"[train] preempted at step {step}, checkpoint step-{step} written to {ckpt_dir}; "
                           "run again with the same output to resume", flush=True)  # fmt: skip
@@ -493,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         engine_loss = fixed_batch_loss(engine, fixed)  # every rank: ZeRO-3 gathers weights in forward
         tag = f"step-{train.max_steps}"
         if saved_step != train.max_steps:
-            save_checkpoint(engine, ckpt_dir, train.max_steps, client_state(train.max_steps), train.keep_checkpoints, rank)
+            save_checkpoint(engine, ckpt_dir, train.max_steps, client_state(train.max_steps), train.keep_checkpoints, rank, world)
         torch.distributed.barrier()
 
         if master:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,8 @@ import pytest
 
 from components.train.config import ModelConfig, TrainConfig
 from components.train.launch import TrainError, train_local, worker_env
-from components.train.worker import find_resume_tag, micro_batches, tag_complete
+from components.train.checkpoint import find_resume_tag, remap_position, tag_world
+from components.train.worker import micro_batches
 from tests.components.test_train import SEQ_LEN, make_packed_dataset
 
 STEPS = 24
@@ -65,17 +67,23 @@ def test_find_resume_tag_skips_incomplete(tmp_path):
     for step in (8, 16):
         (ckpt / f"step-{step}").mkdir(parents=True)
         (ckpt / f"step-{step}" / "mp_rank_00_model_states.pt").write_bytes(b"x")
-        (ckpt / f"step-{step}" / "rank-0.pt").write_bytes(b"x")
-    (ckpt / "step-16" / "rank-1.pt").write_bytes(b"x")
+        (ckpt / f"step-{step}" / "rank-0-of-2.pt").write_bytes(b"x")
+    (ckpt / "step-16" / "rank-1-of-2.pt").write_bytes(b"x")
     (ckpt / "step-24").mkdir()  # cut short: no files
     (ckpt / "latest").write_text("step-16")
-    assert find_resume_tag(ckpt, world=2) == "step-16"
-    (ckpt / "step-16" / "rank-1.pt").unlink()  # step-16 incomplete: fall back to step-8 ...
-    assert find_resume_tag(ckpt, world=2) is None  # ... which lacks rank 1 too
-    (ckpt / "step-8" / "rank-1.pt").write_bytes(b"x")
-    assert find_resume_tag(ckpt, world=2) == "step-8"
-    assert not tag_complete(ckpt / "step-24", world=2)
-    assert find_resume_tag(tmp_path / "missing", world=2) is None
+    assert find_resume_tag(ckpt) == ("step-16", 2)
+    (ckpt / "step-16" / "rank-1-of-2.pt").unlink()  # step-16 incomplete: fall back to step-8 ...
+    assert find_resume_tag(ckpt) is None  # ... which lacks rank 1 too
+    (ckpt / "step-8" / "rank-1-of-2.pt").write_bytes(b"x")
+    assert find_resume_tag(ckpt) == ("step-8", 2)
+    assert tag_world(ckpt / "step-24") is None
+    assert find_resume_tag(tmp_path / "missing") is None
+
+
+def test_remap_position_keeps_the_sequences_taken():
+    assert remap_position((3, 10), saved_world=2, world=1, micro=4) == ((3, 20), 0)
+    assert remap_position((3, 10), saved_world=2, world=4, micro=4) == ((3, 5), 0)
+    assert remap_position((0, 3), saved_world=2, world=4, micro=4) == ((0, 2), 8)  # 24 taken -> 32
 
 
 def test_train_error_flags_preemption():
@@ -104,7 +112,7 @@ def test_killed_and_preempted_runs_resume_exactly(tmp_path):
     logs = "".join(p.read_text() for p in tmp_path.glob("log-*.txt"))
     assert "preempted at step" in logs, logs[-3000:]
     preempted_tag = (out / "checkpoints" / "latest").read_text().strip()
-    assert preempted_tag != "step-24" and tag_complete(out / "checkpoints" / preempted_tag, world=2)
+    assert preempted_tag != "step-24" and tag_world(out / "checkpoints" / preempted_tag) == 2
     assert not (out / "result.json").exists()
 
     # (c) relaunch, SIGKILL the whole process group as soon as step-16 is committed
@@ -126,6 +134,28 @@ def test_killed_and_preempted_runs_resume_exactly(tmp_path):
     assert resumed.losses[16:] == pytest.approx(reference.losses[16:], abs=1e-5)
     assert resumed.fixed_batch_loss_engine == pytest.approx(reference.fixed_batch_loss_engine, abs=1e-5)
     assert json.loads((out / "result.json").read_text())["steps"] == STEPS
+
+
+@pytest.mark.slow
+def test_resume_on_fewer_ranks_through_a_universal_checkpoint(tmp_path):
+    """2 ranks write step-8; 1 rank resumes it and follows the 2-rank run's loss curve."""
+    manifest_uri = make_packed_dataset(tmp_path / "tok", sequences=256, tokenizer=False)
+    train = TRAIN.model_copy(update={"max_steps": 16, "checkpoint_every": 8})
+    model = MODEL.model_copy(update={"dropout": 0.0})  # per-rank dropout streams differ by world size
+    reference = train_local(manifest_uri, str(tmp_path / "two"), train, model)
+
+    out = tmp_path / "one"
+    shutil.copytree(tmp_path / "two" / "checkpoints", out / "checkpoints")
+    shutil.rmtree(out / "checkpoints" / "step-16")
+    (out / "checkpoints" / "latest").write_text("step-8")  # as if the 2-rank run died after step 8
+
+    resumed = train_local(manifest_uri, str(out), train.model_copy(update={"nproc_per_node": 1}), model)
+    assert resumed.world_size == 1 and resumed.resumed_from_step == 8
+    assert (out / "checkpoints" / "step-8-universal" / "zero").is_dir()
+    assert resumed.losses[:8] == reference.losses[:8]  # carried over from the checkpoint
+    # Same sequences per step, same optimizer state: only float summation order differs.
+    assert resumed.losses[8:] == pytest.approx(reference.losses[8:], rel=1e-4)
+    assert resumed.fixed_batch_loss_consolidated == pytest.approx(reference.fixed_batch_loss_consolidated, rel=1e-4)
 
 
 def wait_gone(pids: list[int], timeout: float = 30) -> None:

@@ -1,0 +1,163 @@
+"""Atomic DeepSpeed checkpoints, picking the one to resume from, and world-size changes.
+
+DeepSpeed's save_checkpoint(save_latest=True) has rank 0 write `latest` as soon as rank 0's
+own files are written (other ranks may still be writing) and not atomically. So the worker
+saves with save_latest=False, then every rank writes its own `rank-R-of-W.pt` (RNG states,
+data position) atomically, then a barrier, then rank 0 writes `latest` atomically. A tag is
+complete when every `rank-R-of-W.pt` is there; `latest` only ever names a complete tag.
+
+A tag written by W ranks resumes on another world size through DeepSpeed's universal
+checkpoint: rank 0 converts `step-N` to `step-N-universal` (into a temporary folder, renamed
+when done) and the engine loads it with `checkpoint.load_universal`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepspeed.checkpoint.constants import (
+    UNIVERSAL_CHECKPOINT_INFO,
+    UNIVERSAL_CHECKPOINT_VERSION_KEY,
+    UNIVERSAL_CHECKPOINT_VERSION_VALUE,
+)
+
+from components import storage
+
+STEP_TAG = re.compile(r"^step-(\d+)$")
+RANK_FILE = re.compile(r"^rank-(\d+)-of-(\d+)\.pt$")
+UNIVERSAL_SUFFIX = "-universal"
+# ds_to_universal refuses a checkpoint whose client state lacks this (Megatron-DeepSpeed writes it).
+UNIVERSAL_INFO = {UNIVERSAL_CHECKPOINT_INFO: {UNIVERSAL_CHECKPOINT_VERSION_KEY: UNIVERSAL_CHECKPOINT_VERSION_VALUE}}
+
+
+def rank_file(tag_dir: Path, rank: int, world: int) -> Path:
+    return tag_dir / f"rank-{rank}-of-{world}.pt"
+
+
+def tag_world(tag_dir: Path) -> int | None:
+    """The world size that wrote a complete tag, or None if the tag is incomplete."""
+    if not tag_dir.is_dir() or not list(tag_dir.glob("*model_states.pt")):
+        return None
+    found: dict[int, set[int]] = {}
+    for path in tag_dir.iterdir():
+        if m := RANK_FILE.match(path.name):
+            found.setdefault(int(m.group(2)), set()).add(int(m.group(1)))
+    complete = [world for world, ranks in found.items() if ranks == set(range(world))]
+    return max(complete) if complete else None
+
+
+def step_tags(ckpt_dir: Path) -> list[tuple[int, str]]:
+    """(step, tag) of the step-N directories under ckpt_dir, oldest first."""
+    if not ckpt_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p.name) for p in ckpt_dir.iterdir() if p.is_dir() and (m := STEP_TAG.match(p.name))]
+    return sorted(found)
+
+
+def find_resume_tag(ckpt_dir: Path) -> tuple[str, int] | None:
+    """(tag, world size that wrote it): the tag `latest` names if complete, else the newest
+    complete step-N tag, else None."""
+    latest = ckpt_dir / "latest"
+    candidates = [latest.read_text().strip()] if latest.is_file() else []
+    candidates += [tag for _, tag in reversed(step_tags(ckpt_dir))]
+    for tag in candidates:
+        if tag and (world := tag_world(ckpt_dir / tag)):
+            return tag, world
+    return None
+
+
+def remove_tag(ckpt_dir: Path, tag: str) -> None:
+    shutil.rmtree(ckpt_dir / tag, ignore_errors=True)
+    shutil.rmtree(ckpt_dir / f"{tag}{UNIVERSAL_SUFFIX}", ignore_errors=True)
+
+
+def rng_states() -> dict[str, Any]:
+    """RNG states as tensors and plain values only, so they load with weights_only=True."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal.tolist()), gauss))
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+
+
+def save_checkpoint(
+    engine, ckpt_dir: Path, step: int, client_state: dict[str, Any], keep: int, rank: int, world: int
+) -> str:
+    """Save tag step-N on every rank, then point `latest` at it and prune old tags (rank 0)."""
+    tag = f"step-{step}"
+    tag_dir = ckpt_dir / tag
+    state = {**client_state, **UNIVERSAL_INFO}
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=state, save_latest=False)  # ends in a barrier
+    mine = {"rng": rng_states(), "step": step, "data_position": client_state["data_position"]}
+    final = rank_file(tag_dir, rank, world)
+    partial = final.with_suffix(".pt.partial")
+    torch.save(mine, partial)
+    os.replace(partial, final)
+    torch.distributed.barrier()  # every rank's files are in place
+    if rank == 0:
+        storage.write_text(str(ckpt_dir / "latest"), tag)  # atomic: the commit point
+        for _, old in step_tags(ckpt_dir)[:-keep]:
+            if old != tag:
+                remove_tag(ckpt_dir, old)
+    return tag
+
+
+def load_rank_state(tag_dir: Path, rank: int, saved_world: int) -> dict[str, Any] | None:
+    """This rank's RNG states and data position, if the tag was written with this rank in it."""
+    path = rank_file(tag_dir, rank, saved_world)
+    return torch.load(path, weights_only=True) if path.is_file() else None
+
+
+def to_universal(ckpt_dir: Path, tag: str) -> str:
+    """Convert tag to a universal checkpoint (once; rank 0 only); returns the universal tag."""
+    universal = f"{tag}{UNIVERSAL_SUFFIX}"
+    target = ckpt_dir / universal
+    if (target / "zero").is_dir():
+        return universal
+    partial = ckpt_dir / f"{universal}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    command = [
+        sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal",
+        "--input_folder", str(ckpt_dir / tag), "--output_folder", str(partial),
+        "--num_extract_workers", "1", "--num_merge_workers", "1",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
+        raise RuntimeError(f"{ckpt_dir / tag}: converting to a universal checkpoint failed:\n{tail}")
+    os.replace(partial, target)
+    (ckpt_dir / "latest_universal").unlink(missing_ok=True)  # the converter's pointer (to .partial); unused
+    return universal
+
+
+def remap_position(
+    position: tuple[int, int], saved_world: int, world: int, micro: int
+) -> tuple[tuple[int, int], int]:
+    """A data position (epoch, micro batch index per rank) written by saved_world ranks, on
+    world ranks: the same epoch and the same number of sequences taken in it, rounded up to a
+    whole micro batch per rank. Returns the position and the sequences skipped by rounding."""
+    epoch, index = position
+    taken = index * micro * saved_world
+    per_pass = micro * world
+    new_index = -(-taken // per_pass)
+    return (epoch, new_index), new_index * per_pass - taken
