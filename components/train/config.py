@@ -38,3 +38,18 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(0, ge=0, description="optimizer steps between checkpoints; 0 = only at the end")
     keep_checkpoints: int = Field(2, ge=1, description="newest checkpoint tags kept under checkpoints/")
     resume: bool = Field(True, description="resume from the newest complete checkpoint in the output dir")
+    activation_checkpointing: bool = Field(False, description="recompute activations in backward: less memory, ~30 % more compute")
+    offload_optimizer: bool = Field(False, description="ZeRO-Offload: optimizer states and step on the CPU (ZeRO >= 1)")
+    offload_params: bool = Field(False, description="ZeRO-Infinity: parameters on the CPU between uses (ZeRO-3)")
+    peak_tflops: float | None = Field(
+        None, gt=0, description="peak TFLOP/s of one device for MFU; default: looked up from the GPU's name (bf16/fp16)"
+    )
+    system_metrics: bool = Field(True, description="MLflow system metrics (CPU, memory, GPU) on the train run")
+
+    @model_validator(mode="after")
+    def _offload_needs_zero(self) -> "TrainConfig":
+        if self.offload_optimizer and self.zero_stage < 1:
+            raise ValueError("offload_optimizer needs zero_stage >= 1 (the optimizer state must be partitioned)")
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError("offload_params needs zero_stage 3 (only ZeRO-3 partitions the parameters)")
+        return self

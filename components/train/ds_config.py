@@ -35,6 +35,16 @@ def check_precision(precision: str, accelerator: str) -> None:
         raise ValueError("precision 'fp16' is not supported on CPU (DS_ACCELERATOR=cpu): use 'fp32' or 'bf16'")
 
 
+def zero_config(train: TrainConfig, accelerator: str) -> dict[str, Any]:
+    zero: dict[str, Any] = {"stage": train.zero_stage}
+    pin = accelerator != "cpu"  # page-locked buffers speed up host<->GPU copies; no GPU, no point
+    if train.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": pin}
+    if train.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": pin}
+    return zero
+
+
 def deepspeed_config(
     train: TrainConfig, world_size: int, accelerator: str = "cpu", load_universal: bool = False
 ) -> dict[str, Any]:
@@ -47,7 +57,7 @@ def deepspeed_config(
         "train_batch_size": train.global_batch_size,
         "train_micro_batch_size_per_gpu": train.micro_batch_size,
         "gradient_accumulation_steps": gradient_accumulation_steps(train, world_size),
-        "zero_optimization": {"stage": train.zero_stage},
+        "zero_optimization": zero_config(train, accelerator),
         "bf16": {"enabled": train.precision == "bf16"},
         "fp16": {"enabled": train.precision == "fp16"},
         "gradient_clipping": train.grad_clip,
@@ -55,6 +65,10 @@ def deepspeed_config(
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+    if train.offload_optimizer:
+        # Our torch AdamW steps the offloaded fp32 partitions on the CPU. DeepSpeed would
+        # otherwise insist on its CPUAdam, a C++ op compiled at start-up.
+        config["zero_force_ds_cpu_optimizer"] = False
     if load_universal:
         config["checkpoint"] = {"load_universal": True}
     return config

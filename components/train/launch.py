@@ -28,6 +28,7 @@ TAIL_LINES = 40
 EXCEPTION_LINE = re.compile(r"^(\[rank\d+\]:\s*)?[A-Za-z_][\w.]*(Error|Exception|Interrupt): ")
 # The worker's line when SIGTERM stopped it after writing a checkpoint (exit status 75).
 PREEMPTED_LINE = re.compile(r"^(\[rank\d+\]:\s*)?\[train\] preempted at step \d+")
+STEP_LINE = re.compile(r"^\[train\] step (\d+)/(\d+) ")
 
 
 class TrainError(RuntimeError):
@@ -56,6 +57,9 @@ class TrainResult(BaseModel):
     steps: int
     tokens: int
     tokens_per_s: float
+    mfu: float | None = Field(None, description="model FLOPs utilisation over the run (None: peak unknown)")
+    flops_per_token: float = 0.0
+    device: str = ""
     steps_per_s: float
     world_size: int
     zero_stage: int
@@ -70,6 +74,23 @@ class TrainResult(BaseModel):
     data_digest: str
     duration_s: float
     resumed_from_step: int | None = Field(None, description="checkpoint step this run resumed from, if any")
+
+
+class Progress:
+    """A progress bar on a terminal, moved by the worker's step lines; other lines print above it."""
+
+    def __init__(self, total: int):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+
+    def show(self, line: str) -> None:
+        if m := STEP_LINE.match(line):
+            self.bar.update(int(m.group(1)) - self.bar.n)
+        self.bar.write(line.rstrip("\n"))
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def has_cuda() -> bool:
@@ -120,14 +141,20 @@ def train_local(
         )
         assert process.stdout is not None
         errors: list[str] = []
+        progress = Progress(train.max_steps) if sys.stdout.isatty() else None
         for line in process.stdout:
-            sys.stdout.write(line)
-            sys.stdout.flush()
+            if progress:
+                progress.show(line)
+            else:
+                sys.stdout.write(line)
+                sys.stdout.flush()
             tail.append(line)
             matched = EXCEPTION_LINE.match(line) or PREEMPTED_LINE.match(line)
             if matched and "ChildFailedError" not in line and line not in errors:
                 errors.append(line)
         returncode = process.wait()
+        if progress:
+            progress.close()
     if returncode != 0:
         raise TrainError(returncode, list(tail), errors)
     return TrainResult.model_validate_json(storage.read_text(storage.join(output_uri, "result.json")))

@@ -49,6 +49,7 @@ from components.train.checkpoint import (
 from components.train.config import ModelConfig, TrainConfig
 from components.train.ds_config import deepspeed_config
 from components.train.model import build_model, parameter_count
+from components.train.telemetry import device_name, flops_per_token, memory_metrics, mfu, peak_flops
 
 # Files a saved model directory owns; a tokenizer directory's copies of these are skipped.
 MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json"}
@@ -174,7 +175,7 @@ def make_optimizer(module: torch.nn.Module, train: TrainConfig) -> torch.optim.O
 class Tracker:
     """MLflow from rank 0, and only when the launcher injected MLFLOW_RUN_ID."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, system_metrics: bool = False):
         self.run_id = os.environ.get("MLFLOW_RUN_ID") if enabled else None
         if self.run_id:
             os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -183,7 +184,8 @@ class Tracker:
             from components.tracking import resolve_tracking_uri
 
             mlflow.set_tracking_uri(resolve_tracking_uri())
-            mlflow.start_run(run_id=self.run_id)
+            # System metrics (CPU, memory, disk, network; GPU with nvidia-ml-py) sample in a thread.
+            mlflow.start_run(run_id=self.run_id, log_system_metrics=system_metrics)
             self.mlflow = mlflow
 
     def params(self, params: dict[str, Any], ds_config: dict[str, Any]) -> None:
@@ -311,6 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     eos = manifest.facts.get("eos_token_id")
     model = build_model(model_cfg, int(manifest.facts["vocab_size"]), train.seed, eos)
     n_params = parameter_count(model)
+    if train.activation_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # Before deepspeed.initialize: ZeRO-3 empties the parameters it partitions.
+    per_token_flops = flops_per_token(model, model.config, seq_len)
+    device_label = device_name(accelerator)
+    peak = peak_flops(device_label, train.precision, train.peak_tflops)
     optimizer = make_optimizer(model, train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(train))
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
@@ -361,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             "model": model_cfg.model_dump(),
         }
 
-    tracker = Tracker(enabled=master)
+    tracker = Tracker(enabled=master, system_metrics=train.system_metrics)
     ok = False
     try:
         if master:
@@ -382,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
                 "parameters": n_params,
                 "gradient_accumulation_steps": accum,
                 "accelerator": accelerator,
+                "device": device_label,
+                "flops_per_token": per_token_flops,
+                "peak_flops_per_device": peak or "unknown",
             },
             ds_config,
         )
@@ -389,9 +400,9 @@ def main(argv: list[str] | None = None) -> int:
         # ---- the loop ----------------------------------------------------------------------
         batches = micro_batches(len(data), train.micro_batch_size, rank, world, train.seed, *position)
         saved_step = done_steps if resumed_from else -1
-        loop_started = time.perf_counter()
+        loop_started = interval_started = time.perf_counter()
+        interval_steps = 0
         for step in range(done_steps + 1, train.max_steps + 1):
-            step_started = time.perf_counter()
             lr = engine.get_lr()[0]  # the rate this step's update uses
             loss_sum = torch.zeros((), device=device)
             for _ in range(accum):
@@ -404,17 +415,26 @@ def main(argv: list[str] | None = None) -> int:
             torch.distributed.all_reduce(mean_loss)
             mean_loss = (mean_loss / world).item()
             losses.append(mean_loss)
-            step_s = time.perf_counter() - step_started
+            interval_steps += 1
 
             if master and (step % train.log_every == 0 or step in (1, train.max_steps)):
+                # Throughput over the steps since the last log line, not just this one.
+                now = time.perf_counter()
+                step_s = (now - interval_started) / interval_steps
+                interval_started, interval_steps = now, 0
+                tokens_per_s = tokens_per_step / step_s
                 grad_norm = engine.get_global_grad_norm()
-                metrics = {"train/loss": mean_loss, "train/lr": lr, "train/tokens_per_s": tokens_per_step / step_s}
+                metrics = {"train/loss": mean_loss, "train/lr": lr, "train/tokens_per_s": tokens_per_s}
+                metrics.update(memory_metrics(accelerator))
                 if grad_norm is not None:
                     metrics["train/grad_norm"] = float(grad_norm)
+                if (utilisation := mfu(tokens_per_s, per_token_flops, world, peak)) is not None:
+                    metrics["train/mfu"] = utilisation
                 norm = f" | grad_norm {float(grad_norm):.3f}" if grad_norm is not None else ""
+                shown_mfu = f" | MFU {utilisation:.1%}" if utilisation is not None else ""
                 print(
                     f"[train] step {step}/{train.max_steps} | loss {mean_loss:.4f} | lr {lr:.2e}{norm} | "
-                    f"{tokens_per_step / step_s:,.0f} tok/s | {step_s * 1000:.0f} ms/step",
+                    f"{tokens_per_s:,.0f} tok/s{shown_mfu} | {step_s * 1000:.0f} ms/step",
                     flush=True,
                 )
                 tracker.metrics(metrics, step=step)
@@ -455,13 +475,17 @@ def main(argv: list[str] | None = None) -> int:
             consolidated_loss = fixed_batch_loss(consolidated, fixed.cpu())
 
             steps_total = train.max_steps * tokens_per_step
+            tokens_per_s = steps_run * tokens_per_step / train_s if steps_run else 0.0
             result = {
                 "final_loss": losses[-1],
                 "losses": losses,
                 "steps": train.max_steps,
                 "tokens": steps_total,
                 # throughput of the steps this process ran (all of them unless it resumed)
-                "tokens_per_s": steps_run * tokens_per_step / train_s if steps_run else 0.0,
+                "tokens_per_s": tokens_per_s,
+                "mfu": mfu(tokens_per_s, per_token_flops, world, peak),
+                "flops_per_token": per_token_flops,
+                "device": device_label,
                 "steps_per_s": steps_run / train_s if steps_run else 0.0,
                 "resumed_from_step": done_steps if resumed_from else None,
                 "world_size": world,
@@ -480,9 +504,10 @@ def main(argv: list[str] | None = None) -> int:
                 "duration_s": time.perf_counter() - started,
             }
             storage.write_text(str(out_dir / "result.json"), json.dumps(result, indent=2) + "\n")  # atomic
-            tracker.metrics(
-                {"train/final_loss": losses[-1], "train/fixed_batch_loss": consolidated_loss}, step=train.max_steps
-            )
+            summary = {"train/final_loss": losses[-1], "train/fixed_batch_loss": consolidated_loss}
+            if result["mfu"] is not None:
+                summary["train/mfu_overall"] = result["mfu"]
+            tracker.metrics(summary, step=train.max_steps)
             if storage.is_s3(args.output):
                 storage.upload_dir(out_dir, args.output)
                 shutil.rmtree(out_dir, ignore_errors=True)

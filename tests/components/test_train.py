@@ -191,7 +191,8 @@ def test_torchrun_zero2_trains_checkpoints_and_consolidates(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_zero3_accumulation_logs_to_injected_mlflow_run(tmp_path):
-    """ZeRO-3 with 2 micro-steps per update, logging into the run KFP's integration would inject."""
+    """ZeRO-3 with 2 micro-steps per update, parameters and optimizer offloaded, activations
+    recomputed, logging into the run KFP's integration would inject."""
     from mlflow.tracking import MlflowClient
 
     from components.train.launch import train_local
@@ -205,12 +206,12 @@ def test_torchrun_zero3_accumulation_logs_to_injected_mlflow_run(tmp_path):
     out = tmp_path / "train"
     train = TrainConfig(
         zero_stage=3, nproc_per_node=2, micro_batch_size=4, global_batch_size=16, max_steps=12,
-        learning_rate=3e-3, warmup_steps=2, log_every=5,
+        learning_rate=3e-3, warmup_steps=2, log_every=5, activation_checkpointing=True,
+        offload_optimizer=True, offload_params=True, peak_tflops=0.05,  # a CPU's peak, so MFU is logged
     )  # fmt: skip
     model_cfg = ModelConfig(n_layer=2, n_head=4, n_embd=64, n_positions=SEQ_LEN)
-    result = train_local(
-        manifest_uri, str(out), train, model_cfg, env={"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_RUN_ID": run_id}
-    )
+    env = {"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_RUN_ID": run_id, "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"}
+    result = train_local(manifest_uri, str(out), train, model_cfg, env=env)
 
     assert result.zero_stage == 3 and result.steps == 12 and result.final_loss < result.losses[0]
     assert result.fixed_batch_loss_consolidated == pytest.approx(result.fixed_batch_loss_engine, abs=1e-4)
@@ -222,9 +223,17 @@ def test_torchrun_zero3_accumulation_logs_to_injected_mlflow_run(tmp_path):
     assert run.data.params["train.tokens_per_step"] == str(16 * SEQ_LEN)
     assert run.data.params["train.gradient_accumulation_steps"] == "2"
     assert [m.step for m in client.get_metric_history(run_id, "train/loss")] == [1, 5, 10, 12]
-    assert {"train/lr", "train/tokens_per_s", "train/grad_norm"} <= set(run.data.metrics)
+    assert {"train/lr", "train/tokens_per_s", "train/grad_norm", "train/mfu", "train/mfu_overall"} <= set(
+        run.data.metrics
+    )
+    assert 0 < result.mfu < 1 and 0 < run.data.metrics["train/mfu"] < 1
+    assert result.flops_per_token > 6 * 2 * 12 * 64 * 64  # at least the transformer blocks' weights
+    assert any(key.startswith("system/") for key in run.data.metrics), sorted(run.data.metrics)
     artifacts = [a.path for a in client.list_artifacts(run_id)]
     assert "ds_config.json" in artifacts
+    logged = client.download_artifacts(run_id, "ds_config.json", str(tmp_path))
+    zero = json.loads(Path(logged).read_text())["zero_optimization"]
+    assert zero["offload_optimizer"]["device"] == "cpu" and zero["offload_param"]["device"] == "cpu"
 
 
 @pytest.mark.slow
