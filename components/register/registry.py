@@ -8,13 +8,13 @@ when the gate passes; consumers load `models:/<name>@champion`.
 from __future__ import annotations
 
 import importlib.metadata
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from components import storage
+from components.hf_model import ModelDirError, flatten_flavor
 from components.register.config import RegisterConfig
 
 CANDIDATE = "candidate"
@@ -136,11 +136,8 @@ def champion_model_dir(name: str, dest: str | Path) -> tuple[Path, str] | None:
         return None
     dest = Path(dest)
     downloaded = Path(mlflow.artifacts.download_artifacts(f"models:/{name}@{CHAMPION}", dst_path=str(dest / "mlflow")))
-    out = dest / "hf"
-    out.mkdir(parents=True, exist_ok=True)
-    for sub in ("model", "components/tokenizer"):
-        src = downloaded / sub
-        if not src.is_dir():
-            raise RegistryError(f"models:/{name}@{CHAMPION} (version {current.version}): no {sub}/ in its artifacts")
-        shutil.copytree(src, out, dirs_exist_ok=True)
+    try:
+        out = flatten_flavor(downloaded, dest / "hf", f"models:/{name}@{CHAMPION} (version {current.version})")
+    except ModelDirError as exc:
+        raise RegistryError(str(exc)) from exc
     return out, str(current.version)

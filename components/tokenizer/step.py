@@ -39,7 +39,26 @@ class TokenizeResult:
     metrics: dict[str, float]
 
 
-def build_tokenizer_and_pack(documents_manifest_uri: str, output_uri: str, config: TokenizerConfig) -> TokenizeResult:
+def pretrained_tokenizer(uri: str):
+    """The tokenizer of a base model; it must be a fast tokenizer with an EOS token to pack with."""
+    from transformers import AutoTokenizer
+
+    from components.hf_model import fetch_model_dir
+
+    with tempfile.TemporaryDirectory(prefix="homegrown-base-") as tmp:
+        tokenizer = AutoTokenizer.from_pretrained(fetch_model_dir(uri, Path(tmp)), trust_remote_code=False)
+    if getattr(tokenizer, "backend_tokenizer", None) is None:
+        raise ValueError(f"{uri}: its tokenizer is not a fast (tokenizers) tokenizer; save it with tokenizer.json")
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"{uri}: its tokenizer has no EOS token to separate packed documents; set eos_token")
+    return tokenizer
+
+
+def build_tokenizer_and_pack(
+    documents_manifest_uri: str, output_uri: str, config: TokenizerConfig, pretrained_uri: str | None = None
+) -> TokenizeResult:
+    """pretrained_uri: a base model (models:/, s3://, local dir) whose tokenizer is used instead of
+    training one; config.vocab_size and the BPE settings then do not apply."""
     started = time.perf_counter()
     source = Manifest.load(documents_manifest_uri)
     if source.kind != "documents":
@@ -64,15 +83,19 @@ def build_tokenizer_and_pack(documents_manifest_uri: str, output_uri: str, confi
             f"held-out split; add documents (or lower eval_min_documents)"
         )
 
-    # pass 2: train the tokenizer on the train side only
-    train_texts = (doc.text for held_out, doc, _ in selection.partition(documents()) if not held_out)
-    tokenizer = train_bpe(
-        train_texts,
-        vocab_size=config.vocab_size,
-        min_frequency=config.min_frequency,
-        min_vocab_fill=config.min_vocab_fill,
-    )
-    eos_id = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
+    # pass 2: train the tokenizer on the train side only (or take the base model's)
+    if pretrained_uri:
+        tokenizer = pretrained_tokenizer(pretrained_uri)
+        eos_id = tokenizer.eos_token_id
+    else:
+        train_texts = (doc.text for held_out, doc, _ in selection.partition(documents()) if not held_out)
+        tokenizer = train_bpe(
+            train_texts,
+            vocab_size=config.vocab_size,
+            min_frequency=config.min_frequency,
+            min_vocab_fill=config.min_vocab_fill,
+        )
+        eos_id = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
 
     with tempfile.TemporaryDirectory(prefix="homegrown-tokenize-") as tmp:
         # pass 3: tokenise train documents to a spill file; keep the (small, capped) eval side
@@ -134,6 +157,7 @@ def build_tokenizer_and_pack(documents_manifest_uri: str, output_uri: str, confi
         shards=train_shards,
         facts={
             "tokenizer_uri": tokenizer_uri,
+            "tokenizer_source": pretrained_uri or "trained",
             "tokenizer_digest": tokenizer_digest,
             "seq_len": config.seq_len,
             "vocab_size": vocab_size,

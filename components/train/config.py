@@ -5,19 +5,53 @@ from pydantic import Field, model_validator
 from components.config import Section
 
 
+ARCHITECTURE = ("n_layer", "n_head", "n_embd", "n_positions", "dropout")
+
+
+class LoraConfig(Section):
+    """Low-rank adapters (peft) on a pretrained base; only the adapters train."""
+
+    r: int = Field(8, ge=1, description="adapter rank")
+    alpha: int = Field(16, ge=1, description="scaling numerator: updates are scaled by alpha / r")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="module names to adapt (e.g. [q_proj, v_proj]), or every linear layer but the head"
+    )
+    save_adapter: bool = Field(
+        True, description="also write the adapter alone (adapter/) beside the merged model that is evaluated"
+    )
+
+
 class ModelConfig(Section):
-    """A GPT-2 style decoder built from scratch (random init)."""
+    """A GPT-2 style decoder built from scratch (random init), or a pretrained `base` to continue."""
 
     n_layer: int = Field(2, ge=1)
     n_head: int = Field(4, ge=1)
     n_embd: int = Field(128, ge=8)
     n_positions: int = Field(256, ge=8, description="context length; must be >= tokenizer.seq_len")
     dropout: float = Field(0.0, ge=0, lt=1)
+    base: str | None = Field(
+        None,
+        description="continue training a pretrained model: models:/name@alias, runs:/..., s3:// prefix or a local "
+        "Hugging Face directory (safetensors); its architecture and tokenizer are used",
+    )
+    lora: LoraConfig | None = Field(None, description="train LoRA adapters on the base instead of all weights")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelConfig":
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        return self
+
+    @model_validator(mode="after")
+    def _base_or_architecture(self) -> "ModelConfig":
+        if self.base:
+            # Compared with the defaults, not model_fields_set: a dumped-and-reloaded config sets every key.
+            defaults = type(self).model_fields
+            if given := [name for name in ARCHITECTURE if getattr(self, name) != defaults[name].default]:
+                raise ValueError(f"{', '.join(given)}: the architecture comes from model.base; remove these keys")
+        elif self.lora is not None:
+            raise ValueError("model.lora needs model.base: LoRA adapts a pretrained model")
         return self
 
 

@@ -1,11 +1,15 @@
-"""The model: a GPT-2 style decoder built from `ModelConfig`, randomly initialised from a seed."""
+"""The model: a GPT-2 style decoder built from `ModelConfig` and randomly initialised from a
+seed, or a pretrained base (optionally with LoRA adapters) to continue training."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from components.train.config import ModelConfig
+from components.hf_model import load_causal_lm
+from components.train.config import LoraConfig, ModelConfig
 
 
 def gpt2_config(model: ModelConfig, vocab_size: int, eos_token_id: int | None = None) -> GPT2Config:
@@ -36,3 +40,56 @@ def build_model(model: ModelConfig, vocab_size: int, seed: int, eos_token_id: in
 
 def parameter_count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def apply_lora(module: torch.nn.Module, lora: LoraConfig) -> torch.nn.Module:
+    """Wrap module with peft LoRA adapters; the base weights are frozen."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    config = PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(module, config)
+
+
+def build_or_load(
+    model: ModelConfig, vocab_size: int, seed: int, eos_token_id: int | None = None, base_dir: Path | None = None
+) -> torch.nn.Module:
+    """From scratch, or the base in base_dir (model.base fetched) with LoRA if configured.
+
+    The same arguments give the same weights on every rank (the seed also initialises LoRA).
+    """
+    if base_dir is None:
+        return build_model(model, vocab_size, seed, eos_token_id)
+    module = load_causal_lm(base_dir)
+    if module.config.vocab_size < vocab_size:
+        raise ValueError(
+            f"{model.base}: its vocabulary ({module.config.vocab_size}) is smaller than the tokenizer's ({vocab_size}); "
+            "tokenize with the base model's tokenizer"
+        )
+    torch.manual_seed(seed)  # LoRA's A matrices start random
+    return apply_lora(module, model.lora) if model.lora else module
+
+
+def context_length(module: torch.nn.Module) -> int:
+    config = module.config
+    return int(getattr(config, "max_position_embeddings", None) or config.n_positions)
+
+
+def load_consolidated(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a consolidated ZeRO state dict; a tied weight (lm_head = embeddings) appears once in it."""
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    shared: dict[int, list[str]] = {}
+    for name, param in module.named_parameters(remove_duplicate=False):
+        shared.setdefault(id(param), []).append(name)
+    tied = {name for names in shared.values() if len(names) > 1 and any(n in state for n in names) for name in names}
+    if unexpected or set(missing) - tied:
+        raise RuntimeError(
+            f"the consolidated checkpoint does not match the model: missing {sorted(set(missing) - tied)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}"
+        )

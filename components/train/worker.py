@@ -48,7 +48,7 @@ from components.train.checkpoint import (
 )
 from components.train.config import ModelConfig, TrainConfig
 from components.train.ds_config import deepspeed_config
-from components.train.model import build_model, parameter_count
+from components.train.model import build_or_load, context_length, load_consolidated, parameter_count
 from components.train.telemetry import device_name, flops_per_token, memory_metrics, mfu, peak_flops
 
 # Files a saved model directory owns; a tokenizer directory's copies of these are skipped.
@@ -101,15 +101,15 @@ class PackedSequences:
         rows = [self.shards[s][i - self.offsets[s]] for s, i in zip(shard_of, indices)]
         return torch.from_numpy(np.stack(rows).astype(np.int64))
 
-    def check(self, facts: dict[str, Any], train: TrainConfig, model: ModelConfig, world: int) -> None:
+    def check(self, facts: dict[str, Any], train: TrainConfig, n_positions: int, vocab_size: int, world: int) -> None:
         """Fail in setup, with what to change, rather than mid-run."""
         if facts.get("seq_len", self.seq_len) != self.seq_len:
             raise ValueError(f"manifest says seq_len={facts['seq_len']} but the shards hold {self.seq_len}")
-        if self.seq_len > model.n_positions:
+        if self.seq_len > n_positions:
             raise ValueError(
-                f"seq_len ({self.seq_len}) exceeds model.n_positions ({model.n_positions}): raise n_positions"
+                f"seq_len ({self.seq_len}) exceeds the model's context length ({n_positions}): raise "
+                "model.n_positions, or lower tokenizer.seq_len"
             )
-        vocab_size = int(facts["vocab_size"])
         low = min(int(a.min()) for a in self.shards if a.size)
         high = max(int(a.max()) for a in self.shards if a.size)
         if low < 0 or high >= vocab_size:
@@ -168,6 +168,8 @@ def make_optimizer(module: torch.nn.Module, train: TrainConfig) -> torch.optim.O
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": train.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
+    # ZeRO drops an empty group (LoRA trains only 2-D matrices), which the schedule would miscount.
+    groups = [group for group in groups if group["params"]]
     # A torch optimizer, not DeepSpeed's FusedAdam/CPUAdam: nothing to compile on CPU.
     return torch.optim.AdamW(groups, lr=train.learning_rate, betas=(0.9, 0.95), eps=1e-8)
 
@@ -201,6 +203,22 @@ class Tracker:
         if self.run_id:
             self.mlflow.flush_async_logging()
             self.mlflow.end_run(status="FINISHED" if ok else "FAILED")
+
+
+def fetch_base(uri: str, local_rank: int) -> Path:
+    """The base model as a local directory on this node: local rank 0 downloads, the others wait."""
+    from components.hf_model import check_model_dir, fetch_model_dir
+
+    if not (uri.startswith(("models:/", "runs:/")) or storage.is_s3(uri)):
+        check_model_dir(storage.local_path(uri), uri)
+        return storage.local_path(uri)
+    dest = Path(tempfile.gettempdir()) / f"homegrown-base-{os.environ.get('TORCHELASTIC_RUN_ID', os.getpid())}"
+    pointer = dest / "model_dir.txt"
+    if local_rank == 0:
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        storage.write_text(str(pointer), str(fetch_model_dir(uri, dest)))
+    torch.distributed.barrier()
+    return Path(pointer.read_text())
 
 
 def copy_tokenizer(tokenizer_uri: str, model_dir: Path) -> None:
@@ -270,7 +288,6 @@ def main(argv: list[str] | None = None) -> int:
     train, model_cfg = load_run_config(args.config)
     manifest = Manifest.load(args.data)
     data = PackedSequences(manifest)
-    data.check(manifest.facts, train, model_cfg, world)
     seq_len = data.seq_len
     tokens_per_step = train.global_batch_size * seq_len
 
@@ -311,7 +328,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- model, optimizer, schedule, engine ------------------------------------------------
     eos = manifest.facts.get("eos_token_id")
-    model = build_model(model_cfg, int(manifest.facts["vocab_size"]), train.seed, eos)
+    vocab_size = int(manifest.facts["vocab_size"])
+    base_dir = fetch_base(model_cfg.base, int(os.environ["LOCAL_RANK"])) if model_cfg.base else None
+    model = build_or_load(model_cfg, vocab_size, train.seed, eos, base_dir)
+    data.check(manifest.facts, train, context_length(model), model.config.vocab_size, world)
     n_params = parameter_count(model)
     if train.activation_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -466,13 +486,17 @@ def main(argv: list[str] | None = None) -> int:
 
         if master:
             state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag)
-            consolidated = build_model(model_cfg, int(manifest.facts["vocab_size"]), train.seed, eos)
-            consolidated.load_state_dict(state, strict=True)
+            consolidated = build_or_load(model_cfg, vocab_size, train.seed, eos, base_dir)
+            load_consolidated(consolidated, state)
+            consolidated_loss = fixed_batch_loss(consolidated, fixed.cpu())
+            if model_cfg.lora:
+                if model_cfg.lora.save_adapter:
+                    consolidated.save_pretrained(out_dir / "adapter", safe_serialization=True)
+                consolidated = consolidated.merge_and_unload()  # a plain model for evaluation and the registry
             model_dir = out_dir / "model"
             consolidated.save_pretrained(model_dir, safe_serialization=True)
             if manifest.facts.get("tokenizer_uri"):
                 copy_tokenizer(manifest.facts["tokenizer_uri"], model_dir)
-            consolidated_loss = fixed_batch_loss(consolidated, fixed.cpu())
 
             steps_total = train.max_steps * tokens_per_step
             tokens_per_s = steps_run * tokens_per_step / train_s if steps_run else 0.0

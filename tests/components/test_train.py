@@ -130,13 +130,14 @@ def test_packed_sequences_index_across_shards_and_check(tmp_path):
     picked = np.array([9, 0, 4, 3])
     assert torch.equal(data.take(picked), torch.from_numpy(rows[picked]).long())
     train = TrainConfig(micro_batch_size=4, global_batch_size=8)
-    data.check(manifest.facts, train, ModelConfig(n_positions=SEQ_LEN), world=2)
-    with pytest.raises(ValueError, match="raise n_positions"):
-        data.check(manifest.facts, train, ModelConfig(n_positions=16, n_embd=16, n_head=2), world=2)
+    data.check(manifest.facts, train, n_positions=SEQ_LEN, vocab_size=VOCAB, world=2)
+    with pytest.raises(ValueError, match="raise model.n_positions"):
+        data.check(manifest.facts, train, n_positions=16, vocab_size=VOCAB, world=2)
     with pytest.raises(ValueError, match="outside vocab_size"):
-        data.check({**manifest.facts, "vocab_size": 8}, train, ModelConfig(n_positions=SEQ_LEN), world=2)
+        data.check(manifest.facts, train, n_positions=SEQ_LEN, vocab_size=8, world=2)
     with pytest.raises(ValueError, match="only 10 sequences"):
-        data.check(manifest.facts, TrainConfig(micro_batch_size=8, global_batch_size=16), ModelConfig(), world=2)
+        small = TrainConfig(micro_batch_size=8, global_batch_size=16)
+        data.check(manifest.facts, small, n_positions=SEQ_LEN, vocab_size=VOCAB, world=2)
 
 
 def test_worker_cli_help():
@@ -246,5 +247,5 @@ def test_torchrun_failure_raises_train_error_with_output(tmp_path):
     with pytest.raises(TrainError) as caught:
         train_local(manifest_uri, str(tmp_path / "train"), train, too_short)
     assert caught.value.returncode != 0
-    assert any("raise n_positions" in line for line in caught.value.errors), caught.value.errors
-    assert "exceeds model.n_positions" in str(caught.value)
+    assert any("raise model.n_positions" in line for line in caught.value.errors), caught.value.errors
+    assert "exceeds the model's context length (16)" in str(caught.value)
