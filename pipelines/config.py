@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -13,6 +12,7 @@ from pydantic import Field, ValidationError, model_validator
 from components.clean.config import CleanConfig
 from components.config import Section
 from components.evaluate.config import EvaluateConfig
+from components.k8s import SecretEnv, Toleration
 from components.register.config import RegisterConfig
 from components.tokenizer.config import TokenizerConfig
 from components.train.config import ModelConfig, TrainConfig
@@ -27,20 +27,6 @@ class MlflowConfig(Section):
         None, description="MLflow tracking URI; default: MLFLOW_TRACKING_URI, else SQLite under ./runs"
     )
     experiment: str = Field("homegrown", min_length=1)
-
-
-class Toleration(Section):
-    key: str | None = None
-    operator: Literal["Equal", "Exists"] = "Exists"
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-
-
-class SecretEnv(Section):
-    """Environment variables filled from a Kubernetes Secret (the values never enter the config)."""
-
-    secret_name: str = Field(min_length=1)
-    keys: dict[str, str] = Field(description="secret key -> environment variable name", min_length=1)
 
 
 class ClusterConfig(Section):
@@ -60,6 +46,14 @@ class ClusterConfig(Section):
     secrets: list[SecretEnv] = Field(default_factory=list, description="Secrets exposed to every step as env")
     data_pvc: str | None = Field(None, description="PVC mounted at /data in every step (then data_root: /data/...)")
     retries: int = Field(1, ge=0, le=10, description="retries of a failed step (preempted node, flaky network)")
+    train_nodes: int = Field(
+        1, ge=1, description="nodes for training; > 1 runs it as a Kubeflow Trainer TrainJob the train step launches"
+    )
+    train_runtime: str = Field("torch-distributed", description="ClusterTrainingRuntime a multi-node TrainJob uses")
+    namespace: str | None = Field(None, description="namespace of TrainJobs; default: the train step's own")
+    service_account: str | None = Field(
+        None, description="ServiceAccount of the TrainJob's pods (the chart's homegrown-steps account by default)"
+    )
 
 
 class RunConfig(Section):
@@ -83,12 +77,22 @@ class RunConfig(Section):
                 f"tokenizer.seq_len ({self.tokenizer.seq_len}) exceeds model.n_positions "
                 f"({self.model.n_positions}): raise n_positions or lower seq_len"
             )
-        per_step = self.train.micro_batch_size * self.train.nproc_per_node
+        if self.cluster.train_nodes > 1 and (not self.cluster.data_pvc or self.data_root.startswith("s3://")):
+            raise ValueError(
+                f"cluster.train_nodes={self.cluster.train_nodes} needs a filesystem every node shares for "
+                "checkpoints: set cluster.data_pvc (a ReadWriteMany claim) and data_root: /data/..."
+            )
+        if self.cluster.train_nodes > 1 and self.cluster.gpus and self.cluster.gpus != self.train.nproc_per_node:
+            raise ValueError(
+                f"train.nproc_per_node ({self.train.nproc_per_node}) must equal cluster.gpus ({self.cluster.gpus}): "
+                "one rank per GPU on every node"
+            )
+        per_step = self.train.micro_batch_size * self.train.nproc_per_node * self.cluster.train_nodes
         if self.train.global_batch_size % per_step:
             raise ValueError(
                 f"train.global_batch_size ({self.train.global_batch_size}) must be a multiple of "
-                f"micro_batch_size x nproc_per_node ({self.train.micro_batch_size} x "
-                f"{self.train.nproc_per_node} = {per_step})"
+                f"micro_batch_size x nproc_per_node x cluster.train_nodes ({self.train.micro_batch_size} x "
+                f"{self.train.nproc_per_node} x {self.cluster.train_nodes} = {per_step})"
             )
         return self
 

@@ -89,9 +89,15 @@ def build_pipeline(config: RunConfig, target: Target = "local") -> Callable:
 
 
 def apply_cluster_settings(cluster: ClusterConfig, tasks: list, train: dsl.PipelineTask | None = None) -> None:
-    """Images, env from ConfigMap/Secrets, volumes, and the train step's GPUs and placement."""
+    """Images, env from ConfigMap/Secrets, volumes, and the train step's GPUs and placement.
+
+    With cluster.train_nodes > 1 the train step only launches and watches a TrainJob: it runs on
+    the CPU image with no GPUs (the run's ServiceAccount needs the TrainJob rights), and the GPU
+    settings go to the TrainJob's nodes instead.
+    """
+    multi_node = cluster.train_nodes > 1
     for task in tasks:
-        task.set_container_image(cluster.train_image if task is train else cluster.image)
+        task.set_container_image(cluster.train_image if task is train and not multi_node else cluster.image)
         if cluster.config_map:
             kubernetes.use_config_map_as_env(
                 task, cluster.config_map,
@@ -106,6 +112,8 @@ def apply_cluster_settings(cluster: ClusterConfig, tasks: list, train: dsl.Pipel
         if cluster.retries and task.component_spec.name not in ("start-op", "finish-op", "register-op"):
             task.set_retry(cluster.retries, backoff_duration="60s", backoff_factor=2)
     if train is None:
+        return
+    if multi_node:
         return
     if cluster.gpus:
         train.set_accelerator_type(cluster.accelerator_type).set_accelerator_limit(cluster.gpus)

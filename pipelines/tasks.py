@@ -150,7 +150,10 @@ def train(config: RunConfig, packed_manifest_uri: str, output_uri: str, tracking
         if tracking_cfg is not None:
             # rank 0 of the torchrun job logs its curves into this step's run
             env = {"MLFLOW_RUN_ID": run.info.run_id, "MLFLOW_TRACKING_URI": tracking_cfg.uri}
-        result = train_local(packed_manifest_uri, output_uri, config.train, config.model, env=env)
+        if config.cluster.train_nodes > 1:
+            result = train_on_trainjob(config, packed_manifest_uri, output_uri, env)
+        else:
+            result = train_local(packed_manifest_uri, output_uri, config.train, config.model, env=env)
         # the worker marks the run finished when it exits; MLflow still accepts the summary
         metrics = {"final_loss": result.final_loss, "tokens": result.tokens, "tokens_per_s": result.tokens_per_s,
                    "steps": result.steps, "duration_s": result.duration_s}
@@ -163,6 +166,64 @@ def train(config: RunConfig, packed_manifest_uri: str, output_uri: str, tracking
             _tag_parent(tracking_cfg, {"homegrown.base_model": config.model.base,
                                        "homegrown.lora": str(config.model.lora is not None).lower()})
     return result
+
+
+# What the steps get from the chart's ConfigMap, forwarded to the TrainJob's pods by value.
+FORWARDED_ENV = ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "MLFLOW_S3_ENDPOINT_URL",
+                 "MLFLOW_EXPERIMENT_NAME", "HF_HUB_OFFLINE")
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def trainjob_spec(config: RunConfig, packed_manifest_uri: str, output_uri: str, config_uri: str,
+                  env: dict[str, str], environ: dict[str, str] | None = None):
+    """The TrainJob for a multi-node train step: the cluster settings the single-node step gets."""
+    import os
+
+    from components.train import trainjob
+
+    cluster = config.cluster
+    environ = os.environ if environ is None else environ
+    namespace = cluster.namespace or (
+        SERVICE_ACCOUNT_NAMESPACE.read_text().strip() if SERVICE_ACCOUNT_NAMESPACE.is_file() else None
+    )
+    if not namespace:
+        raise ValueError("cluster.namespace is not set and this step does not run in a pod: set cluster.namespace")
+    run_label = env.get("MLFLOW_RUN_ID") or config.name  # the train step's MLflow run
+    return trainjob.TrainJobSpec(
+        name=trainjob.job_name(config.name, cluster.train_nodes),
+        namespace=namespace,
+        image=cluster.train_image,
+        data_uri=packed_manifest_uri,
+        output_uri=output_uri,
+        config_uri=config_uri,
+        num_nodes=cluster.train_nodes,
+        nproc_per_node=config.train.nproc_per_node,
+        gpus_per_node=cluster.gpus,
+        accelerator_type=cluster.accelerator_type,
+        cpu=cluster.train_cpu,
+        memory=cluster.train_memory,
+        runtime=cluster.train_runtime,
+        env={**{k: environ[k] for k in FORWARDED_ENV if environ.get(k)}, **env},
+        secret_env=cluster.secrets,
+        tolerations=cluster.tolerations,
+        node_selector=cluster.node_selector,
+        volumes=[trainjob.PvcMount(claim_name=cluster.data_pvc, mount_path="/data")] if cluster.data_pvc else [],
+        service_account=cluster.service_account,
+        labels={"app.kubernetes.io/part-of": "homegrown", "homegrown/run": run_label[:63]},
+    )
+
+
+def train_on_trainjob(config: RunConfig, packed_manifest_uri: str, output_uri: str, env: dict[str, str]):
+    """Write the worker's config beside its output, run the TrainJob, read its result."""
+    from components.train import trainjob
+    from components.train.launch import TrainResult
+
+    config_uri = storage.join(output_uri, "train-config.json")
+    # Also the preflight that the checkpoint location is writable, before any GPU is asked for.
+    storage.write_text(config_uri, json.dumps({"train": config.train.model_dump(), "model": config.model.model_dump()}))
+    spec = trainjob_spec(config, packed_manifest_uri, output_uri, config_uri, env)
+    trainjob.launch(spec)
+    return TrainResult.model_validate_json(storage.read_text(storage.join(output_uri, "result.json")))
 
 
 def evaluate(config: RunConfig, model_uri: str, eval_manifest_uri: str, output_uri: str,

@@ -1,0 +1,560 @@
+"""Launch the worker on N nodes as a Kubeflow Trainer v2 `TrainJob` and wait for it.
+
+    spec = TrainJobSpec(name=job_name(run_name, 4), namespace="ml", image="homegrown/trainer:0.1.0",
+                        num_nodes=4, gpus_per_node=8, nproc_per_node=8,
+                        data_uri="s3://b/run/tok/manifest.json", output_uri="s3://b/run/train",
+                        config_uri="s3://b/run/train/config.json")
+    outcome = launch(spec)   # raises TrainJobFailed / TrainJobTimeout; result.json is under output_uri
+
+The TrainJob references the `torch-distributed` ClusterTrainingRuntime. Its torch plugin sets
+PET_NNODES / PET_NPROC_PER_NODE / PET_NODE_RANK / PET_MASTER_ADDR / PET_MASTER_PORT on every
+node, torchrun reads them as its defaults, so each node runs
+`torchrun -m components.train.worker --data ... --output ... --config ...` unchanged. Pod
+settings `spec.trainer` has no field for (volumes, tolerations, node selector, service account,
+pod labels) go in one `spec.runtimePatches` entry that patches the runtime's `node` job.
+
+Lifecycle: preflight -> create -> poll the conditions (Complete / Failed), printing status
+changes and rank 0's log -> return, or raise. The TrainJob is deleted whenever launch() leaves
+while it may still be running -- SIGTERM from a cancelled KFP run, a timeout, any error -- which
+frees its GPUs (the workers get SIGTERM and checkpoint). A finished job is deleted too unless
+`keep_finished`: rank 0's log is already in the KFP step's log and the reason in the exception.
+A launcher killed outright cleans nothing up: `delete_unfinished(namespace, labels)` in the
+pipeline's exit handler removes what it left, found by the labels it was given (e.g. the run id).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import os
+import re
+import secrets
+import signal
+import string
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from kubeflow_trainer_api import models as m
+from kubernetes import client, config
+from pydantic import Field
+
+from components.config import Section
+from components.k8s import SecretEnv, Toleration
+
+GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
+WORKER_COMMAND = ["torchrun", "-m", "components.train.worker"]
+# The runtime's replicated job and container that `spec.trainer` overrides (Trainer constants.Node).
+NODE = "node"
+# Who owns our runtimePatches entry (the list is keyed by manager).
+PATCH_MANAGER = "homegrown.train/launcher"
+# Set by the torch plugin; the Trainer webhook rejects a TrainJob whose trainer.env sets them.
+RESERVED_ENV = {"PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT"}
+# JobSet names pods `<jobset>-<replicated job>-<job index>-<pod index>-<5 random>` and rejects a
+# JobSet whose longest pod name exceeds a DNS-1035 label; the TrainJob's name is the JobSet's.
+POD_NAME_MAX = 63
+DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+# Labels JobSet and the Job controller put on each pod; completion index 0 of `node` is node rank 0.
+RANK0_SELECTOR = (
+    "jobset.sigs.k8s.io/jobset-name={name},jobset.sigs.k8s.io/replicatedjob-name=" + NODE
+    + ",batch.kubernetes.io/job-completion-index=0"
+)  # fmt: skip
+TAIL_LINES = 40
+LOG_OVERLAP_S = 10  # re-read this much of rank 0's log each poll; lines already printed are skipped
+
+
+class PvcMount(Section):
+    claim_name: str = Field(min_length=1, description="PersistentVolumeClaim in the job's namespace")
+    mount_path: str = Field(description="absolute path in the trainer container, e.g. /data")
+    read_only: bool = False
+
+
+class TrainJobSpec(Section):
+    """Everything the TrainJob forwards. `preflight` checks values; pydantic checks types and keys."""
+
+    name: str = Field(description="TrainJob (and JobSet) name: a DNS-1035 label, see job_name()")
+    namespace: str
+    image: str = Field(description="CUDA + DeepSpeed image with homegrown installed")
+    data_uri: str = Field(description="tokenizer manifest.json, passed as --data")
+    output_uri: str = Field(description="passed as --output; the worker writes result.json there")
+    config_uri: str = Field(description='{"train": ..., "model": ...} JSON readable from the nodes, --config')
+    num_nodes: int = 1
+    nproc_per_node: int = Field(1, description="ranks per node; must equal gpus_per_node when it is > 0")
+    gpus_per_node: int = Field(0, description="0 = CPU ranks (gloo)")
+    accelerator_type: str = Field("nvidia.com/gpu", description="extended resource name of the GPUs")
+    cpu: str | None = Field(None, description="CPU request = limit per node, e.g. '32'")
+    memory: str | None = Field(None, description="memory request = limit per node, e.g. '256Gi'")
+    runtime: str = Field("torch-distributed", description="name of the training runtime to reference")
+    runtime_kind: Literal["ClusterTrainingRuntime", "TrainingRuntime"] = "ClusterTrainingRuntime"
+    command: list[str] = Field(default_factory=lambda: list(WORKER_COMMAND), description="trainer command")
+    env: dict[str, str] = Field(default_factory=dict, description="e.g. MLFLOW_TRACKING_URI, MLFLOW_RUN_ID")
+    secret_env: list[SecretEnv] = Field(default_factory=list)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    volumes: list[PvcMount] = Field(default_factory=list)
+    service_account: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict, description="on the TrainJob and its pods")
+    annotations: dict[str, str] = Field(default_factory=dict, description="on the TrainJob and its pods")
+    active_deadline_s: int | None = Field(None, description="the Trainer fails the job after this long")
+
+    @property
+    def args(self) -> list[str]:
+        return ["--data", self.data_uri, "--output", self.output_uri, "--config", self.config_uri]
+
+
+@dataclass(frozen=True)
+class TrainJobOutcome:
+    name: str
+    namespace: str
+    reason: str
+    message: str
+    duration_s: float
+    deleted: bool
+
+
+class TrainJobSpecError(ValueError):
+    """The spec cannot make a valid TrainJob; the message names each key and what to change."""
+
+
+class TrainJobError(RuntimeError):
+    """The TrainJob could not be created or watched, or it failed (see TrainJobFailed)."""
+
+    def __init__(self, text: str, name: str = "", namespace: str = "", reason: str = "", message: str = "",
+                 tail: list[str] | None = None):  # fmt: skip
+        self.name, self.namespace, self.reason, self.message = name, namespace, reason, message
+        self.tail = tail or []
+        last = "\nrank 0's last output:\n" + "\n".join(self.tail) if self.tail else ""
+        super().__init__(text + last)
+
+
+class TrainJobFailed(TrainJobError):
+    """The TrainJob's Failed condition became True; `reason` / `message` are the condition's."""
+
+
+class TrainJobTimeout(TrainJobError, TimeoutError):
+    pass
+
+
+class TrainJobCancelled(SystemExit):
+    """SIGTERM / SIGINT arrived while waiting (a cancelled KFP run); exits 128 + signal number."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(128 + signum)
+
+
+def pod_name_room(num_nodes: int) -> int:
+    """The longest TrainJob name whose pods' names still fit (`-node-0-<last index>-xxxxx`)."""
+    return POD_NAME_MAX - len(f"-{NODE}-0-{max(num_nodes, 1) - 1}-abcde")
+
+
+def job_name(run_name: str, num_nodes: int = 1, suffix: str | None = None) -> str:
+    """A valid TrainJob name from a run name: lowercased, sanitised, truncated to fit its pods'
+    names, plus a random suffix (None) so a retried step never collides with its predecessor."""
+    if suffix is None:
+        suffix = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(5))
+    base = re.sub(r"[^a-z0-9-]+", "-", run_name.lower()).strip("-")
+    base = re.sub(r"-{2,}", "-", base)
+    if not base or not base[0].isalpha():
+        base = "train-" + base
+    room = pod_name_room(num_nodes) - (len(suffix) + 1 if suffix else 0)
+    base = base[:room].rstrip("-")
+    return f"{base}-{suffix}" if suffix else base
+
+
+def preflight(spec: TrainJobSpec) -> None:
+    """Every problem at once, each naming its key and what to change."""
+    problems: list[str] = []
+
+    def bad(key: str, why: str) -> None:
+        problems.append(f"  {key}: {why}")
+
+    if spec.num_nodes < 1:
+        bad("num_nodes", f"must be >= 1 (got {spec.num_nodes})")
+    if spec.nproc_per_node < 1:
+        bad("nproc_per_node", f"must be >= 1 (got {spec.nproc_per_node})")
+    if spec.gpus_per_node < 0:
+        bad("gpus_per_node", f"must be >= 0 (got {spec.gpus_per_node})")
+    elif spec.gpus_per_node and spec.nproc_per_node != spec.gpus_per_node:
+        bad("nproc_per_node", f"({spec.nproc_per_node}) must equal gpus_per_node ({spec.gpus_per_node}): "
+            "torchrun starts one rank per GPU; set train.nproc_per_node to the GPUs per node")  # fmt: skip
+    room = pod_name_room(spec.num_nodes)
+    if not DNS1035.match(spec.name):
+        bad("name", f"{spec.name!r} is not a DNS-1035 label (a-z, 0-9, '-', starting with a letter): "
+            "build it with job_name(run_name, num_nodes)")  # fmt: skip
+    elif len(spec.name) > room:
+        bad("name", f"{spec.name!r} is {len(spec.name)} characters; with {spec.num_nodes} nodes its pod names "
+            f"need it <= {room}: build it with job_name(run_name, num_nodes)")  # fmt: skip
+    if not DNS1123_LABEL.match(spec.namespace) or len(spec.namespace) > 63:
+        bad("namespace", f"{spec.namespace!r} is not a namespace name: set the namespace the TrainJob runs in")
+    for key in ("image", "runtime", "data_uri", "output_uri", "config_uri", "accelerator_type"):
+        if not getattr(spec, key).strip():
+            bad(key, "must not be empty")
+    if not spec.command:
+        bad("command", f"must not be empty (default: {' '.join(WORKER_COMMAND)})")
+    if spec.active_deadline_s is not None and spec.active_deadline_s < 1:
+        bad("active_deadline_s", f"must be >= 1 or unset (got {spec.active_deadline_s})")
+
+    env_names = list(spec.env) + [name for s in spec.secret_env for name in s.keys.values()]
+    for name in sorted(set(env_names)):
+        if name in RESERVED_ENV:
+            bad(f"env.{name}", "is set by the torch runtime from num_nodes / nproc_per_node: remove it")
+        if env_names.count(name) > 1:
+            bad(f"env.{name}", "is set more than once (env and secret_env): keep one")
+        if not name or "=" in name:
+            bad(f"env.{name}", "is not an environment variable name")
+    for i, t in enumerate(spec.tolerations):
+        if t.operator == "Exists" and t.value:
+            bad(f"tolerations[{i}].value", "must be empty when operator is Exists (or use operator: Equal)")
+        if t.operator == "Equal" and not t.key:
+            bad(f"tolerations[{i}].key", "is required when operator is Equal")
+    paths = [v.mount_path for v in spec.volumes]
+    for i, v in enumerate(spec.volumes):
+        if not v.mount_path.startswith("/"):
+            bad(f"volumes[{i}].mount_path", f"{v.mount_path!r} must be an absolute path")
+        elif paths.count(v.mount_path) > 1:
+            bad(f"volumes[{i}].mount_path", f"{v.mount_path!r} is mounted twice")
+    for key, value in spec.labels.items():
+        if not LABEL_VALUE.match(value) or len(value) > 63:
+            bad(f"labels.{key}", f"{value!r} is not a label value (<= 63 of A-Z a-z 0-9 - _ .): use an annotation")
+    if problems:
+        raise TrainJobSpecError(f"TrainJob {spec.namespace}/{spec.name}: invalid spec\n" + "\n".join(problems))
+
+
+def _quantities(spec: TrainJobSpec) -> dict[str, m.IoK8sApimachineryPkgApiResourceQuantity]:
+    wanted = {spec.accelerator_type: str(spec.gpus_per_node) if spec.gpus_per_node else None,
+              "cpu": spec.cpu, "memory": spec.memory}  # fmt: skip
+    return {k: m.IoK8sApimachineryPkgApiResourceQuantity(v) for k, v in wanted.items() if v}
+
+
+def _env(spec: TrainJobSpec) -> list[m.IoK8sApiCoreV1EnvVar]:
+    # Print as it happens (the log is streamed); CPU ranks need DeepSpeed's CPU accelerator and
+    # one thread each, as in the local launcher. The caller's env wins.
+    defaults = {"PYTHONUNBUFFERED": "1"}
+    if not spec.gpus_per_node:
+        defaults |= {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    env = [m.IoK8sApiCoreV1EnvVar(name=k, value=v) for k, v in (defaults | spec.env).items()]
+    for secret in spec.secret_env:
+        for key, name in secret.keys.items():
+            ref = m.IoK8sApiCoreV1SecretKeySelector(name=secret.secret_name, key=key)
+            env.append(m.IoK8sApiCoreV1EnvVar(name=name, value_from=m.IoK8sApiCoreV1EnvVarSource(secret_key_ref=ref)))
+    return env
+
+
+def _runtime_patch(spec: TrainJobSpec) -> m.TrainerV1alpha1RuntimePatch | None:
+    """The pod settings `spec.trainer` has no field for, as a patch of the runtime's `node` job."""
+    volumes = [
+        m.IoK8sApiCoreV1Volume(
+            name=f"pvc-{i}",
+            persistent_volume_claim=m.IoK8sApiCoreV1PersistentVolumeClaimVolumeSource(
+                claim_name=v.claim_name, read_only=v.read_only or None
+            ),
+        )
+        for i, v in enumerate(spec.volumes)
+    ]
+    mounts = [
+        m.IoK8sApiCoreV1VolumeMount(name=f"pvc-{i}", mount_path=v.mount_path, read_only=v.read_only or None)
+        for i, v in enumerate(spec.volumes)
+    ]
+    pod_spec = m.TrainerV1alpha1PodSpecPatch(
+        service_account_name=spec.service_account,
+        node_selector=spec.node_selector or None,
+        tolerations=[m.IoK8sApiCoreV1Toleration(**t.model_dump(exclude_none=True)) for t in spec.tolerations] or None,
+        volumes=volumes or None,
+        # env can't be patched on the `node` container (it goes in spec.trainer.env); mounts can
+        containers=[m.TrainerV1alpha1ContainerPatch(name=NODE, volume_mounts=mounts)] if mounts else None,
+    )
+    pod_meta = m.IoK8sApimachineryPkgApisMetaV1ObjectMeta(
+        labels=spec.labels or None, annotations=spec.annotations or None
+    )
+    no_spec, no_meta = pod_spec == m.TrainerV1alpha1PodSpecPatch(), not (spec.labels or spec.annotations)
+    if no_spec and no_meta:
+        return None
+    pod = m.TrainerV1alpha1PodTemplatePatch(metadata=None if no_meta else pod_meta, spec=None if no_spec else pod_spec)
+    job = m.TrainerV1alpha1ReplicatedJobPatch(
+        name=NODE, template=m.TrainerV1alpha1JobTemplatePatch(spec=m.TrainerV1alpha1JobSpecPatch(template=pod))
+    )
+    jobset = m.TrainerV1alpha1JobSetTemplatePatch(spec=m.TrainerV1alpha1JobSetSpecPatch(replicated_jobs=[job]))
+    return m.TrainerV1alpha1RuntimePatch(
+        manager=PATCH_MANAGER, training_runtime_spec=m.TrainerV1alpha1TrainingRuntimeSpecPatch(template=jobset)
+    )
+
+
+def build_trainjob(spec: TrainJobSpec) -> m.TrainerV1alpha1TrainJob:
+    """The TrainJob object (the Trainer API's own models); `.to_dict()` is the request body."""
+    preflight(spec)
+    quantities = _quantities(spec)
+    trainer = m.TrainerV1alpha1Trainer(
+        image=spec.image,
+        command=list(spec.command),
+        args=spec.args,
+        env=_env(spec),
+        num_nodes=spec.num_nodes,
+        # an int, not "auto": auto would start one rank per CPU core on CPU nodes
+        num_proc_per_node=spec.nproc_per_node,
+        resources_per_node=m.IoK8sApiCoreV1ResourceRequirements(requests=quantities, limits=quantities)
+        if quantities
+        else None,
+    )
+    patch = _runtime_patch(spec)
+    return m.TrainerV1alpha1TrainJob(
+        api_version=f"{GROUP}/{VERSION}",
+        kind="TrainJob",
+        metadata=m.IoK8sApimachineryPkgApisMetaV1ObjectMeta(
+            name=spec.name,
+            namespace=spec.namespace,
+            labels=spec.labels or None,
+            annotations=spec.annotations or None,
+        ),
+        spec=m.TrainerV1alpha1TrainJobSpec(
+            runtime_ref=m.TrainerV1alpha1RuntimeRef(name=spec.runtime, kind=spec.runtime_kind, api_group=GROUP),
+            trainer=trainer,
+            runtime_patches=[patch] if patch else None,
+            active_deadline_seconds=spec.active_deadline_s,
+        ),
+    )
+
+
+def load_client() -> client.ApiClient:
+    """In a pod: its service account. Elsewhere: the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException as in_cluster:
+        try:
+            # KUBECONFIG is read here, not when kubernetes was imported
+            config.load_kube_config(os.environ.get("KUBECONFIG"), client_configuration=configuration)
+        except (config.ConfigException, OSError) as kubeconfig:
+            raise TrainJobError(
+                "no Kubernetes credentials: not running in a pod with a service account "
+                f"({in_cluster}) and no usable kubeconfig ({kubeconfig}); run the step in the cluster "
+                "or point KUBECONFIG at a kubeconfig"
+            ) from None
+    return client.ApiClient(configuration)
+
+
+def _state(obj: dict[str, Any]) -> tuple[str, str, str, str]:
+    """(phase, reason, message, jobs summary) from a TrainJob's status."""
+    status = obj.get("status") or {}
+    true = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    jobs = status.get("jobsStatus") or []
+    summary = ", ".join(
+        f"{j.get('name')} jobs: {j.get('ready', 0)} ready, {j.get('active', 0)} active, "
+        f"{j.get('succeeded', 0)} succeeded, {j.get('failed', 0)} failed"
+        for j in jobs
+    )
+    for phase in ("Failed", "Complete", "Suspended"):
+        if phase in true:
+            return phase, true[phase].get("reason") or "", true[phase].get("message") or "", summary
+    running = any(j.get("ready") or j.get("succeeded") for j in jobs)
+    return ("Running" if running else "Pending"), "", "", summary
+
+
+class _Rank0Log:
+    """Best effort: print rank 0's new log lines each poll; a missing pod or an error never fails
+    the launch (the first error of a kind is reported once)."""
+
+    def __init__(self, core: client.CoreV1Api, name: str, namespace: str, log: Callable[[str], None]):
+        self.core, self.name, self.namespace, self.log = core, name, namespace, log
+        self.pod: str | None = None
+        self.seen: set[str] = set()
+        self.last_read = 0.0
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.reported: set[str] = set()
+
+    def poll(self) -> None:
+        try:
+            self._poll()
+        except client.ApiException as exc:
+            if exc.status in (400, 404):  # container not started yet / pod replaced: look again next poll
+                self.pod = None
+                return
+            self._report(f"{exc.status} {exc.reason}")
+        except Exception as exc:  # noqa: BLE001 -- logs are a convenience, the job is what matters
+            self._report(f"{type(exc).__name__}: {exc}")
+
+    def _report(self, why: str) -> None:
+        if why not in self.reported:
+            self.reported.add(why)
+            self.log(f"[trainjob] rank 0 log unavailable ({why}); still waiting for the job")
+
+    def _poll(self) -> None:
+        if self.pod is None:
+            pods = self.core.list_namespaced_pod(self.namespace, label_selector=RANK0_SELECTOR.format(name=self.name))
+            started = [p for p in pods.items if p.status and p.status.phase in ("Running", "Succeeded", "Failed")]
+            if not started:
+                return
+            never = datetime.min.replace(tzinfo=timezone.utc)
+            newest = max(started, key=lambda p: p.metadata.creation_timestamp or never)
+            self.pod, self.seen, self.last_read = newest.metadata.name, set(), 0.0
+        kwargs: dict[str, Any] = {"container": NODE, "timestamps": True, "_preload_content": False}
+        now = time.monotonic()
+        if self.last_read:
+            kwargs["since_seconds"] = math.ceil(now - self.last_read) + LOG_OVERLAP_S
+        response = self.core.read_namespaced_pod_log(self.pod, self.namespace, **kwargs)
+        self.last_read = now
+        lines = response.data.decode("utf-8", "replace").splitlines()
+        response.release_conn()
+        for line in lines:
+            if line not in self.seen:
+                text = line.split(" ", 1)[1] if " " in line else line  # drop the timestamp
+                self.tail.append(text)
+                self.log(text)
+        self.seen = set(lines)
+
+
+@dataclass
+class _Signals:
+    """Turn SIGTERM / SIGINT into TrainJobCancelled while waiting (main thread only)."""
+
+    previous: dict[int, Any]
+    fired: bool = False
+
+    @classmethod
+    def install(cls, enabled: bool) -> _Signals:
+        self = cls(previous={})
+        if not enabled or threading.current_thread() is not threading.main_thread():
+            return self
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if not self.fired:  # a second signal must not interrupt the delete
+            self.fired = True
+            raise TrainJobCancelled(signum)
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def launch(
+    spec: TrainJobSpec,
+    api: client.ApiClient | None = None,
+    poll_s: float = 15.0,
+    timeout_s: float | None = None,
+    log: Callable[[str], None] = print,
+    keep_finished: bool = False,
+    handle_signals: bool = True,
+) -> TrainJobOutcome:
+    """Create the TrainJob, wait for Complete and return; raise TrainJobFailed (Failed),
+    TrainJobTimeout (timeout_s), TrainJobCancelled (SIGTERM/SIGINT) or TrainJobError."""
+    body = build_trainjob(spec).to_dict()
+    api = api if api is not None else load_client()
+    custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+    where = f"{spec.namespace}/{spec.name}"
+    rank0 = _Rank0Log(core, spec.name, spec.namespace, log)
+    started = time.monotonic()
+    submitted = finished = deleted = False
+    reason = message = ""
+    signals = _Signals.install(handle_signals)
+    try:
+        submitted = True  # from here on a cancel may land after the server created it
+        try:
+            custom.create_namespaced_custom_object(GROUP, VERSION, spec.namespace, PLURAL, body)
+        except client.ApiException as exc:
+            submitted = exc.status >= 500  # a 4xx created nothing (a 409 is someone else's job)
+            raise TrainJobError(_create_error(exc, spec), spec.name, spec.namespace, str(exc.status)) from None
+        log(f"[trainjob] created {where}: {spec.num_nodes} node(s) x {spec.nproc_per_node} rank(s), "
+            f"runtime {spec.runtime}, image {spec.image}")  # fmt: skip
+        last = None
+        while True:
+            obj = _get(custom, spec)
+            phase, reason, message, jobs = _state(obj)
+            if (phase, reason, jobs) != last:
+                last = (phase, reason, jobs)
+                detail = f" ({reason}: {message})" if reason or message else ""
+                log(f"[trainjob] {where}: {phase}{detail}" + (f"; {jobs}" if jobs else ""))
+            rank0.poll()
+            if phase == "Complete":
+                finished = True
+                break
+            if phase == "Failed":
+                finished = True
+                raise TrainJobFailed(f"TrainJob {where} failed: {reason or 'no reason'}: {message or 'no message'}",
+                                     spec.name, spec.namespace, reason, message, list(rank0.tail))  # fmt: skip
+            waited = time.monotonic() - started
+            if timeout_s is not None and waited >= timeout_s:
+                raise TrainJobTimeout(f"TrainJob {where} did not finish within {timeout_s:g} s (last: {phase})",
+                                      spec.name, spec.namespace, "Timeout", "", list(rank0.tail))  # fmt: skip
+            time.sleep(poll_s if timeout_s is None else max(0.0, min(poll_s, timeout_s - waited)))
+    finally:
+        signals.fired = True  # a signal now must not interrupt the delete
+        try:
+            if submitted and not (finished and keep_finished):
+                deleted = _delete(custom, spec.namespace, spec.name, log)
+        finally:
+            signals.restore()
+    return TrainJobOutcome(spec.name, spec.namespace, reason, message, round(time.monotonic() - started, 3), deleted)
+
+
+def _get(custom: client.CustomObjectsApi, spec: TrainJobSpec) -> dict[str, Any]:
+    where = f"{spec.namespace}/{spec.name}"
+    try:
+        return custom.get_namespaced_custom_object(GROUP, VERSION, spec.namespace, PLURAL, spec.name)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            raise TrainJobError(f"TrainJob {where} was deleted while it ran", spec.name, spec.namespace,
+                                "NotFound") from None  # fmt: skip
+        raise TrainJobError(f"cannot read TrainJob {where}: {exc.status} {exc.reason}: {_message(exc)}",
+                            spec.name, spec.namespace, str(exc.status)) from None  # fmt: skip
+
+
+def _create_error(exc: client.ApiException, spec: TrainJobSpec) -> str:
+    where = f"{spec.namespace}/{spec.name}"
+    hints = {
+        403: "the step's service account needs RBAC to create/get/delete trainjobs.trainer.kubeflow.org",
+        404: "is Kubeflow Trainer installed (trainjobs.trainer.kubeflow.org CRD) and does the namespace exist?",
+        409: "a TrainJob with this name exists: delete it or use job_name() for a fresh name",
+        422: f"rejected by the Trainer API: does runtime {spec.runtime!r} exist?",
+    }
+    hint = f" ({hints[exc.status]})" if exc.status in hints else ""
+    return f"cannot create TrainJob {where}: {exc.status} {exc.reason}: {_message(exc)}{hint}"
+
+
+def _message(exc: client.ApiException) -> str:
+    try:
+        return json.loads(exc.body or "{}").get("message") or ""
+    except (ValueError, AttributeError):
+        return str(exc.body or "")[:500]
+
+
+def _delete(custom: client.CustomObjectsApi, namespace: str, name: str, log: Callable[[str], None]) -> bool:
+    where = f"{namespace}/{name}"
+    try:
+        custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Background")
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return False
+        log(f"[trainjob] could not delete {where} ({exc.status} {exc.reason}): "
+            f"`kubectl delete trainjob -n {namespace} {name}` frees its GPUs")  # fmt: skip
+        return False
+    except Exception as exc:  # noqa: BLE001 -- never mask the error that brought us here
+        log(f"[trainjob] could not delete {where} ({exc}): `kubectl delete trainjob -n {namespace} {name}`")
+        return False
+    log(f"[trainjob] deleted {where}")
+    return True
+
+
+def delete_unfinished(
+    namespace: str, labels: dict[str, str], api: client.ApiClient | None = None, log: Callable[[str], None] = print
+) -> list[str]:
+    """Delete the TrainJobs carrying all `labels` that have not finished; their names. For a
+    pipeline's exit handler: a cancelled run whose launcher never saw SIGTERM (or was killed)
+    must not leave GPUs allocated."""
+    custom = client.CustomObjectsApi(api if api is not None else load_client())
+    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    listed = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, label_selector=selector)
+    deleted = []
+    for obj in listed.get("items") or []:
+        name = obj["metadata"]["name"]
+        if _state(obj)[0] not in ("Complete", "Failed") and _delete(custom, namespace, name, log):
+            deleted.append(name)
+    return deleted

@@ -1,0 +1,421 @@
+"""The TrainJob launcher against the real kubernetes client, its HTTP layer replaced by a fake
+API server (no cluster here): what it sends, how it waits, when it deletes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+import urllib3
+from kubeflow_trainer_api import models as m
+from kubernetes import client, config
+
+from components.train import trainjob
+from components.train.trainjob import (
+    PvcMount,
+    SecretEnv,
+    Toleration,
+    TrainJobCancelled,
+    TrainJobError,
+    TrainJobFailed,
+    TrainJobSpec,
+    TrainJobSpecError,
+    TrainJobTimeout,
+    build_trainjob,
+    job_name,
+    launch,
+    preflight,
+)
+
+NS = "ml"
+TRAINJOBS = f"/apis/trainer.kubeflow.org/v1alpha1/namespaces/{NS}/trainjobs"
+
+
+def full_spec(**overrides) -> TrainJobSpec:
+    values = {
+        "name": "homegrown-run-7-abcde",
+        "namespace": NS,
+        "image": "registry.example/homegrown/trainer:0.1.0",
+        "data_uri": "s3://bucket/run-7/tokenizer/manifest.json",
+        "output_uri": "s3://bucket/run-7/train",
+        "config_uri": "s3://bucket/run-7/train/config.json",
+        "num_nodes": 4,
+        "nproc_per_node": 8,
+        "gpus_per_node": 8,
+        "cpu": "32",
+        "memory": "256Gi",
+        "env": {"MLFLOW_TRACKING_URI": "http://mlflow:5000", "MLFLOW_RUN_ID": "0123abcd"},
+        "secret_env": [
+            SecretEnv(
+                secret_name="s3-creds", keys={"access_key": "AWS_ACCESS_KEY_ID", "secret_key": "AWS_SECRET_ACCESS_KEY"}
+            )
+        ],
+        "tolerations": [
+            Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule"),
+            Toleration(key="pool", operator="Equal", value="training", effect="NoExecute"),
+        ],
+        "node_selector": {"nvidia.com/gpu.product": "H100"},
+        "volumes": [
+            PvcMount(claim_name="homegrown-data", mount_path="/data"),
+            PvcMount(claim_name="hf-cache", mount_path="/cache", read_only=True),
+        ],
+        "service_account": "homegrown-trainer",
+        "labels": {"pipeline/runid": "9f1c2d3e-0000-4000-8000-000000000001"},
+        "annotations": {"homegrown/mlflow-run-id": "0123abcd"},
+        "active_deadline_s": 86400,
+        "runtime": "torch-distributed-h100",
+    }
+    return TrainJobSpec(**(values | overrides))
+
+
+def pod_patch(body: dict) -> dict:
+    [patch] = body["spec"]["runtimePatches"]
+    [job] = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    assert job["name"] == "node"
+    return job["template"]["spec"]["template"]
+
+
+# ---- the object -------------------------------------------------------------------------
+
+
+def test_every_setting_lands_at_its_trainjob_path():
+    spec = full_spec()
+    job = build_trainjob(spec)
+    body = job.to_dict()
+    # what the kubernetes client would put on the wire
+    wire = json.loads(json.dumps(client.ApiClient().sanitize_for_serialization(body)))
+    assert wire == body
+
+    assert body["apiVersion"] == "trainer.kubeflow.org/v1alpha1" and body["kind"] == "TrainJob"
+    assert body["metadata"] == {
+        "name": "homegrown-run-7-abcde", "namespace": NS,
+        "labels": {"pipeline/runid": "9f1c2d3e-0000-4000-8000-000000000001"},
+        "annotations": {"homegrown/mlflow-run-id": "0123abcd"},
+    }  # fmt: skip
+    s = body["spec"]
+    assert s["runtimeRef"] == {"name": "torch-distributed-h100", "kind": "ClusterTrainingRuntime",
+                               "apiGroup": "trainer.kubeflow.org"}  # fmt: skip
+    assert s["activeDeadlineSeconds"] == 86400
+    t = s["trainer"]
+    assert t["image"] == "registry.example/homegrown/trainer:0.1.0"
+    assert t["command"] == ["torchrun", "-m", "components.train.worker"]
+    assert t["args"] == ["--data", "s3://bucket/run-7/tokenizer/manifest.json", "--output", "s3://bucket/run-7/train",
+                         "--config", "s3://bucket/run-7/train/config.json"]  # fmt: skip
+    assert t["numNodes"] == 4 and t["numProcPerNode"] == 8
+    wanted = {"nvidia.com/gpu": "8", "cpu": "32", "memory": "256Gi"}
+    assert t["resourcesPerNode"] == {"requests": wanted, "limits": wanted}
+    assert t["env"] == [
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"},
+        {"name": "MLFLOW_RUN_ID", "value": "0123abcd"},
+        {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "s3-creds", "key": "access_key"}}},
+        {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "s3-creds", "key": "secret_key"}}},
+    ]
+
+    pod = pod_patch(body)
+    assert pod["metadata"] == {"labels": spec.labels, "annotations": spec.annotations}
+    ps = pod["spec"]
+    assert ps["serviceAccountName"] == "homegrown-trainer"
+    assert ps["nodeSelector"] == {"nvidia.com/gpu.product": "H100"}
+    assert ps["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "pool", "operator": "Equal", "value": "training", "effect": "NoExecute"},
+    ]
+    assert ps["volumes"] == [
+        {"name": "pvc-0", "persistentVolumeClaim": {"claimName": "homegrown-data"}},
+        {"name": "pvc-1", "persistentVolumeClaim": {"claimName": "hf-cache", "readOnly": True}},
+    ]
+    mounts = [{"name": "pvc-0", "mountPath": "/data"}, {"name": "pvc-1", "mountPath": "/cache", "readOnly": True}]
+    assert ps["containers"] == [{"name": "node", "volumeMounts": mounts}]
+
+    # it is a Trainer API object: the SDK's models read it back unchanged
+    again = m.TrainerV1alpha1TrainJob.from_dict(wire)
+    assert again.to_dict() == body
+    assert again.spec.trainer.env == job.spec.trainer.env and again.spec.runtime_patches == job.spec.runtime_patches
+
+
+def test_cpu_job_defaults_and_nothing_to_patch():
+    spec = full_spec(gpus_per_node=0, nproc_per_node=2, num_nodes=2, cpu=None, memory="8Gi", tolerations=[],
+                     node_selector={}, volumes=[], service_account=None, labels={}, annotations={},
+                     secret_env=[], env={"OMP_NUM_THREADS": "4"}, active_deadline_s=None)  # fmt: skip
+    body = build_trainjob(spec).to_dict()
+    t = body["spec"]["trainer"]
+    assert t["resourcesPerNode"] == {"requests": {"memory": "8Gi"}, "limits": {"memory": "8Gi"}}
+    assert t["numProcPerNode"] == 2  # an int: "auto" would mean one rank per CPU core
+    env = {e["name"]: e["value"] for e in t["env"]}
+    assert env == {"PYTHONUNBUFFERED": "1", "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "4"}  # the caller wins
+    assert "runtimePatches" not in body["spec"] and "activeDeadlineSeconds" not in body["spec"]
+    assert "labels" not in body["metadata"]
+
+
+def test_job_name_is_a_dns_label_that_leaves_room_for_pod_names():
+    assert job_name("Homegrown_Run 2024/01", suffix="x1y2z") == "homegrown-run-2024-01-x1y2z"
+    assert job_name("2024-nightly", suffix="") == "train-2024-nightly"
+    assert job_name("---", suffix="") == "train"
+    long = job_name("a" * 100, num_nodes=1000)
+    assert len(long) + len("-node-0-999-abcde") == 63 and long[-6] == "-"
+    names = {job_name("run") for _ in range(5)}
+    assert len(names) == 5  # a fresh suffix each call: a retried step never collides
+    for name in names | {long}:
+        preflight(full_spec(name=name, num_nodes=1000))
+
+
+def test_preflight_names_every_problem_and_the_fix():
+    spec = full_spec(
+        name="Run_7", namespace="", num_nodes=0, nproc_per_node=4, gpus_per_node=8, image=" ",
+        env={"PET_NNODES": "2", "AWS_ACCESS_KEY_ID": "x"}, volumes=[PvcMount(claim_name="d", mount_path="data")],
+        tolerations=[Toleration(key="k", operator="Exists", value="v")], labels={"run": "x" * 64},
+    )  # fmt: skip
+    with pytest.raises(TrainJobSpecError) as caught:
+        build_trainjob(spec)
+    text = str(caught.value)
+    for expected in (
+        "num_nodes: must be >= 1 (got 0)",
+        "nproc_per_node: (4) must equal gpus_per_node (8)",
+        "name: 'Run_7' is not a DNS-1035 label",
+        "namespace: '' is not a namespace name",
+        "image: must not be empty",
+        "env.PET_NNODES: is set by the torch runtime",
+        "env.AWS_ACCESS_KEY_ID: is set more than once",
+        "volumes[0].mount_path: 'data' must be an absolute path",
+        "tolerations[0].value: must be empty when operator is Exists",
+        "labels.run:",
+    ):
+        assert expected in text, (expected, text)
+
+    with pytest.raises(TrainJobSpecError, match="with 1000 nodes its pod names need it <= 46"):
+        preflight(full_spec(name="a" * 47, num_nodes=1000))
+
+
+# ---- the wire: a fake API server behind the client's urllib3 pool manager -------------------
+
+
+def status(phase: str | None, reason: str = "", message: str = "", ready: int = 0) -> dict:
+    jobs = [{"name": "node", "ready": ready, "active": ready, "succeeded": 0, "failed": 0, "suspended": 0}]
+    if phase is None:
+        return {"jobsStatus": jobs} if ready else {}
+    condition = {"type": phase, "status": "True", "reason": reason, "message": message,
+                 "lastTransitionTime": "2026-01-01T00:00:00Z"}  # fmt: skip
+    return {"conditions": [condition], "jobsStatus": jobs}
+
+
+class FakeApiServer:
+    """Answers the requests the kubernetes client makes, from a script of TrainJob statuses."""
+
+    def __init__(self, statuses: list[dict], pod_error: int | None = None, log_lines: list[str] | None = None):
+        self.statuses = statuses
+        self.pod_error = pod_error
+        self.log_lines = log_lines if log_lines is not None else []
+        self.requests: list[tuple[str, str, dict, object]] = []
+        self.job: dict | None = None
+        self.gets = 0
+        self.on_get = None
+
+    def request(self, method, url, fields=None, body=None, headers=None, preload_content=True, timeout=None, **kw):
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query)) | {k: str(v) for k, v in (fields or [])}
+        self.requests.append((method, parts.path, query, json.loads(body) if body else None))
+        return self.route(method, parts.path, query, json.loads(body) if body else None)
+
+    def route(self, method, path, query, body):
+        if path == TRAINJOBS and method == "POST":
+            if self.job is not None:
+                return reply(409, error(409, "AlreadyExists", f'trainjobs "{body["metadata"]["name"]}" already exists'))
+            created = {"uid": "u-1", "creationTimestamp": "2026-01-01T00:00:00Z"}
+            self.job = body | {"metadata": body["metadata"] | created}
+            return reply(201, self.job)
+        if path == TRAINJOBS and method == "GET":
+            items = [self.job | {"status": self.statuses[-1]}] if self.job else []
+            return reply(200, {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJobList", "items": items})
+        if path.startswith(TRAINJOBS + "/") and method == "GET":
+            self.gets += 1
+            if self.on_get:
+                self.on_get(self.gets)
+            if self.job is None:
+                return reply(404, error(404, "NotFound", "not found"))
+            current = self.statuses[min(self.gets, len(self.statuses)) - 1]
+            self.log_lines.append(f"2026-01-01T00:00:{self.gets:02d}.5Z [train] poll {self.gets}")
+            return reply(200, self.job | {"status": current})
+        if path.startswith(TRAINJOBS + "/") and method == "DELETE":
+            if self.job is None:
+                return reply(404, error(404, "NotFound", "not found"))
+            self.job = None
+            return reply(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
+        if path == f"/api/v1/namespaces/{NS}/pods" and method == "GET":
+            if self.pod_error:
+                return reply(self.pod_error, error(self.pod_error, "Forbidden", "pods is forbidden"))
+            pod = {"metadata": {"name": "job-node-0-0-xk2p9", "creationTimestamp": "2026-01-01T00:00:00Z"},
+                   "status": {"phase": "Running"}}  # fmt: skip
+            return reply(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [pod]})
+        if path == f"/api/v1/namespaces/{NS}/pods/job-node-0-0-xk2p9/log" and method == "GET":
+            return reply(200, "\n".join(self.log_lines) + "\n", "text/plain")
+        return reply(404, error(404, "NotFound", f"no route for {method} {path}"))
+
+    def calls(self, method: str, path_prefix: str = "") -> list[tuple[str, str, dict, object]]:
+        return [r for r in self.requests if r[0] == method and r[1].startswith(path_prefix)]
+
+
+def error(code: int, reason: str, message: str) -> dict:
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "message": message,
+            "code": code}  # fmt: skip
+
+
+def reply(code: int, payload, content_type: str = "application/json") -> urllib3.HTTPResponse:
+    data = payload if isinstance(payload, str) else json.dumps(payload)
+    return urllib3.HTTPResponse(body=data.encode(), status=code, reason="x", headers={"Content-Type": content_type})
+
+
+@pytest.fixture
+def server() -> FakeApiServer:
+    done = status("Complete", "JobSetCompleted", "jobset completed")
+    return FakeApiServer([status(None), status(None, ready=1), done])
+
+
+def api_for(server: FakeApiServer) -> client.ApiClient:
+    api = client.ApiClient(client.Configuration(host="https://k8s.test"))
+    api.rest_client.pool_manager = server
+    return api
+
+
+def run(server: FakeApiServer, spec: TrainJobSpec | None = None, lines: list[str] | None = None, **kwargs):
+    lines = [] if lines is None else lines
+    return launch(spec or full_spec(), api_for(server), **({"poll_s": 0.01, "log": lines.append} | kwargs)), lines
+
+
+def test_launch_creates_polls_streams_and_cleans_up(server):
+    outcome, lines = run(server)
+
+    [(_, path, _, body)] = server.calls("POST")
+    assert path == TRAINJOBS and body == build_trainjob(full_spec()).to_dict()
+    gets = server.calls("GET", TRAINJOBS + "/homegrown-run-7-abcde")
+    assert len(gets) == 3
+    [(_, path, query, _)] = server.calls("DELETE")
+    assert path == TRAINJOBS + "/homegrown-run-7-abcde" and query == {"propagationPolicy": "Background"}
+    assert outcome.deleted and outcome.reason == "JobSetCompleted" and outcome.name == "homegrown-run-7-abcde"
+
+    [pods, *_] = server.calls("GET", f"/api/v1/namespaces/{NS}/pods")
+    assert pods[2]["labelSelector"] == (
+        "jobset.sigs.k8s.io/jobset-name=homegrown-run-7-abcde,jobset.sigs.k8s.io/replicatedjob-name=node,"
+        "batch.kubernetes.io/job-completion-index=0"
+    )
+    logs = server.calls("GET", f"/api/v1/namespaces/{NS}/pods/job-node-0-0-xk2p9/log")
+    assert logs[0][2] == {"container": "node", "timestamps": "True"}
+    assert "sinceSeconds" in logs[1][2]  # later reads ask only for the recent part
+    # each log line once, without its timestamp, in order, interleaved with status changes
+    assert [x for x in lines if x.startswith("[train]")] == ["[train] poll 1", "[train] poll 2", "[train] poll 3"]
+    assert "[trainjob] ml/homegrown-run-7-abcde: Pending" in lines
+    assert "[trainjob] ml/homegrown-run-7-abcde: Running; node jobs: 1 ready, 1 active, 0 succeeded, 0 failed" in lines
+    assert lines[-3].startswith("[trainjob] ml/homegrown-run-7-abcde: Complete (JobSetCompleted: jobset completed)")
+    assert lines[-2] == "[train] poll 3"  # the final read, after the job finished
+    assert lines[-1] == "[trainjob] deleted ml/homegrown-run-7-abcde"
+
+
+def test_keep_finished_leaves_a_completed_job(server):
+    outcome, _ = run(server, keep_finished=True)
+    assert not outcome.deleted and server.calls("DELETE") == []
+
+
+def test_failed_job_raises_with_its_reason_and_is_deleted():
+    server = FakeApiServer([status(None, ready=1), status("Failed", "FailedJobs", "node-0: BackoffLimitExceeded")])
+    with pytest.raises(TrainJobFailed) as caught:
+        run(server)
+    failed = caught.value
+    assert failed.reason == "FailedJobs" and failed.message == "node-0: BackoffLimitExceeded"
+    assert "TrainJob ml/homegrown-run-7-abcde failed: FailedJobs: node-0: BackoffLimitExceeded" in str(failed)
+    assert failed.tail[-1] == "[train] poll 2" and "[train] poll 2" in str(failed)  # rank 0's last words
+    assert len(server.calls("DELETE")) == 1
+
+
+def test_timeout_deletes_the_running_job():
+    server = FakeApiServer([status(None, ready=1)])
+    with pytest.raises(TrainJobTimeout, match="did not finish within 0.05 s"):
+        run(server, timeout_s=0.05)
+    assert len(server.calls("DELETE")) == 1 and server.job is None
+
+
+def test_cancel_deletes_the_job_and_exits_143():
+    server = FakeApiServer([status(None, ready=1)])
+    server.on_get = lambda n: n == 3 and os.kill(os.getpid(), signal.SIGTERM)  # KFP cancels the run
+    before = signal.getsignal(signal.SIGTERM)
+    lines: list[str] = []
+    with pytest.raises(TrainJobCancelled) as caught:
+        run(server, lines=lines)
+    assert caught.value.code == 143 and isinstance(caught.value, SystemExit)
+    assert len(server.calls("DELETE")) == 1 and server.gets == 3
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert lines[-1] == "[trainjob] deleted ml/homegrown-run-7-abcde"
+
+
+def test_log_streaming_is_best_effort(server):
+    server.pod_error = 403  # no RBAC for pods: the job still runs to the end
+    outcome, lines = run(server)
+    assert outcome.deleted
+    assert [x for x in lines if "rank 0 log unavailable" in x] == [
+        "[trainjob] rank 0 log unavailable (403 x); still waiting for the job"
+    ]  # once, not every poll
+    server = FakeApiServer(server.statuses, pod_error=404)
+    outcome, lines = run(server)
+    assert outcome.reason == "JobSetCompleted" and not any("unavailable" in x for x in lines)
+
+
+def test_a_name_in_use_is_reported_and_not_deleted(server):
+    server.job = {"metadata": {"name": "homegrown-run-7-abcde"}}
+    with pytest.raises(TrainJobError, match="409.*already exists.*use job_name"):
+        run(server)
+    assert server.calls("DELETE") == [] and server.job is not None  # someone else's job stays
+
+
+def test_a_job_deleted_by_someone_else_fails_the_step(server):
+    server.on_get = lambda n: n == 2 and setattr(server, "job", None)  # `kubectl delete trainjob ...`
+    with pytest.raises(TrainJobError, match="homegrown-run-7-abcde was deleted while it ran"):
+        run(server)
+    assert len(server.calls("DELETE")) == 1  # tried, got 404, no harm
+
+
+@pytest.mark.parametrize("finished", [False, True])
+def test_an_exit_handler_deletes_what_a_killed_launcher_left_running(finished):
+    server = FakeApiServer([status("Complete" if finished else None, ready=1)])
+    server.job = build_trainjob(full_spec()).to_dict()
+    deleted = trainjob.delete_unfinished(NS, {"pipeline/runid": "9f1c"}, api_for(server), log=lambda _: None)
+    [(_, _, query, _)] = server.calls("GET", TRAINJOBS)
+    assert query == {"labelSelector": "pipeline/runid=9f1c"}
+    assert deleted == ([] if finished else ["homegrown-run-7-abcde"])
+    assert len(server.calls("DELETE")) == (0 if finished else 1)
+
+
+# ---- credentials ---------------------------------------------------------------------------
+
+
+def test_client_from_kubeconfig_and_a_clear_error_without_one(tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    with pytest.raises(TrainJobError, match="no Kubernetes credentials.*KUBECONFIG"):
+        trainjob.load_client()
+
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "k", "cluster": {"server": "https://k8s.example:6443"}}],
+        "users": [{"name": "u", "user": {"token": "t0ken"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+    }))  # fmt: skip
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    api = trainjob.load_client()
+    assert api.configuration.host == "https://k8s.example:6443"
+    assert api.configuration.api_key["authorization"] == "Bearer t0ken"
+
+
+def test_client_in_a_pod_uses_its_service_account(tmp_path, monkeypatch):
+    token, ca = tmp_path / "token", tmp_path / "ca.crt"
+    token.write_text("sa-token")
+    ca.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    monkeypatch.setattr(config.incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
+    monkeypatch.setattr(config.incluster_config, "SERVICE_CERT_FILENAME", str(ca))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    api = trainjob.load_client()
+    assert api.configuration.host == "https://10.96.0.1:443"
+    assert api.configuration.api_key["authorization"].lower() == "bearer sa-token"
