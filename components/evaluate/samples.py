@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from components.evaluate.scoring import context_length
+from components.hf_model import context_length
 
 
 @torch.inference_mode()

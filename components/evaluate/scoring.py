@@ -16,6 +16,7 @@ from typing import Iterable, Iterator
 
 import torch
 
+from components.hf_model import context_length
 from components.shards import Document
 
 
@@ -85,15 +86,6 @@ class Totals:
 class ScoreResult:
     total: Totals
     per_language: dict[str, Totals] = field(default_factory=dict)
-
-
-def context_length(model) -> int:
-    cfg = model.config
-    for name in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
-        value = getattr(cfg, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    raise ValueError(f"{type(model).__name__}: cannot tell the model's context length from its config")
 
 
 @torch.inference_mode()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from components import storage
-from components.hf_model import ModelDirError, flatten_flavor
+from components.hf_model import ModelDirError, context_length, flatten_flavor
 from components.register.config import RegisterConfig
 
 CANDIDATE = "candidate"
@@ -91,7 +91,7 @@ def log_and_register(model_uri: str, config: RegisterConfig, tags: dict[str, str
         model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         # the pipeline's default generation must fit the context, or the signature probe fails
-        max_new = min(32, model.config.n_positions // 2)
+        max_new = min(32, context_length(model) // 2)
         model.generation_config.max_new_tokens = max_new
         model.generation_config.max_length = None
         info = mlflow.transformers.log_model(

@@ -76,11 +76,6 @@ def build_or_load(
     return apply_lora(module, model.lora) if model.lora else module
 
 
-def context_length(module: torch.nn.Module) -> int:
-    config = module.config
-    return int(getattr(config, "max_position_embeddings", None) or config.n_positions)
-
-
 def load_consolidated(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load a consolidated ZeRO state dict; a tied weight (lm_head = embeddings) appears once in it."""
     missing, unexpected = module.load_state_dict(state, strict=False)

@@ -48,7 +48,8 @@ from components.train.checkpoint import (
 )
 from components.train.config import ModelConfig, TrainConfig
 from components.train.ds_config import deepspeed_config
-from components.train.model import build_or_load, context_length, load_consolidated, parameter_count
+from components.hf_model import context_length
+from components.train.model import build_or_load, load_consolidated, parameter_count
 from components.train.telemetry import device_name, flops_per_token, memory_metrics, mfu, peak_flops
 
 # Files a saved model directory owns; a tokenizer directory's copies of these are skipped.
