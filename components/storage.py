@@ -210,7 +210,9 @@ def write_text(uri: str, text: str) -> None:
 
 
 def upload_dir(local_dir: str | Path, uri: str) -> None:
-    """Copy a local directory tree to `uri` (a local directory or an s3:// prefix)."""
+    """Copy a local directory tree to `uri` (a local directory or an s3:// prefix).
+
+    On S3 each file is uploaded straight from disk (multipart and parallel for large ones)."""
     local_dir = Path(local_dir)
     if not is_s3(uri):
         dest = local_path(uri)
@@ -218,18 +220,44 @@ def upload_dir(local_dir: str | Path, uri: str) -> None:
             shutil.copytree(local_dir, dest, dirs_exist_ok=True)
         return
     for file in sorted(p for p in local_dir.rglob("*") if p.is_file()):
-        with open(file, "rb") as src, open_write(join(uri, str(file.relative_to(local_dir)))) as dst:
-            shutil.copyfileobj(src, dst)
+        file_uri = join(uri, str(file.relative_to(local_dir)))
+        bucket, key = _s3_split(file_uri)
+        with _s3_errors(file_uri, "write"):
+            _s3_client().upload_file(str(file), bucket, key)
 
 
-def download_dir(uri: str, local_dir: str | Path) -> Path:
-    """Make the tree under `uri` available locally; local URIs are used in place."""
+def download_dir(uri: str, local_dir: str | Path, skip_existing: bool = False) -> Path:
+    """Make the tree under `uri` available locally; local URIs are used in place.
+
+    Files stream to disk (a temporary name, renamed when complete), never through memory.
+    skip_existing: leave files that are already there (same relative path) alone."""
     if not is_s3(uri):
         return local_path(uri)
     local_dir = Path(local_dir)
     prefix = uri.rstrip("/") + "/"
     for file_uri in list_files(prefix):
         target = local_dir / file_uri[len(prefix):]
+        if skip_existing and target.is_file():
+            continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(read_bytes(file_uri))
+        partial = target.with_name(f".{target.name}.partial")
+        bucket, key = _s3_split(file_uri)
+        with _s3_errors(file_uri, "read"):
+            _s3_client().download_file(bucket, key, str(partial))
+        os.replace(partial, target)
     return local_dir
+
+
+def remove_tree(uri: str) -> None:
+    """Delete everything under a directory or s3:// prefix; nothing there is not an error."""
+    if not is_s3(uri):
+        shutil.rmtree(local_path(uri), ignore_errors=True)
+        return
+    bucket, key = _s3_split(uri)
+    with _s3_errors(uri, "delete"):
+        client = _s3_client()
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=_s3_dir_prefix(key))
+        for page in pages:
+            objects = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+            if objects:
+                client.delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})

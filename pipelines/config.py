@@ -77,10 +77,10 @@ class RunConfig(Section):
                 f"tokenizer.seq_len ({self.tokenizer.seq_len}) exceeds model.n_positions "
                 f"({self.model.n_positions}): raise n_positions or lower seq_len"
             )
-        if self.cluster.train_nodes > 1 and (not self.cluster.data_pvc or self.data_root.startswith("s3://")):
+        if self.cluster.train_nodes > 1 and not (self.cluster.data_pvc or self.data_root.startswith("s3://")):
             raise ValueError(
-                f"cluster.train_nodes={self.cluster.train_nodes} needs a filesystem every node shares for "
-                "checkpoints: set cluster.data_pvc (a ReadWriteMany claim) and data_root: /data/..."
+                f"cluster.train_nodes={self.cluster.train_nodes} needs checkpoints every node can reach: an s3:// "
+                "data_root, or cluster.data_pvc (a ReadWriteMany claim) with data_root: /data/..."
             )
         if self.cluster.train_nodes > 1 and self.cluster.gpus and self.cluster.gpus != self.train.nproc_per_node:
             raise ValueError(

@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -128,9 +129,13 @@ def load_rank_state(tag_dir: Path, rank: int, saved_world: int) -> dict[str, Any
     return torch.load(path, weights_only=True) if path.is_file() else None
 
 
+def to_universal_tag(tag: str) -> str:
+    return f"{tag}{UNIVERSAL_SUFFIX}"
+
+
 def to_universal(ckpt_dir: Path, tag: str) -> str:
-    """Convert tag to a universal checkpoint (once; rank 0 only); returns the universal tag."""
-    universal = f"{tag}{UNIVERSAL_SUFFIX}"
+    """Convert tag to a universal checkpoint (once per directory); returns the universal tag."""
+    universal = to_universal_tag(tag)
     target = ckpt_dir / universal
     if (target / "zero").is_dir():
         return universal
@@ -161,3 +166,78 @@ def remap_position(
     per_pass = micro * world
     new_index = -(-taken // per_pass)
     return (epoch, new_index), new_index * per_pass - taken
+
+
+class RemoteMirror:
+    """Checkpoints staged on each node's disk, mirrored to an s3:// prefix.
+
+    Every node's local rank 0 uploads the files its node wrote for a tag, in a background
+    thread, so training goes on while it uploads. The tag is committed remotely -- `latest`
+    written, old tags pruned, by global rank 0 -- once every node's upload has finished: at the
+    next checkpoint, or at `flush()` (end of run, preemption). A run killed before that resumes
+    from the previous committed tag. `pull()` brings the committed tag (all nodes' files) back.
+    """
+
+    def __init__(self, remote: str, local: Path, rank: int, local_rank: int, keep: int):
+        self.remote, self.local = remote, local
+        self.rank, self.local_rank, self.keep = rank, local_rank, keep
+        self.pending: str | None = None
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def pull(self) -> str | None:
+        """Download the remote committed tag into the local dir (local rank 0 of each node)."""
+        tag = None
+        if self.local_rank == 0 and storage.exists(storage.join(self.remote, "latest")):
+            tag = storage.read_text(storage.join(self.remote, "latest")).strip()
+            storage.download_dir(storage.join(self.remote, tag), self.local / tag, skip_existing=True)
+            storage.write_text(str(self.local / "latest"), tag)
+        torch.distributed.barrier()
+        return tag
+
+    def complete(self, tag: str) -> None:
+        """Fetch the files other nodes wrote for tag (local rank 0), e.g. to consolidate."""
+        if self.local_rank == 0:
+            storage.download_dir(storage.join(self.remote, tag), self.local / tag, skip_existing=True)
+        torch.distributed.barrier()
+
+    def push(self, tag: str) -> None:
+        """Start uploading this node's files of a tag committed locally (call on every rank)."""
+        self.flush()
+        if self.local_rank == 0:
+            self.thread = threading.Thread(target=self._upload, args=(tag,), name=f"upload-{tag}", daemon=True)
+            self.thread.start()
+        self.pending = tag
+
+    def flush(self) -> None:
+        """Wait for the running upload on every node, then commit it remotely (call on every rank)."""
+        if self.pending is None:
+            return
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        failed = torch.tensor([1 if self.error else 0], dtype=torch.int32)
+        torch.distributed.all_reduce(failed, op=torch.distributed.ReduceOp.MAX)
+        if failed.item():
+            raise RuntimeError(f"uploading checkpoint {self.pending} to {self.remote} failed: {self.error}")
+        if self.rank == 0:
+            storage.write_text(storage.join(self.remote, "latest"), self.pending)  # the commit point
+            committed = {tag for _, tag in step_tags(self.local)[-self.keep :]} | {self.pending}
+            for old in self.remote_tags():
+                if old not in committed:
+                    storage.remove_tree(storage.join(self.remote, old))
+        self.pending = None
+
+    def remote_tags(self) -> list[str]:
+        try:
+            files = storage.list_files(self.remote)
+        except storage.StorageError:
+            return []
+        prefix = self.remote.rstrip("/") + "/"
+        return sorted({f[len(prefix) :].split("/", 1)[0] for f in files if "/" in f[len(prefix) :]})
+
+    def _upload(self, tag: str) -> None:
+        try:
+            storage.upload_dir(self.local / tag, storage.join(self.remote, tag))
+        except BaseException as exc:  # reported by flush() on every rank
+            self.error = exc

@@ -8,7 +8,8 @@ RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT).
 data order, loop, checkpoint, consolidation, result. Rank 0 alone prints, logs to MLflow
 (only when MLFLOW_RUN_ID is set) and writes the model and result.json.
 
-Output layout under OUT:
+Output layout under OUT (an s3:// OUT is staged on each node's disk: checkpoints are uploaded
+in the background as they are committed, the rest at the end; see checkpoint.RemoteMirror):
     checkpoints/latest, checkpoints/step-N/...   DeepSpeed ZeRO checkpoint (all ranks), every
                                                  `checkpoint_every` steps and at the end; the
                                                  newest `keep_checkpoints` tags are kept
@@ -37,6 +38,7 @@ import torch
 from components import storage
 from components.manifest import Manifest
 from components.train.checkpoint import (
+    RemoteMirror,
     find_resume_tag,
     load_rank_state,
     remap_position,
@@ -45,6 +47,7 @@ from components.train.checkpoint import (
     set_rng_states,
     step_tags,
     to_universal,
+    to_universal_tag,
 )
 from components.train.config import ModelConfig, TrainConfig
 from components.train.ds_config import deepspeed_config
@@ -292,28 +295,44 @@ def main(argv: list[str] | None = None) -> int:
     seq_len = data.seq_len
     tokens_per_step = train.global_batch_size * seq_len
 
-    # s3:// output: every rank of this node writes under one local staging dir (named by
-    # torchrun's shared run id), rank 0 uploads it at the end. Single node only.
+    # s3:// output: the ranks of each node write under one local staging dir (named by
+    # torchrun's run id and the node's rank); checkpoints are mirrored to S3 as they are
+    # committed, the model and result.json uploaded at the end. A local output (one shared
+    # volume when there are several nodes) is written in place.
+    local_rank = int(os.environ["LOCAL_RANK"])
+    mirror = None
     if storage.is_s3(args.output):
         run_id = os.environ.get("TORCHELASTIC_RUN_ID", str(os.getpid()))
-        out_dir = Path(tempfile.gettempdir()) / f"homegrown-train-{run_id}"
+        out_dir = Path(tempfile.gettempdir()) / f"homegrown-train-{run_id}-node{os.environ.get('GROUP_RANK', '0')}"
+        if local_rank == 0:
+            shutil.rmtree(out_dir, ignore_errors=True)  # S3 holds the truth; a stale dir must not
+        torch.distributed.barrier()
+        mirror = RemoteMirror(storage.join(args.output, "checkpoints"), out_dir / "checkpoints", rank, local_rank,
+                              train.keep_checkpoints)  # fmt: skip
     else:
         out_dir = storage.local_path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / "checkpoints"
+    if mirror and train.resume and (pulled := mirror.pull()) and master:
+        print(f"[train] fetched checkpoint {pulled} from {mirror.remote}", flush=True)
+    if mirror and not train.resume and master:
+        storage.remove_tree(mirror.remote)
+
+    def checkpoint(step: int) -> None:
+        if mirror:
+            mirror.flush()  # the previous upload is done before its local files can be pruned
+        tag = save_checkpoint(engine, ckpt_dir, step, client_state(step), train.keep_checkpoints, rank, world)
+        if mirror:
+            mirror.push(tag)
 
     # ---- which checkpoint to resume from (rank 0 decides, every rank loads it) ---------------
     resume = None  # (tag, world size that wrote it, tag to load)
     if master and train.resume and (found := find_resume_tag(ckpt_dir)):
         tag, saved_world = found
-        load_tag = tag
-        if saved_world != world and list((ckpt_dir / tag).glob("*optim_states.pt")):
-            # Optimizer state partitioned over saved_world ranks: re-shard through DeepSpeed's
-            # universal checkpoint format.
-            print(f"[train] {tag} was written by {saved_world} ranks, this run has {world}: "
-                  "converting it to a universal checkpoint", flush=True)  # fmt: skip
-            load_tag = to_universal(ckpt_dir, tag)
-        resume = (tag, saved_world, load_tag)
+        # Optimizer state partitioned over another number of ranks: re-shard through DeepSpeed's
+        # universal checkpoint format.
+        partitioned = saved_world != world and list((ckpt_dir / tag).glob("*optim_states.pt"))
+        resume = (tag, saved_world, to_universal_tag(tag) if partitioned else tag)
     if master and not train.resume and step_tags(ckpt_dir):
         # Starting over: an earlier run's tags would be pruned against (and mixed with) this one's.
         print(f"[train] resume=false: removing the checkpoints under {ckpt_dir}", flush=True)
@@ -323,6 +342,13 @@ def main(argv: list[str] | None = None) -> int:
     picked = [resume]
     torch.distributed.broadcast_object_list(picked, src=0)
     resume = picked[0]
+    if resume and resume[2] != resume[0]:
+        converts = local_rank == 0 if mirror else master  # once per dir: each node's staging, or the shared one
+        if converts:
+            print(f"[train] {resume[0]} was written by {resume[1]} ranks, this run has {world}: "
+                  "converting it to a universal checkpoint", flush=True)  # fmt: skip
+            to_universal(ckpt_dir, resume[0])
+        torch.distributed.barrier()
     universal = bool(resume and resume[2] != resume[0])
     ds_config = deepspeed_config(train, world, accelerator, load_universal=universal)
     accum = ds_config["gradient_accumulation_steps"]
@@ -330,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     # ---- model, optimizer, schedule, engine ------------------------------------------------
     eos = manifest.facts.get("eos_token_id")
     vocab_size = int(manifest.facts["vocab_size"])
-    base_dir = fetch_base(model_cfg.base, int(os.environ["LOCAL_RANK"])) if model_cfg.base else None
+    base_dir = fetch_base(model_cfg.base, local_rank) if model_cfg.base else None
     model = build_or_load(model_cfg, vocab_size, train.seed, eos, base_dir)
     data.check(manifest.facts, train, context_length(model), model.config.vocab_size, world)
     n_params = parameter_count(model)
@@ -461,16 +487,17 @@ def main(argv: list[str] | None = None) -> int:
                 tracker.metrics(metrics, step=step)
 
             if train.checkpoint_every and step % train.checkpoint_every == 0:
-                save_checkpoint(engine, ckpt_dir, step, client_state(step), train.keep_checkpoints, rank, world)
+                checkpoint(step)
                 saved_step = step
             if preemption.agreed():
                 if saved_step != step:
-                    save_checkpoint(engine, ckpt_dir, step, client_state(step), train.keep_checkpoints, rank, world)
+                    checkpoint(step)
+                if mirror:
+                    mirror.flush()
                 if master:
-                    print(f"[train] preempted at step {step}, checkpoint step-{step} written to {ckpt_dir}; "
+                    where = mirror.remote if mirror else ckpt_dir
+                    print(f"[train] preempted at step {step}, checkpoint step-{step} written to {where}; "
                           "run again with the same output to resume", flush=True)  # fmt: skip
-                    if storage.is_s3(args.output):
-                        storage.upload_dir(out_dir, args.output)
                 torch.distributed.barrier()
                 torch.distributed.destroy_process_group()
                 return PREEMPTED_EXIT  # the finally below marks the MLflow run FAILED
@@ -482,7 +509,11 @@ def main(argv: list[str] | None = None) -> int:
         engine_loss = fixed_batch_loss(engine, fixed)  # every rank: ZeRO-3 gathers weights in forward
         tag = f"step-{train.max_steps}"
         if saved_step != train.max_steps:
-            save_checkpoint(engine, ckpt_dir, train.max_steps, client_state(train.max_steps), train.keep_checkpoints, rank, world)
+            checkpoint(train.max_steps)
+        if mirror:
+            mirror.flush()
+            if world > int(os.environ.get("LOCAL_WORLD_SIZE", world)):
+                mirror.complete(tag)  # the other nodes' ZeRO partitions, for consolidation
         torch.distributed.barrier()
 
         if master:
@@ -533,15 +564,19 @@ def main(argv: list[str] | None = None) -> int:
             if result["mfu"] is not None:
                 summary["train/mfu_overall"] = result["mfu"]
             tracker.metrics(summary, step=train.max_steps)
-            if storage.is_s3(args.output):
-                storage.upload_dir(out_dir, args.output)
-                shutil.rmtree(out_dir, ignore_errors=True)
+            if mirror:
+                for part in ("model", "adapter"):
+                    if (out_dir / part).is_dir():
+                        storage.upload_dir(out_dir / part, storage.join(args.output, part))
+                storage.write_text(storage.join(args.output, "result.json"), (out_dir / "result.json").read_text())
             print(
                 f"[train] done: final loss {losses[-1]:.4f}, {result['tokens_per_s']:,.0f} tok/s, "
                 f"fixed-batch loss engine {engine_loss:.6f} / consolidated {consolidated_loss:.6f} -> {args.output}",
                 flush=True,
             )
         torch.distributed.barrier()
+        if mirror and local_rank == 0:
+            shutil.rmtree(out_dir, ignore_errors=True)
         ok = True
     finally:
         tracker.close(ok)

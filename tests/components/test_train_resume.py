@@ -33,12 +33,14 @@ ROOT = Path(__file__).resolve().parents[2]
 SLOW_TAKE_S = 0.05
 
 
-def start(manifest_uri: str, out: Path, tmp: Path) -> subprocess.Popen:
+def start(manifest_uri: str, out: Path | str, tmp: Path, launcher: list[str] | None = None,
+          train: TrainConfig = TRAIN, model: ModelConfig = MODEL) -> subprocess.Popen:
     """The torchrun command train_local runs, in its own process group so it can be killed whole."""
     config = tmp / f"train-{time.monotonic_ns()}.json"
-    config.write_text(json.dumps({"train": TRAIN.model_dump(), "model": MODEL.model_dump()}))
+    config.write_text(json.dumps({"train": train.model_dump(), "model": model.model_dump()}))
+    launcher = launcher or ["--standalone", f"--nproc_per_node={train.nproc_per_node}"]
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={TRAIN.nproc_per_node}",
+        sys.executable, "-m", "torch.distributed.run", *launcher,
         __file__, "--data", manifest_uri, "--output", str(out), "--config", str(config),
     ]  # fmt: skip
     env = worker_env({"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
@@ -156,6 +158,78 @@ def test_resume_on_fewer_ranks_through_a_universal_checkpoint(tmp_path):
     # Same sequences per step, same optimizer state: only float summation order differs.
     assert resumed.losses[8:] == pytest.approx(reference.losses[8:], rel=1e-4)
     assert resumed.fixed_batch_loss_consolidated == pytest.approx(reference.fixed_batch_loss_consolidated, rel=1e-4)
+
+
+def wait_for_remote_latest(process: subprocess.Popen, uri: str, tag: str, timeout: float = 90) -> None:
+    from components import storage
+
+    deadline = time.monotonic() + timeout
+    while not (storage.exists(f"{uri}/latest") and storage.read_text(f"{uri}/latest").strip() == tag):
+        assert process.poll() is None, f"the run ended (rc={process.returncode}) before {uri}/latest = {tag}"
+        assert time.monotonic() < deadline, f"no committed checkpoint {tag} at {uri} after {timeout} s"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_s3_output_mirrors_checkpoints_and_resumes_after_kill(tmp_path, bucket):
+    """Checkpoints go to S3 as they are committed; a run killed on a node with an empty disk
+    resumes from S3 and follows the uninterrupted run's losses."""
+    from components import storage
+
+    manifest_uri = make_packed_dataset(tmp_path / "tok", sequences=256, tokenizer=False)
+    reference = train_local(manifest_uri, str(tmp_path / "local"), TRAIN, MODEL)
+    out = f"s3://{bucket}/runs/r1/train"
+
+    run = start(manifest_uri, out, tmp_path)
+    wait_for_remote_latest(run, f"{out}/checkpoints", "step-8")  # committed when step-16 was saved
+    for pid in [run.pid, *children(run.pid)]:
+        os.killpg(pid, signal.SIGKILL)
+    run.wait(timeout=30)
+
+    resumed = train_local(manifest_uri, out, TRAIN, MODEL)
+    assert resumed.resumed_from_step in (8, 16)
+    assert resumed.losses == pytest.approx(reference.losses, abs=1e-5)
+    assert resumed.model_uri == f"{out}/model"
+    files = storage.list_files(out)
+    assert f"{out}/result.json" in files and f"{out}/model/model.safetensors" in files
+    tags = {f.split("/checkpoints/")[1].split("/")[0] for f in files if "/checkpoints/step-" in f}
+    assert tags == {"step-16", "step-24"}  # keep_checkpoints=2, pruned remotely too
+    assert storage.read_text(f"{out}/checkpoints/latest").strip() == "step-24"
+
+
+@pytest.mark.slow
+def test_two_nodes_with_s3_output_train_like_one(tmp_path, bucket):
+    """Two torchrun "nodes" (one rank each, separate staging dirs) writing to S3 give the same
+    losses and consolidated model as one node with two ranks."""
+    from components import storage
+
+    manifest_uri = make_packed_dataset(tmp_path / "tok", sequences=256, tokenizer=False)
+    train = TRAIN.model_copy(update={"max_steps": 16})
+    reference = train_local(manifest_uri, str(tmp_path / "local"), train, MODEL)
+    out = f"s3://{bucket}/runs/nodes/train"
+    port = free_port()
+    nodes = [
+        start(manifest_uri, out, tmp_path, train=train, launcher=[
+            "--nnodes=2", f"--node_rank={node}", "--nproc_per_node=1",
+            "--master_addr=127.0.0.1", f"--master_port={port}"])  # fmt: skip
+        for node in (0, 1)
+    ]
+    for node in nodes:
+        assert node.wait(timeout=300) == 0, "".join(p.read_text() for p in tmp_path.glob("log-*.txt"))[-3000:]
+    result = json.loads(storage.read_text(f"{out}/result.json"))
+    assert result["world_size"] == 2
+    assert result["losses"] == pytest.approx(reference.losses, abs=1e-6)
+    assert result["fixed_batch_loss_consolidated"] == pytest.approx(reference.fixed_batch_loss_consolidated, abs=1e-6)
+    step16 = [f for f in storage.list_files(f"{out}/checkpoints/step-16")]
+    assert any("zero_pp_rank_1" in f for f in step16) and any("rank-1-of-2.pt" in f for f in step16)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def wait_gone(pids: list[int], timeout: float = 30) -> None:
