@@ -248,6 +248,16 @@ def download_dir(uri: str, local_dir: str | Path, skip_existing: bool = False) -
     return local_dir
 
 
+def remove_file(uri: str) -> None:
+    """Delete one file or object; a missing one is not an error."""
+    if not is_s3(uri):
+        local_path(uri).unlink(missing_ok=True)
+        return
+    bucket, key = _s3_split(uri)
+    with _s3_errors(uri, "delete"):
+        _s3_client().delete_object(Bucket=bucket, Key=key)
+
+
 def remove_tree(uri: str) -> None:
     """Delete everything under a directory or s3:// prefix; nothing there is not an error."""
     if not is_s3(uri):

@@ -82,10 +82,10 @@ class RunConfig(Section):
                 f"cluster.train_nodes={self.cluster.train_nodes} needs checkpoints every node can reach: an s3:// "
                 "data_root, or cluster.data_pvc (a ReadWriteMany claim) with data_root: /data/..."
             )
-        if self.cluster.train_nodes > 1 and self.cluster.gpus and self.cluster.gpus != self.train.nproc_per_node:
+        if self.cluster.gpus and self.cluster.gpus != self.train.nproc_per_node:
             raise ValueError(
                 f"train.nproc_per_node ({self.train.nproc_per_node}) must equal cluster.gpus ({self.cluster.gpus}): "
-                "one rank per GPU on every node"
+                "one rank per GPU (on every node)"
             )
         per_step = self.train.micro_batch_size * self.train.nproc_per_node * self.cluster.train_nodes
         if self.train.global_batch_size % per_step:

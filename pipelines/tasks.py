@@ -143,6 +143,7 @@ def tokenize(config: RunConfig, documents_manifest_uri: str, output_uri: str, tr
 
 def train(config: RunConfig, packed_manifest_uri: str, output_uri: str, tracking_cfg: Tracking | None = None):
     from components.train.launch import train_local
+    from components.train.preflight import preflight
 
     params = {"train": config.train.model_dump(), "model": config.model.model_dump()}
     with _step("train", tracking_cfg, params) as run:
@@ -150,6 +151,7 @@ def train(config: RunConfig, packed_manifest_uri: str, output_uri: str, tracking
         if tracking_cfg is not None:
             # rank 0 of the torchrun job logs its curves into this step's run
             env = {"MLFLOW_RUN_ID": run.info.run_id, "MLFLOW_TRACKING_URI": tracking_cfg.uri}
+        preflight(output_uri, config.model.base, tracking_cfg.uri if tracking_cfg else None)
         if config.cluster.train_nodes > 1:
             result = train_on_trainjob(config, packed_manifest_uri, output_uri, env)
         else:
@@ -219,7 +221,6 @@ def train_on_trainjob(config: RunConfig, packed_manifest_uri: str, output_uri: s
     from components.train.launch import TrainResult
 
     config_uri = storage.join(output_uri, "train-config.json")
-    # Also the preflight that the checkpoint location is writable, before any GPU is asked for.
     storage.write_text(config_uri, json.dumps({"train": config.train.model_dump(), "model": config.model.model_dump()}))
     spec = trainjob_spec(config, packed_manifest_uri, output_uri, config_uri, env)
     trainjob.launch(spec)

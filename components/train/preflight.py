@@ -1,0 +1,85 @@
+"""Checks before a training job asks for GPUs: each problem named with what to do, all at once.
+
+- the output (checkpoints) can be written: a probe file written and removed;
+- the base model, if any, exists and is loadable (safetensors, no remote code) or, for
+  models:/, its registry alias or version resolves;
+- the MLflow tracking server answers (HTTP(S) tracking URIs: GET /health).
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+import uuid
+
+from components import storage
+
+
+class PreflightError(RuntimeError):
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("training preflight failed:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def check_output(output_uri: str) -> str | None:
+    probe = storage.join(output_uri, f".preflight-{uuid.uuid4().hex[:8]}")
+    try:
+        storage.write_text(probe, "ok")
+        storage.remove_file(probe)
+    except (storage.StorageError, OSError) as exc:
+        return f"cannot write checkpoints under {output_uri}: {exc}; check the path, credentials and free space"
+    return None
+
+
+def check_base(base: str, tracking_uri: str | None) -> str | None:
+    from components.hf_model import ModelDirError, check_model_dir
+
+    if base.startswith("models:/"):
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        name, _, ref = base[len("models:/") :].partition("@")
+        try:
+            client = MlflowClient(tracking_uri)
+            if ref:
+                client.get_model_version_by_alias(name, ref)
+            else:
+                name, _, version = name.rpartition("/")
+                client.get_model_version(name, version)
+        except MlflowException as exc:
+            return f"model.base {base}: not found in the registry ({exc.message}); register it or fix the name"
+        return None
+    if base.startswith("runs:/"):
+        return None  # resolved when downloaded; a run's artifacts have no cheaper existence check
+    if storage.is_s3(base):
+        if not storage.exists(storage.join(base, "config.json")):
+            return f"model.base {base}: no config.json under that prefix"
+        if not any(storage.exists(storage.join(base, name)) for name in ("model.safetensors", "model.safetensors.index.json")):
+            return f"model.base {base}: no model.safetensors under that prefix (pickled weights are not loaded)"
+        return None
+    try:
+        check_model_dir(storage.local_path(base), base)
+    except ModelDirError as exc:
+        return f"model.base {exc}"
+    return None
+
+
+def check_tracking(tracking_uri: str | None) -> str | None:
+    if not tracking_uri or not tracking_uri.startswith(("http://", "https://")):
+        return None
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            if response.status == 200:
+                return None
+            return f"MLflow at {tracking_uri} answered {response.status} on /health"
+    except (urllib.error.URLError, OSError) as exc:
+        return f"MLflow at {tracking_uri} is not reachable ({exc}); check MLFLOW_TRACKING_URI and the server"
+
+
+def preflight(output_uri: str, base: str | None = None, tracking_uri: str | None = None) -> None:
+    problems = [check_output(output_uri), check_tracking(tracking_uri)]
+    if base:
+        problems.append(check_base(base, tracking_uri))
+    if found := [p for p in problems if p]:
+        raise PreflightError(found)
