@@ -108,8 +108,8 @@ def apply_cluster_settings(cluster: ClusterConfig, tasks: list, train: dsl.Pipel
         if cluster.data_pvc:
             kubernetes.mount_pvc(task, cluster.data_pvc, mount_path="/data")
     for task in tasks:
-        # register is not retried: a retry after a partial failure could add a second version
-        if cluster.retries and task.component_spec.name not in ("start-op", "finish-op", "register-op"):
+        # register is idempotent (a version per weights digest), so it is retried like the rest
+        if cluster.retries and task.component_spec.name not in ("start-op", "finish-op"):
             task.set_retry(cluster.retries, backoff_duration="60s", backoff_factor=2)
     if train is None:
         return

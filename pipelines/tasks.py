@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from components import storage, tracking
+from components.manifest import Manifest
 from pipelines.config import RunConfig
 
 
@@ -234,14 +235,22 @@ def evaluate(config: RunConfig, model_uri: str, eval_manifest_uri: str, output_u
     from components.register import registry
 
     with _step("evaluate", tracking_cfg, config.evaluate.model_dump()), tempfile.TemporaryDirectory() as tmp:
-        champion_version = None
+        champion_version = cached = cache_key = None
+        name = config.registry.model_name
         if champion_uri is None and config.evaluate.compare_champion and tracking_cfg is not None:
-            found = registry.champion_model_dir(config.registry.model_name, tmp)
-            if found is not None:
+            # The champion's scores on this frozen set are kept on its model version: computed once.
+            cache_key = registry.eval_cache_key(Manifest.load(eval_manifest_uri).digest, config.evaluate.stride)
+            current = registry.champion_version(name)
+            if current is not None and current.tags.get(cache_key):
+                champion_version, cached = str(current.version), json.loads(current.tags[cache_key])
+            elif (found := registry.champion_model_dir(name, tmp)) is not None:
                 champion_uri, champion_version = str(found[0]), found[1]
         # the champion is named by its registry URI, not the folder it was downloaded to
-        label = f"models:/{config.registry.model_name}@champion (version {champion_version})" if champion_version else None
-        result = evaluate_model(model_uri, eval_manifest_uri, output_uri, config.evaluate, champion_uri, label)
+        label = f"models:/{name}@champion (version {champion_version})" if champion_version else None
+        result = evaluate_model(model_uri, eval_manifest_uri, output_uri, config.evaluate, champion_uri, label, cached)
+        if champion_version and cached is None and cache_key:
+            registry.cache_scores(name, champion_version, cache_key,
+                                  json.loads(storage.read_text(result.results_uri))["champion"])  # fmt: skip
         if tracking_cfg is not None:
             import mlflow
 
@@ -272,8 +281,13 @@ def register(config: RunConfig, model_uri: str, results_uri: str, lineage: dict[
     results = json.loads(storage.read_text(results_uri))
     challenger = float(results["metrics"]["bits_per_byte"])
     champion = results.get("champion", {}).get("metrics", {}).get("bits_per_byte")
+
+    def languages(block: dict[str, Any]) -> dict[str, float]:
+        return {lang: float(m["bits_per_byte"]) for lang, m in block.get("per_language", {}).items()}
+
     with _step("register", tracking_cfg, config.registry.model_dump()):
-        decision = registry.decide(challenger, champion, config.registry)
+        decision = registry.decide(challenger, champion, config.registry, languages(results),
+                                   languages(results.get("champion", {})))  # fmt: skip
         tags = {
             **lineage,
             "bits_per_byte": f"{challenger:.6f}",
@@ -283,7 +297,13 @@ def register(config: RunConfig, model_uri: str, results_uri: str, lineage: dict[
         }
         if tracking_cfg.parent_run_id:
             tags["pipeline_mlflow_run_id"] = tracking_cfg.parent_run_id
-        version_id = registry.log_and_register(model_uri, config.registry, tags)
+        version_id, created = registry.log_and_register(model_uri, config.registry, tags)
+        # its scores on this set, so that as champion it is not scored again on it
+        registry.cache_scores(config.registry.model_name, version_id,
+                              registry.eval_cache_key(results["eval_digest"], config.evaluate.stride), results)  # fmt: skip
+        if not created:
+            print(f"[register] these weights are already version {version_id} of {config.registry.model_name}: "
+                  "tags and the candidate alias refreshed, no new version")  # fmt: skip
         import mlflow
 
         mlflow.log_text(decision.markdown(), "gate.md")

@@ -109,8 +109,12 @@ def evaluate_model(
     config: EvaluateConfig,
     champion_uri: str | None = None,
     champion_label: str | None = None,
+    champion_scores: dict[str, Any] | None = None,
 ) -> EvalResult:
-    """Score the model (and the champion at `champion_uri`, named `champion_label` in results)."""
+    """Score the model (and the champion at `champion_uri`, named `champion_label` in results).
+
+    champion_scores: the champion's {"metrics", "per_language"} on this same set, from an
+    earlier run (see registry.eval_cache_key); then it is not scored again."""
     device = _device(config)
     eval_manifest, docs = load_eval_documents(eval_manifest_uri)
 
@@ -129,9 +133,13 @@ def evaluate_model(
     metrics["eval_tokens_per_s"] = scored.total.tokens / seconds if seconds > 0 else 0.0
 
     champion_metrics = None
-    if champion_uri and config.compare_champion:
+    if champion_scores is not None and config.compare_champion:
+        results["champion"] = {"model_uri": champion_label or champion_uri or "champion", "cached": True,
+                               "metrics": champion_scores["metrics"], "per_language": champion_scores["per_language"]}
+    elif champion_uri and config.compare_champion:
         champ_scored, _, _ = _score_model(champion_uri, docs, config, device, samples=False)
         results["champion"] = _block(champion_label or champion_uri, champ_scored)
+    if "champion" in results:
         champion_metrics = dict(results["champion"]["metrics"])
         metrics["champion_bits_per_byte"] = champion_metrics["bits_per_byte"]
         metrics["bits_per_byte_delta"] = metrics["bits_per_byte"] - champion_metrics["bits_per_byte"]

@@ -7,7 +7,9 @@ when the gate passes; consumers load `models:/<name>@champion`.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from components.register.config import RegisterConfig
 
 CANDIDATE = "candidate"
 CHAMPION = "champion"
+DIGEST_TAG = "model_digest"
 GATE_METRIC = "bits_per_byte"  # lower is better; tokenizer-independent, so models compare fairly
 
 
@@ -47,8 +50,15 @@ class GateDecision:
         return "\n".join(lines) + f"\n\n**Gate: {self.status}** — {self.reason}\n"
 
 
-def decide(challenger_bpb: float, champion_bpb: float | None, config: RegisterConfig) -> GateDecision:
-    """Promote when the challenger beats the champion on the same frozen set by the margin."""
+def decide(
+    challenger_bpb: float,
+    champion_bpb: float | None,
+    config: RegisterConfig,
+    challenger_languages: dict[str, float] | None = None,
+    champion_languages: dict[str, float] | None = None,
+) -> GateDecision:
+    """Promote when the challenger beats the champion on the same frozen set by the margin
+    (and, if configured, no language's bits-per-byte regresses by more than the limit)."""
     rows: list[dict[str, Any]] = []
     if config.max_bits_per_byte is not None:
         ok = challenger_bpb <= config.max_bits_per_byte
@@ -61,6 +71,12 @@ def decide(challenger_bpb: float, champion_bpb: float | None, config: RegisterCo
         rows.append(dict(check=f"{GATE_METRIC} < champion x (1 - {config.min_improvement})",
                          champion=champion_bpb, challenger=challenger_bpb, threshold=threshold,
                          passed=challenger_bpb < threshold))
+    if config.max_language_regression is not None and champion_languages and challenger_languages:
+        limit = config.max_language_regression
+        for lang in sorted(set(champion_languages) & set(challenger_languages)):
+            before, after = champion_languages[lang], challenger_languages[lang]
+            rows.append(dict(check=f"{GATE_METRIC}[{lang}] <= champion x (1 + {limit})", champion=before,
+                             challenger=after, threshold=before * (1 + limit), passed=after <= before * (1 + limit)))
     failed = [r["check"] for r in rows if not r["passed"]]
     if failed:
         return GateDecision(False, "failed: " + "; ".join(failed), rows)
@@ -80,14 +96,41 @@ def pip_requirements() -> list[str]:
     return pins
 
 
-def log_and_register(model_uri: str, config: RegisterConfig, tags: dict[str, str]) -> str:
-    """Log the HF model dir into the active run and register it; returns the new version."""
-    import mlflow
+def weights_digest(model_dir: Path) -> str:
+    """sha256 over the model's safetensors files (names and bytes): the model's identity."""
+    h = hashlib.sha256()
+    for file in sorted(model_dir.glob("*.safetensors")):
+        h.update(file.name.encode())
+        with open(file, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def version_with_digest(name: str, digest: str) -> Any | None:
+    """The registered version of these exact weights, if there is one."""
     from mlflow.tracking import MlflowClient
+
+    for version in MlflowClient().search_model_versions(f"name = '{name}'"):
+        if version.tags.get(DIGEST_TAG) == digest:
+            return version
+    return None
+
+
+def log_and_register(model_uri: str, config: RegisterConfig, tags: dict[str, str]) -> tuple[str, bool]:
+    """Log the HF model dir into the active run and register it; returns (version, created).
+
+    Idempotent: weights already registered under this name (same digest) get their tags and
+    the candidate alias refreshed instead of a second version."""
+    import mlflow
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = storage.download_dir(model_uri, tmp)
+        digest = weights_digest(model_dir)
+        existing = version_with_digest(config.model_name, digest)
+        if existing is not None:
+            return _tag_version(config.model_name, str(existing.version), tags, digest), False
         model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         # the pipeline's default generation must fit the context, or the signature probe fails
@@ -103,12 +146,29 @@ def log_and_register(model_uri: str, config: RegisterConfig, tags: dict[str, str
             inference_config={"max_new_tokens": max_new, "do_sample": False},
             registered_model_name=config.model_name,
         )
-    version = str(info.registered_model_version)
+    return _tag_version(config.model_name, str(info.registered_model_version), tags, digest), True
+
+
+def _tag_version(name: str, version: str, tags: dict[str, str], digest: str) -> str:
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient()
-    for key, value in tags.items():
-        client.set_model_version_tag(config.model_name, version, key, str(value))
-    client.set_registered_model_alias(config.model_name, CANDIDATE, version)
+    for key, value in {**tags, DIGEST_TAG: digest}.items():
+        client.set_model_version_tag(name, version, key, str(value))
+    client.set_registered_model_alias(name, CANDIDATE, version)
     return version
+
+
+def eval_cache_key(eval_digest: str, stride: int | None) -> str:
+    """The model-version tag holding a version's scores on one frozen set (and window stride)."""
+    return f"eval_cache.{hashlib.sha256(f'{eval_digest}:{stride}'.encode()).hexdigest()[:16]}"
+
+
+def cache_scores(name: str, version: str, key: str, block: dict[str, Any]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    scores = {"metrics": block["metrics"], "per_language": block["per_language"]}
+    MlflowClient().set_model_version_tag(name, version, key, json.dumps(scores, sort_keys=True))
 
 
 def champion_version(name: str) -> Any | None:

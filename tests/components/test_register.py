@@ -28,6 +28,11 @@ def test_relative_margin_and_ceiling():
     cfg = RegisterConfig(min_improvement=0.05)
     assert not registry.decide(1.95, 2.0, cfg).passed  # 2.5 % better, 5 % needed
     assert registry.decide(1.89, 2.0, cfg).passed
+    languages = RegisterConfig(max_language_regression=0.02)
+    regressed = registry.decide(1.9, 2.0, languages, {"en": 1.5, "zh": 2.6}, {"en": 1.6, "zh": 2.5})
+    assert not regressed.passed and "bits_per_byte[zh]" in regressed.reason and "[en]" not in regressed.reason
+    assert registry.decide(1.9, 2.0, languages, {"en": 1.5, "zh": 2.54}, {"en": 1.6, "zh": 2.5}).passed  # 1.6 %
+    assert "[zh]" in registry.decide(1.9, 2.0, languages, {"zh": 2.54}, {"zh": 2.5}).markdown()
     capped = registry.decide(3.0, None, RegisterConfig(max_bits_per_byte=2.5))
     assert not capped.passed and "ceiling" in capped.reason
     table = capped.markdown()
@@ -55,8 +60,14 @@ def test_register_promote_and_load_champion(tiny_model_dir: Path, sqlite_uri: st
     tracking.configure(sqlite_uri)
     assert registry.champion_model_dir("tiny", tmp_path / "none") is None
     with tracking.step_run("register", sqlite_uri, experiment="t"):
-        version = registry.log_and_register(str(tiny_model_dir), cfg, {"data_manifest_digest": "abc"})
+        version, created = registry.log_and_register(str(tiny_model_dir), cfg, {"data_manifest_digest": "abc"})
+    assert created
+    with tracking.step_run("register", sqlite_uri, experiment="t"):  # a retried register step
+        again, created = registry.log_and_register(str(tiny_model_dir), cfg, {"data_manifest_digest": "abc", "x": "1"})
     client = mlflow.tracking.MlflowClient(sqlite_uri)
+    assert (again, created) == (version, False)
+    assert len(client.search_model_versions("name = 'tiny'")) == 1
+    assert client.get_model_version("tiny", version).tags["x"] == "1"
     assert str(client.get_model_version_by_alias("tiny", "candidate").version) == version
     assert registry.champion_version("tiny") is None
     registry.promote("tiny", version)

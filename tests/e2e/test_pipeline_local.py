@@ -78,6 +78,11 @@ def test_two_runs_gate_keeps_the_better_champion(demo_corpus, tmp_path, sqlite_u
     assert "homegrown.champion_version" not in second.tags, "promote must not run when the gate fails"
     evaluate = nested_runs(client, second.experiment_id, second.parent_run_id)["evaluate"]
     assert evaluate.data.metrics["champion_bits_per_byte"] < evaluate.data.metrics["bits_per_byte"]
+    # the champion was not scored again: run 1's own scores on the same frozen set, kept on its version
+    assert evaluate.data.metrics["champion_bits_per_byte"] == steps["evaluate"].data.metrics["bits_per_byte"]
+    assert any(key.startswith("eval_cache.") for key in champion.tags)
+    second_results = [json.loads(p.read_text()) for p in (tmp_path / "data").glob("*/evaluate/results.json")]
+    assert [r["champion"]["cached"] for r in second_results if "champion" in r] == [True]
 
     assert client.get_model_version_by_alias("e2e-model", "champion").version == champion.version
     new_candidate = client.get_model_version_by_alias("e2e-model", "candidate")
