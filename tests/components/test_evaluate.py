@@ -218,3 +218,26 @@ def test_changed_eval_shard_is_refused(tmp_path, random_model):
     shards.write_documents(uri, [Document(id="a", text="changed")])
     with pytest.raises(ValueError, match="sha256 mismatch"):
         evaluate_model(random_model, manifest_uri, str(tmp_path / "o"), EvaluateConfig(**FAST))
+
+
+def test_bits_per_byte_matches_lm_eval_loglikelihood_rolling(tmp_path, tokenizer):
+    """The same model and documents through EleutherAI lm-eval's HFLM: bits-per-byte within 1 %
+    (in practice equal to float precision), stride = context as lm-eval uses."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    path = save_model(tmp_path / "m", tokenizer, seed=3)
+    docs = [Document(id=f"d{i}", text=t, meta={"lang_hint": lang}) for i, (lang, t) in enumerate(TEXTS)]
+    model, tok = load_model(path, tmp_path / "load", torch.device("cpu"))
+    ours = score_documents(model, tok, docs, batch_size=2, stride=None, device=torch.device("cpu")).total
+
+    lm = HFLM(pretrained=path, backend="causal", batch_size=1, device="cpu", max_length=CONTEXT)
+    requests = [Instance(request_type="loglikelihood_rolling", doc={}, arguments=(d.text,), idx=i)
+                for i, d in enumerate(docs)]  # fmt: skip
+    loglikelihoods = lm.loglikelihood_rolling(requests, disable_tqdm=True)
+    total_bytes = sum(len(d.text.encode("utf-8")) for d in docs)
+    theirs_bpb = -sum(loglikelihoods) / math.log(2) / total_bytes
+
+    assert ours.bytes == total_bytes
+    assert ours.metrics()["bits_per_byte"] == pytest.approx(theirs_bpb, rel=0.01)
+    assert ours.nll == pytest.approx(-sum(loglikelihoods), rel=1e-4)
