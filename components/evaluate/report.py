@@ -15,7 +15,7 @@ ROWS = [
 
 
 def _fmt(fmt: str, value: Any) -> str:
-    return "–" if value is None else fmt.format(value)
+    return "–" if value is None or value != value else fmt.format(value)  # None or NaN
 
 
 def _fence(text: str) -> str:
@@ -52,8 +52,8 @@ def render_report(results: dict[str, Any]) -> str:
     if per_language:
         lines += ["", "## Per language", ""]
         champ_lang = (champion or {}).get("per_language") or {}
-        header = "| language | documents | tokens | bytes | bits per byte |"
-        rule = "|---|---:|---:|---:|---:|"
+        header = "| language | documents | tokens | bytes | tokens/char | tokens/word | bits per byte |"
+        rule = "|---|---:|---:|---:|---:|---:|---:|"
         if champion:
             header += " champion bits per byte |"
             rule += "---:|"
@@ -61,6 +61,7 @@ def render_report(results: dict[str, Any]) -> str:
         for lang, m in per_language.items():
             row = (
                 f"| {lang} | {m['documents']:,.0f} | {m['tokens']:,.0f} | {m['bytes']:,.0f} | "
+                f"{_fmt('{:.3f}', m.get('tokens_per_char'))} | {_fmt('{:.3f}', m.get('tokens_per_word'))} | "
                 f"{m['bits_per_byte']:.4f} |"
             )
             if champion:

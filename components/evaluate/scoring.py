@@ -62,12 +62,16 @@ class Totals:
     tokens: int = 0
     bytes: int = 0
     documents: int = 0
+    chars: int = 0
+    words: int = 0  # whitespace-separated
 
     def add(self, other: "Totals") -> None:
         self.nll += other.nll
         self.tokens += other.tokens
         self.bytes += other.bytes
         self.documents += other.documents
+        self.chars += other.chars
+        self.words += other.words
 
     def metrics(self) -> dict[str, float]:
         loss = self.nll / self.tokens if self.tokens else float("nan")
@@ -79,6 +83,11 @@ class Totals:
             "tokens": float(self.tokens),
             "bytes": float(self.bytes),
             "documents": float(self.documents),
+            # tokenizer fertility; per word only where the text has words (spaces): a script
+            # written without them (Chinese, Japanese, Thai) averages far more than 15 characters
+            # per whitespace "word", and the figure would mean nothing
+            "tokens_per_char": self.tokens / self.chars if self.chars else float("nan"),
+            "tokens_per_word": self.tokens / self.words if self.words and self.chars / self.words <= 15 else float("nan"),
         }
 
 
@@ -133,7 +142,8 @@ def score_documents(
     def docs_tokens() -> Iterator[list[int]]:
         for doc in documents:
             tokens = tokenizer(doc.text, add_special_tokens=False)["input_ids"]
-            per_doc.append(Totals(tokens=len(tokens), bytes=len(doc.text.encode("utf-8")), documents=1))
+            per_doc.append(Totals(tokens=len(tokens), bytes=len(doc.text.encode("utf-8")), documents=1,
+                                  chars=len(doc.text), words=len(doc.text.split())))  # fmt: skip
             lang = doc.meta.get("lang_hint")
             langs.append(str(lang) if lang else None)
             yield tokens

@@ -102,6 +102,17 @@ def _block(model_uri: str, scored: ScoreResult) -> dict[str, Any]:
     }
 
 
+def _json_safe(value: Any) -> Any:
+    """NaN (a figure that does not apply) as null: strict JSON readers reject NaN."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def evaluate_model(
     model_uri: str,
     eval_manifest_uri: str,
@@ -129,6 +140,8 @@ def evaluate_model(
     metrics = dict(results["metrics"])
     for lang, m in results["per_language"].items():
         metrics[f"bits_per_byte_{lang}"] = m["bits_per_byte"]
+        metrics[f"tokens_per_char_{lang}"] = m["tokens_per_char"]
+    metrics = {k: v for k, v in metrics.items() if v == v}  # NaN (e.g. tokens per word without words) left out
     metrics["eval_seconds"] = seconds
     metrics["eval_tokens_per_s"] = scored.total.tokens / seconds if seconds > 0 else 0.0
 
@@ -149,7 +162,7 @@ def evaluate_model(
     results_uri = storage.join(output_uri, "results.json")
     storage.write_text(storage.join(output_uri, "samples.json"), json.dumps(samples, indent=2, ensure_ascii=False) + "\n")
     storage.write_text(storage.join(output_uri, "report.md"), report)
-    storage.write_text(results_uri, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    storage.write_text(results_uri, json.dumps(_json_safe(results), indent=2, ensure_ascii=False) + "\n")
     return EvalResult(
         metrics={k: float(v) for k, v in metrics.items()},
         champion_metrics=champion_metrics,

@@ -241,3 +241,16 @@ def test_bits_per_byte_matches_lm_eval_loglikelihood_rolling(tmp_path, tokenizer
     assert ours.bytes == total_bytes
     assert ours.metrics()["bits_per_byte"] == pytest.approx(theirs_bpb, rel=0.01)
     assert ours.nll == pytest.approx(-sum(loglikelihoods), rel=1e-4)
+
+
+def test_fertility_per_language(tmp_path, tokenizer):
+    path = save_model(tmp_path / "m", tokenizer)
+    docs = [Document(id=f"d{i}", text=t, meta={"lang_hint": lang}) for i, (lang, t) in enumerate(TEXTS)]
+    model, tok = load_model(path, tmp_path / "load", torch.device("cpu"))
+    scored = score_documents(model, tok, docs, device=torch.device("cpu"))
+    en, zh = scored.per_language["en"].metrics(), scored.per_language["zh"].metrics()
+    en_texts = [t for lang, t in TEXTS if lang == "en"]
+    en_tokens = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in en_texts)
+    assert en["tokens_per_char"] == pytest.approx(en_tokens / sum(len(t) for t in en_texts))
+    assert en["tokens_per_word"] == pytest.approx(en_tokens / sum(len(t.split()) for t in en_texts))
+    assert 0 < zh["tokens_per_char"] and math.isnan(zh["tokens_per_word"])  # no spaces, no words
