@@ -128,7 +128,7 @@ def register(config_json: str, run_name: str, tracking_uri: str, parent_run_id: 
         "pipeline_run_name": run_name,
     }
     outcome = tasks.register(config, _model_uri(model), results.path, lineage,
-                             _tracking(config, tracking_uri, parent_run_id))
+                             _tracking(config, tracking_uri, parent_run_id), json.loads(storage.read_text(model.path)))
     storage.write_text(report.path, outcome.gate_markdown)
     say(f"register: {config.registry.model_name} v{outcome.version} (candidate); gate {outcome.decision}: {outcome.reason}")
     return outcome.decision, outcome.version

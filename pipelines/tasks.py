@@ -97,6 +97,24 @@ def _log(metrics: dict[str, float], artifacts: Sequence[str] = (), headline: dic
             client.log_metric(tracking_cfg.parent_run_id, key, float(value))
 
 
+def _log_dataset(tracking_cfg: Tracking | None, manifest_uri: str, name: str, digest: str, context: str) -> None:
+    """A manifest as an MLflow dataset input of the step run and the pipeline run (the runs
+    table's Datasets column): named, digested, pointing at the manifest."""
+    if tracking_cfg is None:
+        return
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.tracking import MlflowClient
+
+    dataset = MetaDataset(source=resolve_dataset_source(manifest_uri), name=name, digest=digest[:36])
+    mlflow.log_input(dataset, context=context)
+    if tracking_cfg.parent_run_id:
+        entity = DatasetInput(dataset._to_mlflow_entity(), [InputTag("mlflow.data.context", context)])
+        MlflowClient(tracking_cfg.uri).log_inputs(tracking_cfg.parent_run_id, datasets=[entity])
+
+
 def _tag_parent(tracking_cfg: Tracking | None, tags: dict[str, str]) -> None:
     if tracking_cfg is None or not tracking_cfg.parent_run_id:
         return
@@ -125,6 +143,7 @@ def clean(config: RunConfig, input_uri: str, output_uri: str, tracking_cfg: Trac
              {"clean.documents_in": result.stats.records_in, "clean.documents_kept": result.stats.kept},
              tracking_cfg)
         _tag_parent(tracking_cfg, {"homegrown.data_digest": result.manifest.digest})
+        _log_dataset(tracking_cfg, result.manifest_uri, "cleaned-corpus", result.manifest.digest, "training")
     return result
 
 
@@ -139,6 +158,7 @@ def tokenize(config: RunConfig, documents_manifest_uri: str, output_uri: str, tr
         facts = result.manifest.facts
         _tag_parent(tracking_cfg, {"homegrown.tokenizer_digest": str(facts.get("tokenizer_digest", "")),
                                    "homegrown.eval_digest": str(facts["eval_digest"])})
+        _log_dataset(tracking_cfg, str(facts["eval_manifest_uri"]), "eval-set", str(facts["eval_digest"]), "evaluation")
     return result
 
 
@@ -274,9 +294,12 @@ class RegisterOutcome:
 
 
 def register(config: RunConfig, model_uri: str, results_uri: str, lineage: dict[str, str],
-             tracking_cfg: Tracking) -> RegisterOutcome:
+             tracking_cfg: Tracking, train_result: dict[str, Any] | None = None) -> RegisterOutcome:
     """Register the model (alias `candidate`) and decide whether it may become champion."""
+    from mlflow.tracking import MlflowClient
+
     from components.register import registry
+    from components.register.card import model_card
 
     results = json.loads(storage.read_text(results_uri))
     challenger = float(results["metrics"]["bits_per_byte"])
@@ -296,7 +319,7 @@ def register(config: RunConfig, model_uri: str, results_uri: str, lineage: dict[
             "validation_reason": decision.reason,
         }
         if tracking_cfg.parent_run_id:
-            tags["pipeline_mlflow_run_id"] = tracking_cfg.parent_run_id
+            tags.update(upstream_lineage(tracking_cfg))
         version_id, created = registry.log_and_register(model_uri, config.registry, tags)
         # its scores on this set, so that as champion it is not scored again on it
         registry.cache_scores(config.registry.model_name, version_id,
@@ -307,11 +330,31 @@ def register(config: RunConfig, model_uri: str, results_uri: str, lineage: dict[
         import mlflow
 
         mlflow.log_text(decision.markdown(), "gate.md")
+        card = model_card(config.registry.model_name, version_id, results, decision.markdown(), tags, train_result,
+                          config.model.base, config.model.lora is not None)  # fmt: skip
+        mlflow.log_text(card, "model_card.md")
+        MlflowClient(tracking_cfg.uri).update_model_version(config.registry.model_name, version_id, description=card)
         _log({"gate_passed": float(decision.passed), "challenger_bits_per_byte": challenger}, [],
              {"gate.passed": float(decision.passed)}, tracking_cfg)
         _tag_parent(tracking_cfg, {"homegrown.gate": decision.status, "homegrown.model_version": version_id,
                                    "homegrown.registered_model": config.registry.model_name})
     return RegisterOutcome(version_id, decision.status, decision.reason, decision.markdown())
+
+
+def upstream_lineage(tracking_cfg: Tracking) -> dict[str, str]:
+    """The pipeline's MLflow run, each step's run and the KFP run, as model-version tags."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_cfg.uri)
+    parent = client.get_run(tracking_cfg.parent_run_id)
+    tags = {"pipeline_mlflow_run_id": parent.info.run_id}
+    if kfp_run := parent.data.tags.get("kfp.run_name"):
+        tags["kfp_run_name"] = kfp_run
+    steps = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    for run in steps:
+        if step := run.data.tags.get("homegrown.step"):
+            tags[f"mlflow_run.{step}"] = run.info.run_id
+    return tags
 
 
 def promote(config: RunConfig, version_id: str, tracking_cfg: Tracking) -> None:

@@ -68,8 +68,15 @@ def test_two_runs_gate_keeps_the_better_champion(demo_corpus, tmp_path, sqlite_u
     candidate = client.get_model_version_by_alias("e2e-model", "candidate")
     assert str(champion.version) == str(candidate.version) == first.tags["homegrown.model_version"]
     assert champion.tags["validation_status"] == "passed"
-    for tag in ("data_manifest_digest", "tokenizer_digest", "config_digest", "eval_digest", "code_version"):
+    for tag in ("data_manifest_digest", "tokenizer_digest", "config_digest", "eval_digest", "code_version",
+                "model_digest", "pipeline_mlflow_run_id", "mlflow_run.clean", "mlflow_run.train", "mlflow_run.evaluate"):
         assert champion.tags[tag], tag
+    assert champion.tags["mlflow_run.train"] == steps["train"].info.run_id
+    assert champion.description.startswith(f"# e2e-model, version {champion.version}")
+    assert "## Evaluation" in champion.description and "## Promotion gate" in champion.description
+    datasets = {d.dataset.name: d for d in client.get_run(first.parent_run_id).inputs.dataset_inputs}
+    assert set(datasets) == {"cleaned-corpus", "eval-set"}
+    assert datasets["eval-set"].dataset.digest == champion.tags["eval_digest"][:36]
 
     second = run_local(small_config(corpus, tmp_path / "data", 1), "e2e-second", sqlite_uri,
                        work_dir=tmp_path / "runs")

@@ -1,0 +1,84 @@
+"""The model card: a Markdown page logged with every registered version (and set as the
+version's description, so the MLflow UI shows it): data, languages, training, evaluation,
+gate, lineage and limits, from what the pipeline measured."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def _num(value: Any, fmt: str = "{:,.0f}") -> str:
+    if isinstance(value, dict):  # counts by reason
+        value = sum(value.values())
+    return "–" if value is None or value != value else fmt.format(value)
+
+
+def model_card(
+    name: str,
+    version: str,
+    results: dict[str, Any],
+    gate_markdown: str,
+    lineage: dict[str, str],
+    train: dict[str, Any] | None = None,
+    base_model: str | None = None,
+    lora: bool = False,
+) -> str:
+    stats = json.loads(lineage.get("cleaning_stats") or "{}")
+    metrics = results["metrics"]
+    per_language = results.get("per_language") or {}
+    lines = [
+        f"# {name}, version {version}",
+        "",
+        f"A causal language model trained by the homegrown pipeline (run `{lineage.get('pipeline_run_name', '?')}`)"
+        + (f", continued from `{base_model}`" + (" with LoRA adapters (merged)" if lora else "") if base_model else "")
+        + ".",
+        "",
+        "## Data",
+        "",
+        f"- cleaned corpus: manifest digest `{lineage.get('data_manifest_digest', '?')[:16]}`; "
+        f"{_num(stats.get('records_in'))} documents in, {_num(stats.get('kept'))} kept, "
+        f"{_num(stats.get('dropped'))} dropped, {_num(stats.get('quarantined'))} quarantined",
+        f"- tokenizer digest `{lineage.get('tokenizer_digest', '?')[:16]}`; packed data digest "
+        f"`{lineage.get('packed_data_digest', '?')[:16]}`",
+        f"- evaluation set: digest `{results.get('eval_digest', '?')[:16]}`, {_num(metrics.get('documents'))} held-out "
+        f"documents, {len(per_language)} languages",
+        "",
+    ]
+    if train:
+        lines += [
+            "## Training",
+            "",
+            f"- {_num(train.get('parameters'))} parameters, {_num(train.get('steps'))} steps, "
+            f"{_num(train.get('tokens'))} tokens, final loss {_num(train.get('final_loss'), '{:.4f}')}",
+            f"- DeepSpeed ZeRO-{train.get('zero_stage')}, {train.get('precision')}, {train.get('world_size')} ranks "
+            f"on {train.get('device') or '?'}, {_num(train.get('tokens_per_s'))} tokens/s"
+            + (f", MFU {train['mfu']:.1%}" if train.get("mfu") else ""),
+            "",
+        ]
+    lines += [
+        "## Evaluation",
+        "",
+        f"Bits per byte {_num(metrics.get('bits_per_byte'), '{:.4f}')}, perplexity "
+        f"{_num(metrics.get('perplexity'), '{:.2f}')} (rolling windows, as lm-eval's loglikelihood_rolling).",
+        "",
+    ]
+    if per_language:
+        lines += ["| language | documents | bits per byte | tokens/char |", "|---|---:|---:|---:|"]
+        for lang, m in per_language.items():
+            lines.append(f"| {lang} | {_num(m.get('documents'))} | {_num(m.get('bits_per_byte'), '{:.4f}')} | "
+                         f"{_num(m.get('tokens_per_char'), '{:.3f}')} |")  # fmt: skip
+        lines.append("")
+    lines += ["## Promotion gate", "", gate_markdown.strip(), "", "## Lineage", ""]
+    lines += [f"- {key}: `{value}`" for key, value in sorted(lineage.items()) if key != "cleaning_stats"]
+    few = [lang for lang, m in per_language.items() if (m.get("documents") or 0) < 20]
+    lines += [
+        "",
+        "## Limits",
+        "",
+        "- Trained and measured only on the corpus above; figures on other text will differ.",
+        "- No instruction tuning, safety tuning or toxicity filtering beyond the cleaning step's rules.",
+    ]
+    if few:
+        lines.append(f"- Fewer than 20 evaluation documents for: {', '.join(few)}; their figures are noisy.")
+    return "\n".join(lines) + "\n"
