@@ -47,9 +47,12 @@ def load_model(model_uri: str, local_dir: Path, device: torch.device):
     """A Hugging Face model directory (safetensors weights, tokenizer beside it), local or s3://."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from components.hf_model import ModelDirError, check_model_dir
+
     path = storage.download_dir(model_uri, local_dir)
-    if not (Path(path) / "config.json").is_file():
-        raise FileNotFoundError(f"{model_uri}: no config.json; expected a save_pretrained model directory")
+    check_model_dir(Path(path), model_uri)
+    if not any((Path(path) / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        raise ModelDirError(f"{model_uri}: no tokenizer beside the weights (tokenizer.json); save it with the model")
     model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, trust_remote_code=False)
     tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     return model.to(device).eval(), tokenizer
@@ -150,7 +153,13 @@ def evaluate_model(
         results["champion"] = {"model_uri": champion_label or champion_uri or "champion", "cached": True,
                                "metrics": champion_scores["metrics"], "per_language": champion_scores["per_language"]}
     elif champion_uri and config.compare_champion:
-        champ_scored, _, _ = _score_model(champion_uri, docs, config, device, samples=False)
+        try:
+            champ_scored, _, _ = _score_model(champion_uri, docs, config, device, samples=False)
+        except Exception as exc:  # the gate must not decide without the champion's figures
+            raise RuntimeError(
+                f"the champion {champion_label or champion_uri} cannot be evaluated: {exc}; fix it or move the "
+                "champion alias to a loadable version (or set evaluate.compare_champion: false)"
+            ) from exc
         results["champion"] = _block(champion_label or champion_uri, champ_scored)
     if "champion" in results:
         champion_metrics = dict(results["champion"]["metrics"])

@@ -254,3 +254,26 @@ def test_fertility_per_language(tmp_path, tokenizer):
     assert en["tokens_per_char"] == pytest.approx(en_tokens / sum(len(t) for t in en_texts))
     assert en["tokens_per_word"] == pytest.approx(en_tokens / sum(len(t.split()) for t in en_texts))
     assert 0 < zh["tokens_per_char"] and math.isnan(zh["tokens_per_word"])  # no spaces, no words
+
+
+def test_bad_models_fail_with_what_to_do(tmp_path, tokenizer, eval_manifest):
+    from components.hf_model import ModelDirError
+
+    manifest_uri, _ = eval_manifest
+    good = save_model(tmp_path / "good", tokenizer)
+    no_tokenizer = tmp_path / "no-tokenizer"
+    no_tokenizer.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (no_tokenizer / name).write_bytes((Path(good) / name).read_bytes())
+    with pytest.raises(ModelDirError, match="no tokenizer beside the weights"):
+        evaluate_model(str(no_tokenizer), manifest_uri, str(tmp_path / "out1"), EvaluateConfig())
+
+    broken = tmp_path / "broken-champion"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    (broken / "pytorch_model.bin").write_bytes(b"never unpickled")
+    with pytest.raises(RuntimeError, match="the champion models:/m@champion \\(version 3\\) cannot be evaluated") as caught:
+        evaluate_model(good, manifest_uri, str(tmp_path / "out2"), EvaluateConfig(), str(broken),
+                       "models:/m@champion (version 3)")  # fmt: skip
+    assert "convert it to safetensors" in str(caught.value)
+    assert not (tmp_path / "out2" / "results.json").exists()  # nothing for the gate to read
