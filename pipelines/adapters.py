@@ -99,13 +99,16 @@ def _model_uri(model: Any) -> str:
 
 
 def evaluate(config_json: str, run_root: str, tracking_uri: str, parent_run_id: str,
-             packed: Any, model: Any, results: Any, report: Any, metrics: Any) -> None:
+             packed: Any, model: Any, results: Any, report: Any, plots: Any, metrics: Any) -> None:
     config = _config(config_json)
     eval_manifest_uri = Manifest.load(packed.path).facts["eval_manifest_uri"]
-    result = tasks.evaluate(config, _model_uri(model), eval_manifest_uri, tasks.step_dir(run_root, "evaluate"),
-                            _tracking(config, tracking_uri, parent_run_id))
+    output_uri = tasks.step_dir(run_root, "evaluate")
+    losses = json.loads(storage.read_text(model.path)).get("losses")
+    result = tasks.evaluate(config, _model_uri(model), eval_manifest_uri, output_uri,
+                            _tracking(config, tracking_uri, parent_run_id), losses=losses)
     storage.write_text(results.path, storage.read_text(result.results_uri))
     storage.write_text(report.path, result.report_markdown)
+    storage.write_text(plots.path, storage.read_text(storage.join(output_uri, "report.html")))
     _metrics(metrics, result.metrics)
     champion = result.metrics.get("champion_bits_per_byte")
     say(f"evaluate: bits/byte {result.metrics['bits_per_byte']:.4f}, perplexity {result.metrics['perplexity']:.1f}"

@@ -7,7 +7,7 @@ the image (docker/) has homegrown installed, so nothing is pip-installed at run 
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output, PipelineTaskFinalStatus, Artifact
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output, PipelineTaskFinalStatus
 
 BASE_IMAGE = "homegrown/steps:0.1.0"  # replaced per run from cluster.image
 
@@ -106,12 +106,13 @@ def train_op(
 def evaluate_op(
     config_json: str, run_root: str, tracking_uri: str, parent_run_id: str,
     packed: Input[Dataset], model: Input[Model],
-    results: Output[Artifact], report: Output[Markdown], metrics: Output[Metrics],
+    results: Output[Artifact], report: Output[Markdown], plots: Output[HTML], metrics: Output[Metrics],
 ):  # fmt: skip
     """Bits-per-byte, perplexity and samples on the held-out set, challenger and champion."""
     from pipelines import adapters
 
-    adapters.evaluate(config_json, run_root, tracking_uri, parent_run_id, packed, model, results, report, metrics)
+    adapters.evaluate(config_json, run_root, tracking_uri, parent_run_id, packed, model, results, report, plots,
+                      metrics)  # fmt: skip
 
 
 @_component

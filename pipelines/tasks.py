@@ -249,8 +249,10 @@ def train_on_trainjob(config: RunConfig, packed_manifest_uri: str, output_uri: s
 
 
 def evaluate(config: RunConfig, model_uri: str, eval_manifest_uri: str, output_uri: str,
-             tracking_cfg: Tracking | None = None, champion_uri: str | None = None):
+             tracking_cfg: Tracking | None = None, champion_uri: str | None = None,
+             losses: list[float] | None = None):
     """Score the model; the champion is `champion_uri` if given, else the registry's (when tracked)."""
+    from components.evaluate import plots
     from components.evaluate.step import evaluate_model
     from components.register import registry
 
@@ -268,13 +270,20 @@ def evaluate(config: RunConfig, model_uri: str, eval_manifest_uri: str, output_u
         # the champion is named by its registry URI, not the folder it was downloaded to
         label = f"models:/{name}@champion (version {champion_version})" if champion_version else None
         result = evaluate_model(model_uri, eval_manifest_uri, output_uri, config.evaluate, champion_uri, label, cached)
+        scores = json.loads(storage.read_text(result.results_uri))
         if champion_version and cached is None and cache_key:
-            registry.cache_scores(name, champion_version, cache_key,
-                                  json.loads(storage.read_text(result.results_uri))["champion"])  # fmt: skip
+            registry.cache_scores(name, champion_version, cache_key, scores["champion"])
+        page = plots.report_html(scores, losses)
+        storage.write_text(storage.join(output_uri, "report.html"), page)
         if tracking_cfg is not None:
             import mlflow
 
             mlflow.log_text(result.report_markdown, "report.md")
+            mlflow.log_text(page, "report.html")
+            if losses:
+                mlflow.log_figure(plots.loss_figure(losses), "loss_curve.png")
+            if scores.get("per_language"):
+                mlflow.log_figure(plots.languages_figure(scores), "bits_per_byte_by_language.png")
             samples = json.loads(storage.read_text(storage.join(output_uri, "samples.json")))
             if samples:
                 mlflow.log_table({k: [s.get(k) for s in samples] for k in samples[0]}, "samples.json")

@@ -277,3 +277,16 @@ def test_bad_models_fail_with_what_to_do(tmp_path, tokenizer, eval_manifest):
                        "models:/m@champion (version 3)")  # fmt: skip
     assert "convert it to safetensors" in str(caught.value)
     assert not (tmp_path / "out2" / "results.json").exists()  # nothing for the gate to read
+
+
+def test_report_page_has_both_plots_inline(tokenizer, tmp_path, eval_manifest):
+    from components.evaluate.plots import report_html
+
+    manifest_uri, _ = eval_manifest
+    model = save_model(tmp_path / "m", tokenizer)
+    champion = save_model(tmp_path / "c", tokenizer, seed=1)
+    result = evaluate_model(model, manifest_uri, str(tmp_path / "out"), EvaluateConfig(), champion, "models:/m@champion")
+    results = json.loads(Path(result.results_uri).read_text())
+    page = report_html(results, [4.0, 3.5, 3.1], "**Gate: passed**")
+    assert page.count("<svg") == 2 and "Training loss" in page and "by language" in page
+    assert "champion" in page and "<?xml" not in page and "**Gate: passed**" in page

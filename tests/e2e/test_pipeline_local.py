@@ -96,6 +96,10 @@ def test_two_runs_gate_keeps_the_better_champion(demo_corpus, tmp_path, sqlite_u
     assert new_candidate.version != champion.version
     assert new_candidate.tags["validation_status"] == "failed"
 
+    pages = [p.read_text() for p in (tmp_path / "runs" / "kfp").glob("homegrown-*/evaluate-op/plots")]
+    assert len(pages) == 2 and all(page.count("<svg") == 2 for page in pages)
+    logged = {a.path for a in client.list_artifacts(evaluate.info.run_id)}
+    assert {"report.html", "loss_curve.png", "bits_per_byte_by_language.png"} <= logged
     reports = [p.read_text() for p in (tmp_path / "runs" / "kfp").glob("homegrown-*/evaluate-op/report")]
     assert all("bits per byte" in r for r in reports)
     assert any(f"models:/e2e-model@champion (version {champion.version})" in r for r in reports)
