@@ -68,6 +68,15 @@ def render_report(results: dict[str, Any]) -> str:
                 row += f" {_fmt('{:.4f}', champ_lang.get(lang, {}).get('bits_per_byte'))} |"
             lines.append(row)
 
+    per_source = results.get("per_source") or {}
+    if per_source:
+        champ_source = (champion or {}).get("per_source") or {}
+        lines += ["", "## Per source", "", "| source | documents | bits per byte | champion bits per byte |",
+                  "|---|---:|---:|---:|"]  # fmt: skip
+        for source, m in per_source.items():
+            theirs = champ_source.get(source, {}).get("bits_per_byte")
+            lines.append(f"| {source} | {m['documents']:,.0f} | {m['bits_per_byte']:.4f} | {_fmt('{:.4f}', theirs)} |")
+
     samples = results.get("samples") or []
     if samples:
         lines += ["", "## Samples", ""]

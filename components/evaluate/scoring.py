@@ -95,6 +95,7 @@ class Totals:
 class ScoreResult:
     total: Totals
     per_language: dict[str, Totals] = field(default_factory=dict)
+    per_source: dict[str, Totals] = field(default_factory=dict)  # meta['source'], when documents carry one
 
 
 @torch.inference_mode()
@@ -125,7 +126,8 @@ def score_documents(
     stride: int | None = None,
     device: torch.device | str = "cpu",
 ) -> ScoreResult:
-    """Total NLL (nats), tokens, UTF-8 bytes and documents, overall and per meta['lang_hint']."""
+    """Total NLL (nats), tokens, UTF-8 bytes and documents, overall, per meta['lang_hint'] and per
+    meta['source']."""
     device = torch.device(device)
     max_len = context_length(model)
     stride = stride or max_len
@@ -138,6 +140,7 @@ def score_documents(
 
     per_doc: list[Totals] = []
     langs: list[str | None] = []
+    sources: list[str | None] = []
 
     def docs_tokens() -> Iterator[list[int]]:
         for doc in documents:
@@ -146,6 +149,7 @@ def score_documents(
                                   chars=len(doc.text), words=len(doc.text.split())))  # fmt: skip
             lang = doc.meta.get("lang_hint")
             langs.append(str(lang) if lang else None)
+            sources.append(str(doc.meta["source"]) if doc.meta.get("source") else None)
             yield tokens
 
     batch: list[_Window] = []
@@ -163,9 +167,12 @@ def score_documents(
         flush()
 
     result = ScoreResult(total=Totals())
-    for totals, lang in zip(per_doc, langs):
+    for totals, lang, source in zip(per_doc, langs, sources):
         result.total.add(totals)
         if lang is not None:
             result.per_language.setdefault(lang, Totals()).add(totals)
+        if source is not None:
+            result.per_source.setdefault(source, Totals()).add(totals)
     result.per_language = dict(sorted(result.per_language.items()))
+    result.per_source = dict(sorted(result.per_source.items()))
     return result

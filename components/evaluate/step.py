@@ -102,6 +102,7 @@ def _block(model_uri: str, scored: ScoreResult) -> dict[str, Any]:
         "model_uri": model_uri,
         "metrics": scored.total.metrics(),
         "per_language": {lang: t.metrics() for lang, t in scored.per_language.items()},
+        "per_source": {source: t.metrics() for source, t in scored.per_source.items()},
     }
 
 
@@ -144,6 +145,8 @@ def evaluate_model(
     for lang, m in results["per_language"].items():
         metrics[f"bits_per_byte_{lang}"] = m["bits_per_byte"]
         metrics[f"tokens_per_char_{lang}"] = m["tokens_per_char"]
+    for source, m in results["per_source"].items():
+        metrics[f"bits_per_byte_source_{source}"] = m["bits_per_byte"]
     metrics = {k: v for k, v in metrics.items() if v == v}  # NaN (e.g. tokens per word without words) left out
     metrics["eval_seconds"] = seconds
     metrics["eval_tokens_per_s"] = scored.total.tokens / seconds if seconds > 0 else 0.0

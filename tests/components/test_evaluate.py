@@ -254,6 +254,13 @@ def test_fertility_per_language(tmp_path, tokenizer):
     assert en["tokens_per_char"] == pytest.approx(en_tokens / sum(len(t) for t in en_texts))
     assert en["tokens_per_word"] == pytest.approx(en_tokens / sum(len(t.split()) for t in en_texts))
     assert 0 < zh["tokens_per_char"] and math.isnan(zh["tokens_per_word"])  # no spaces, no words
+    assert scored.per_source == {}  # no document names a source
+
+    sourced = [Document(id=d.id, text=d.text, meta={**d.meta, "source": "udhr" if i % 2 else "web"})
+               for i, d in enumerate(docs)]  # fmt: skip
+    by_source = score_documents(model, tok, sourced, device=torch.device("cpu")).per_source
+    assert sorted(by_source) == ["udhr", "web"] and by_source["web"].documents == 3
+    assert by_source["web"].nll + by_source["udhr"].nll == pytest.approx(scored.total.nll, rel=1e-6)
 
 
 def test_bad_models_fail_with_what_to_do(tmp_path, tokenizer, eval_manifest):
