@@ -61,6 +61,12 @@ class Manifest(BaseModel):
         manifest = cls.model_validate(data)
         if recorded is not None and recorded != manifest.digest:
             raise ValueError(f"{uri}: manifest digest mismatch (file edited after it was written?)")
+        for shard in manifest.shards:
+            if not storage.within(shard.uri, manifest.root):
+                raise ValueError(
+                    f"{uri}: shard {shard.uri} lies outside the manifest's root {manifest.root} (a '..', an "
+                    "absolute path elsewhere or a symlink out); a manifest may only name files under its root"
+                )
         return manifest
 
 

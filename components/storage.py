@@ -6,6 +6,7 @@ Writes are atomic: a reader never sees a half-written file under its final name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import shutil
@@ -101,6 +102,18 @@ def exists(uri: str) -> bool:
     return local_path(uri).exists()
 
 
+def within(uri: str, root: str) -> bool:
+    """Whether uri names something under root: no `..`, same bucket/prefix on S3, and locally
+    the resolved path (symlinks followed) inside the resolved root."""
+    if is_s3(uri) != is_s3(root):
+        return False
+    if is_s3(uri):
+        bucket, key = _s3_split(uri)
+        root_bucket, root_key = _s3_split(root)
+        return bucket == root_bucket and ".." not in key.split("/") and key.startswith(_s3_dir_prefix(root_key))
+    return local_path(uri).resolve().is_relative_to(local_path(root).resolve())
+
+
 def fingerprint(uri: str) -> str:
     """A cheap identity of a file's current version: size and mtime locally, ETag on S3."""
     if is_s3(uri):
@@ -177,17 +190,26 @@ def open_write(uri: str) -> Iterator[BinaryIO]:
                 _s3_client().upload_fileobj(tmp, bucket, key)  # multipart above 8 MB
         return
     path = local_path(uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise StorageError(f"{uri}: cannot write ({exc.strerror})") from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            # Disk full or over a size limit: say so, and that nothing half-written was left behind.
+            raise StorageError(
+                f"{uri}: cannot write ({exc.strerror}); nothing partial was kept. Free space (or raise the "
+                "limit) and run the step again"
+            ) from exc
         raise
 
 

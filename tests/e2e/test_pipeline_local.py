@@ -40,6 +40,13 @@ def small_config(corpus: Path, data_root: Path, max_steps: int):
     })  # fmt: skip
 
 
+PLANTED = {
+    "AWS_SECRET_ACCESS_KEY": "planted-aws-secret-7f3a9c",
+    "MLFLOW_TRACKING_PASSWORD": "planted-mlflow-password-2b8e41",
+    "HF_TOKEN": "hf_plantedtoken5d0c77",
+}
+
+
 def nested_runs(client: MlflowClient, experiment_id: str, parent_id: str) -> dict:
     children = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")
     return {run.data.tags["homegrown.step"]: run for run in children}
@@ -47,6 +54,8 @@ def nested_runs(client: MlflowClient, experiment_id: str, parent_id: str) -> dic
 
 def test_two_runs_gate_keeps_the_better_champion(demo_corpus, tmp_path, sqlite_uri, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))
+    for name, value in PLANTED.items():  # secrets a step could see; none may surface anywhere
+        monkeypatch.setenv(name, value)
     corpus = corpus_slice(demo_corpus, tmp_path / "corpus")
     client = MlflowClient(sqlite_uri)
 
@@ -108,6 +117,15 @@ def test_two_runs_gate_keeps_the_better_champion(demo_corpus, tmp_path, sqlite_u
     assert kfp_metrics["records_in"] == 1000 and kfp_metrics["kept"] == steps["clean"].data.metrics["kept"]
     gate = next((tmp_path / "runs" / "kfp").glob("homegrown-*/register-op/gate")).read_text()
     assert "| check | champion | challenger | threshold | result |" in gate
+
+    # Every byte two runs left behind: MLflow's database and artifacts, KFP's executor inputs and
+    # outputs, logs, data. Not one planted secret.
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert len(files) > 100 and (tmp_path / "mlflow.db") in files
+    for path in files:
+        data = path.read_bytes()
+        for name, value in PLANTED.items():
+            assert value.encode() not in data, f"{name} leaked into {path}"
 
 
 def test_corpus_of_invalid_records_fails_the_run_clearly(tmp_path, sqlite_uri, monkeypatch):
