@@ -24,10 +24,12 @@ import io
 import json
 import math
 import os
+import queue
 import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -179,34 +181,101 @@ def make_optimizer(module: torch.nn.Module, train: TrainConfig) -> torch.optim.O
 
 
 class Tracker:
-    """MLflow from rank 0, and only when the launcher injected MLFLOW_RUN_ID."""
+    """MLflow from rank 0, and only when the launcher injected MLFLOW_RUN_ID.
 
-    def __init__(self, enabled: bool, system_metrics: bool = False):
+    The loop only enqueues; a background thread ships to the tracking server with retries and
+    backoff. A server that is slow or down costs the loop nothing and loses nothing: what could
+    not be sent waits and goes once the server answers again. close() gives the thread
+    `drain_s` seconds to deliver the rest, then says what it could not deliver.
+    """
+
+    def __init__(self, enabled: bool, system_metrics: bool = False, drain_s: float = 300.0):
         self.run_id = os.environ.get("MLFLOW_RUN_ID") if enabled else None
-        if self.run_id:
-            os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-            import mlflow
+        if not self.run_id:
+            return
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        # Our own retry loop rides out outages; MLflow's (7 tries, minutes) would stall the queue.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        import mlflow
+        from mlflow.tracking import MlflowClient
 
-            from components.tracking import resolve_tracking_uri
+        from components.tracking import resolve_tracking_uri
 
-            mlflow.set_tracking_uri(resolve_tracking_uri())
-            # System metrics (CPU, memory, disk, network; GPU with nvidia-ml-py) sample in a thread.
-            mlflow.start_run(run_id=self.run_id, log_system_metrics=system_metrics)
-            self.mlflow = mlflow
+        self.mlflow = mlflow
+        self.client = MlflowClient(resolve_tracking_uri())
+        self.drain_s = drain_s
+        self.queue: queue.Queue = queue.Queue()
+        self.deadline: float | None = None
+        self.active = False
+        if system_metrics:  # CPU, memory, disk, network (GPU with nvidia-ml-py) sampled by MLflow's thread
+            try:
+                mlflow.set_tracking_uri(resolve_tracking_uri())
+                mlflow.start_run(run_id=self.run_id, log_system_metrics=True)
+                self.active = True
+            except Exception as exc:  # the server may be down now; training goes on without them
+                print(f"[train] MLflow system metrics off: {exc}", flush=True)
+        self.thread = threading.Thread(target=self._ship, name="mlflow-shipper", daemon=True)
+        self.thread.start()
 
     def params(self, params: dict[str, Any], ds_config: dict[str, Any]) -> None:
         if self.run_id:
-            self.mlflow.log_params({f"train.{k}": v for k, v in params.items()})
-            self.mlflow.log_dict(ds_config, "ds_config.json")
+            self.queue.put(("params", {f"train.{k}": v for k, v in params.items()}))
+            self.queue.put(("dict", ds_config))
 
     def metrics(self, metrics: dict[str, float], step: int) -> None:
         if self.run_id:
-            self.mlflow.log_metrics(metrics, step=step, synchronous=False)
+            self.queue.put(("metrics", (dict(metrics), step, int(time.time() * 1000))))
 
     def close(self, ok: bool) -> None:
-        if self.run_id:
-            self.mlflow.flush_async_logging()
-            self.mlflow.end_run(status="FINISHED" if ok else "FAILED")
+        if not self.run_id:
+            return
+        status = "FINISHED" if ok else "FAILED"
+        if self.active:  # in this thread, which started it: stops the system-metrics sampler
+            try:
+                self.mlflow.end_run(status=status)
+            except Exception as exc:
+                print(f"[train] MLflow end_run failed ({type(exc).__name__}); the shipper marks the run", flush=True)
+        self.queue.put(("end", status))
+        self.deadline = time.monotonic() + self.drain_s
+        self.thread.join(self.drain_s + 5)
+        if left := self.queue.qsize() + (1 if self.thread.is_alive() else 0):
+            print(f"[train] MLflow unreachable for {self.drain_s:.0f} s: {left} batch(es) of metrics not delivered "
+                  "(they are in result.json and the log)", flush=True)  # fmt: skip
+
+    def _send(self, kind: str, payload: Any) -> None:
+        from mlflow.entities import Metric, Param
+
+        if kind == "metrics":
+            values, step, stamp = payload
+            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), stamp, step) for k, v in values.items()])
+        elif kind == "params":
+            self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in payload.items()])
+        elif kind == "dict":
+            self.client.log_dict(self.run_id, payload, "ds_config.json")
+        else:
+            self.client.set_terminated(self.run_id, payload)
+
+    def _ship(self) -> None:
+        while True:
+            kind, payload = self.queue.get()
+            attempt = 0
+            while True:
+                try:
+                    self._send(kind, payload)
+                    break
+                except Exception as exc:  # connection refused, 5xx, timeouts: wait and try again
+                    if attempt == 0:
+                        print(f"[train] MLflow unreachable ({type(exc).__name__}); metrics wait and are "
+                              "retried", flush=True)  # fmt: skip
+                    if self.deadline is not None and time.monotonic() > self.deadline:
+                        return
+                    time.sleep(min(30.0, 0.5 * 2**attempt))
+                    attempt += 1
+            if attempt:
+                print(f"[train] MLflow reachable again after {attempt} retries", flush=True)
+            if kind == "end":
+                return
 
 
 def fetch_base(uri: str, local_rank: int) -> Path:
