@@ -116,6 +116,42 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_upload(args: argparse.Namespace) -> int:
+    import tempfile
+
+    import kfp
+    import urllib3
+    from kfp_server_api.exceptions import ApiException
+
+    from pipelines.dag import PIPELINE_NAME, compile_pipeline
+
+    config = _config(args)
+    name = args.pipeline_name or PIPELINE_NAME
+    version = args.version_name or f"{config.name}-{config.digest[:12]}"
+    with tempfile.TemporaryDirectory(prefix="homegrown-upload-") as tmp:
+        package = str(Path(tmp) / "pipeline.yaml")
+        compile_pipeline(config, package)
+        try:
+            client = kfp.Client(host=args.host, namespace=args.namespace, existing_token=None)
+            pipeline_id = client.get_pipeline_id(name)
+            if pipeline_id is None:  # the first upload creates the pipeline with its first version
+                pipeline = client.upload_pipeline(package, pipeline_name=name, description=args.description,
+                                                  namespace=args.namespace)
+                print(f"uploaded new pipeline {name} ({pipeline.pipeline_id}) to {args.host}")
+                return 0
+            result = client.upload_pipeline_version(package, version, pipeline_id=pipeline_id,
+                                                    description=args.description)
+        except ApiException as exc:
+            if exc.status == 409:  # a retried upload, or the same config again: the version is there
+                print(f"pipeline {name} already has version {version}: nothing to upload")
+                return 0
+            raise RuntimeError(f"KFP at {args.host} answered {exc.status} {exc.reason}: {exc.body}") from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise RuntimeError(f"cannot reach KFP at {args.host}: {exc}") from None
+    print(f"uploaded pipeline {name} version {version} ({result.pipeline_version_id}) to {args.host}")
+    return 0
+
+
 # ---- one step by hand ------------------------------------------------------------------
 
 
@@ -207,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
     p.add_argument("--run-name", help="run name (default: <config name>-<UTC time>)")
     p.add_argument("-o", "--output", help="also keep the compiled package here")
+
+    p = add("upload", cmd_upload, "compile the pipeline and upload it to Kubeflow Pipelines as a new version", True)
+    p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://ml-pipeline.kubeflow:8888")
+    p.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
+    p.add_argument("--pipeline-name", help="pipeline to add the version to; created when missing (default: homegrown)")
+    p.add_argument("--version-name", help="new version name, unique per pipeline (default: <config name>-<digest>)")
+    p.add_argument("--description", help="description shown in the KFP UI")
 
     def track_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--tracking-uri", help="log this step to MLflow at this URI")
