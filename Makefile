@@ -19,7 +19,7 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export TOKENIZERS_PARALLELISM := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install corpus demo finetune ui test bench compile clean-runs
+.PHONY: help install corpus demo finetune ui test bench compile clean-runs images image-steps image-trainer lock cluster-up cluster-down
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -69,6 +69,28 @@ test: $(STAMP) $(CORPUS)/.built  ## run the test suite
 bench: $(CORPUS)/.built  ## benchmarks against peer tools, in their own venv (.venv-bench)
 	bash benchmarks/setup_env.sh
 	.venv-bench/bin/python -m benchmarks.run
+
+IMAGE_VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+IMAGE_REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+
+images: image-steps image-trainer  ## build homegrown/steps and homegrown/trainer (needs Docker)
+
+image-steps:  ## build the CPU step image
+	docker build -f docker/steps.Dockerfile -t homegrown/steps:$(IMAGE_VERSION) \
+		--build-arg VERSION=$(IMAGE_VERSION) --build-arg REVISION=$(IMAGE_REVISION) .
+
+image-trainer:  ## build the CUDA + DeepSpeed training image
+	docker build -f docker/trainer.Dockerfile -t homegrown/trainer:$(IMAGE_VERSION) \
+		--build-arg VERSION=$(IMAGE_VERSION) --build-arg REVISION=$(IMAGE_REVISION) .
+
+lock: $(STAMP)  ## re-pin the images' packages from the tested venv (docker/requirements.lock)
+	$(BIN)/python docker/lock.py
+
+cluster-up:  ## local kind cluster: KFP + Kubeflow Trainer + images + chart (Docker, kind, kubectl, helm)
+	bash infra/cluster-up.sh
+
+cluster-down:  ## delete the local kind cluster
+	bash infra/cluster-down.sh
 
 clean-runs:  ## delete local runs, the MLflow store and caches of built data
 	rm -rf runs $(CORPUS)
