@@ -1,23 +1,51 @@
-"""Entry point of `make bench`: python -m benchmarks.run [--quick] [--only clean]
+"""Entry point of `make bench`: python -m benchmarks.run [--quick] [--only clean|train]
 
-Runs in .venv-bench (benchmarks/setup_env.sh), never in the project's .venv.
+Runs in .venv-bench (benchmarks/setup_env.sh), never in the project's .venv. The training-loop
+benchmark (benchmarks.train_loop) runs as a subprocess in the project's .venv when there is one
+(where training runs, with the same torch / DeepSpeed / MLflow), else in this interpreter.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import subprocess
+import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def train_python() -> str:
+    project = ROOT / ".venv" / "bin" / "python"
+    if project.exists():
+        return str(project)
+    if importlib.util.find_spec("deepspeed") is None:
+        raise SystemExit("benchmarks.train_loop needs deepspeed: run `make install` (the project's .venv) first")
+    return sys.executable
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="homegrown benchmarks against peer tools")
-    parser.add_argument("--quick", action="store_true", help="shorter run: x1 rows at workers=1, flatness x1 vs x3")
-    parser.add_argument("--output", type=Path, default=None, help="results JSON (default benchmarks/results/clean.json)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="shorter runs: clean x1 rows at workers=1 and flatness x1 vs x3; train 1 round of 20 steps",
+    )
+    parser.add_argument("--only", choices=("clean", "train"), default=None, help="run one benchmark only")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="clean results JSON (default benchmarks/results/clean.json)"
+    )
     args = parser.parse_args(argv)
 
-    from benchmarks import clean_vs_datatrove
+    if args.only in (None, "clean"):
+        from benchmarks import clean_vs_datatrove
 
-    clean_vs_datatrove.main(quick=args.quick, output=args.output)
+        clean_vs_datatrove.main(quick=args.quick, output=args.output)
+    if args.only in (None, "train"):
+        command = [train_python(), "-m", "benchmarks.train_loop", *(["--quick"] if args.quick else [])]
+        print(f"[bench] {' '.join(command)}", flush=True)
+        subprocess.run(command, cwd=ROOT, check=True)
 
 
 if __name__ == "__main__":
