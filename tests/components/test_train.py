@@ -55,6 +55,13 @@ def make_packed_dataset(root: Path, sequences: int = 512, shards: int = 2, token
     return manifest_uri
 
 
+def first_batch_loss(model, tok_root: Path, rows: int) -> float:
+    """The loss the worker reports as fixed_batch_loss: its first micro batch (rows of shard 0)."""
+    from components.train.worker import fixed_batch_loss
+
+    return fixed_batch_loss(model, torch.from_numpy(np.load(tok_root / "train" / "part-00000.npy")[:rows]).long())
+
+
 # ---- DeepSpeed config ---------------------------------------------------------------------
 
 
@@ -183,10 +190,7 @@ def test_torchrun_zero2_trains_checkpoints_and_consolidates(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(out / "model", use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(out / "model")
     assert tokenizer.eos_token_id == 0
-    fixed = torch.from_numpy(np.load(tmp_path / "tok" / "train" / "part-00000.npy")[:8]).long()
-    with torch.no_grad():
-        loss = model.eval()(input_ids=fixed, labels=fixed).loss.item()
-    assert loss == pytest.approx(result.fixed_batch_loss_engine, abs=1e-4)
+    assert first_batch_loss(model, tmp_path / "tok", 8) == pytest.approx(result.fixed_batch_loss_engine, abs=1e-4)
 
 
 @pytest.mark.slow
