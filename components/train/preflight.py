@@ -32,7 +32,7 @@ def check_output(output_uri: str) -> str | None:
 
 
 def check_base(base: str, tracking_uri: str | None) -> str | None:
-    from components.hf_model import ModelDirError, check_model_dir
+    from components.hf_model import WEIGHTS, ModelDirError, check_model_dir
 
     if base.startswith("models:/"):
         from mlflow.exceptions import MlflowException
@@ -54,7 +54,7 @@ def check_base(base: str, tracking_uri: str | None) -> str | None:
     if storage.is_s3(base):
         if not storage.exists(storage.join(base, "config.json")):
             return f"model.base {base}: no config.json under that prefix"
-        if not any(storage.exists(storage.join(base, name)) for name in ("model.safetensors", "model.safetensors.index.json")):
+        if not any(storage.exists(storage.join(base, name)) for name in WEIGHTS):
             return f"model.base {base}: no model.safetensors under that prefix (pickled weights are not loaded)"
         return None
     try:
