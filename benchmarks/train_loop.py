@@ -3,15 +3,14 @@ MLflow logging, on CPU (2 ranks, gloo, one thread each).
 
     .venv/bin/python -m benchmarks.train_loop [--rounds 2] [--steps 40] [--quick] [--output PATH]
 
-Four variants, each a fresh `torchrun --standalone --nproc_per_node=2` run, alternated round by
-round (ours, bare, ours+mlflow, ours+mlflow-batch, ours, bare, ...) so drift hits all of them:
+Three variants, each a fresh `torchrun --standalone --nproc_per_node=2` run, alternated round by
+round (ours, bare, ours+mlflow, ours, bare, ...) so drift hits all of them:
   ours               components.train.worker, log_every=1 (a line per step), no MLflow
   bare               benchmarks._bare_loop: the same model, data order, DeepSpeed config, AdamW,
                      ZeRO stage and steps, and nothing else in the loop
   ours+mlflow        the worker with MLFLOW_RUN_ID set (a run in a fresh SQLite store) and
-                     log_every=1: four metrics logged every step
-  ours+mlflow-batch  the same through benchmarks._worker_batched: the worker with a Tracker that
-                     sends its metrics in one log_batch call every 5 s (the suggested fix)
+                     log_every=1: four metrics logged every step (its Tracker sends them in one
+                     log_batch call per flush interval)
 
 How it is timed: the parent stamps each rank-0 step line as it arrives, and at each stamp reads
 the CPU time of both ranks (all their threads), of rank 0's threads other than its main one
@@ -73,7 +72,7 @@ WARMUP = 5  # steps left out at the start
 WINDOW = 5  # steps per window
 RATIO_GOAL = 1.05
 MLFLOW_GOAL = 0.01
-VARIANTS = ("ours", "bare", "ours+mlflow", "ours+mlflow-batch")
+VARIANTS = ("ours", "bare", "ours+mlflow")
 QUIET_WINDOW_LOAD = 0.05  # cores of other work a quiet window may see (the parent's own reads included)
 QUIET_LOAD = 0.1  # before a run, wait until the machine is this quiet ...
 QUIET_WAIT_S = 30  # ... but no longer than this
@@ -138,8 +137,7 @@ def run_variant(variant: str, manifest_uri: str, config_path: Path, work: Path, 
     if variant == "bare":
         command = [*torchrun, "-m", "benchmarks._bare_loop", "--data", manifest_uri, "--config", str(config_path)]
     else:
-        module = "benchmarks._worker_batched" if variant == "ours+mlflow-batch" else "components.train.worker"
-        command = [*torchrun, "-m", module, "--data", manifest_uri, "--output", str(out),
+        command = [*torchrun, "-m", "components.train.worker", "--data", manifest_uri, "--output", str(out),
                    "--config", str(config_path)]  # fmt: skip
     if variant.startswith("ours+mlflow"):
         env["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / f'mlflow-{index}' / 'mlflow.db'}"
@@ -223,10 +221,8 @@ def run_variant(variant: str, manifest_uri: str, config_path: Path, work: Path, 
 
 def tracker_cost(calls: int = 30, interval_s: float = 0.2) -> dict:
     """CPU of one `Tracker.metrics` call, timed in this process against a fresh SQLite store, one
-    call per `interval_s` (a step) with the metrics the worker logs on CPU: the worker's Tracker
-    and the batching one. Main thread: time.thread_time around each call; other threads: their
+    call per `interval_s` (a step) with the metrics the worker logs on CPU. Main thread: time.thread_time around each call; other threads: their
     CPU over the calls (10 ms ticks), a cross-check of the side CPU measured in the runs."""
-    from benchmarks._worker_batched import BatchedTracker
     from components.train.worker import Tracker
 
     me = psutil.Process()
@@ -238,7 +234,7 @@ def tracker_cost(calls: int = 30, interval_s: float = 0.2) -> dict:
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID")}
     costs = {}
     with tempfile.TemporaryDirectory(prefix="homegrown-bench-tracker-") as tmp:
-        for cls in (Tracker, BatchedTracker):
+        for cls in (Tracker,):
             uri = f"sqlite:///{Path(tmp) / cls.__name__ / 'mlflow.db'}"
             os.environ.update(MLFLOW_TRACKING_URI=uri, MLFLOW_RUN_ID=new_mlflow_run(uri))
             tracker = cls(enabled=True)
@@ -319,17 +315,14 @@ def summarise(rows: list[dict], tracker_cost: dict | None = None) -> dict:
     summary["worker_extras_ms"] = statistics.median(extras) if extras else None
     bare_ms = summary["bare"]["step_ms"] or summary["bare"]["all_step_ms"]
     summary["ours_over_bare_accounted"] = 1 + summary["worker_extras_ms"] / bare_ms if extras else None
-    for variant, key in (("ours+mlflow", "mlflow_cost"), ("ours+mlflow-batch", "mlflow_batched_cost")):
+    for variant, key in (("ours+mlflow", "mlflow_cost"),):
         for suffix, field in (("", "step_ms"), ("_cpu", "cpu_ms"), ("_all", "all_step_ms")):
             ratio = change(variant, "ours", field)
             summary[key + suffix] = ratio - 1 if ratio else None
     if tracker_cost:
         # accounted from the parts: the logging call on the main thread (timed in-process) plus
         # the extra CPU of rank 0's other threads in the runs, all of it charged to the step
-        for variant, key, cls in (
-            ("ours+mlflow", "mlflow_cost", "Tracker"),
-            ("ours+mlflow-batch", "mlflow_batched_cost", "BatchedTracker"),
-        ):
+        for variant, key, cls in (("ours+mlflow", "mlflow_cost", "Tracker"),):
             side, base, step = (
                 summary[variant]["side_cpu_ms"],
                 summary["ours"]["side_cpu_ms"],
@@ -367,7 +360,7 @@ def table(summary: dict) -> str:
     extras = f(summary["worker_extras_ms"], ".2f")
     ab = f"ours / bare: {f(ratio, '.3f')}  (CPU {cpu}, all windows {every}; "
     lines += ["", ab + f"accounted {accounted}: worker extras {extras} ms/step)  goal <= {RATIO_GOAL}: {verdict}"]
-    for variant, key in (("ours+mlflow", "mlflow_cost"), ("ours+mlflow-batch", "mlflow_batched_cost")):
+    for variant, key in (("ours+mlflow", "mlflow_cost"),):
         accounted = summary.get(key + "_accounted")
         verdict = "n/a" if accounted is None else "ok" if accounted < MLFLOW_GOAL else "MISSED"
         lines.append(

@@ -185,11 +185,16 @@ class Tracker:
 
     The loop only enqueues; a background thread ships to the tracking server with retries and
     backoff. A server that is slow or down costs the loop nothing and loses nothing: what could
-    not be sent waits and goes once the server answers again. close() gives the thread
-    `drain_s` seconds to deliver the rest, then says what it could not deliver.
+    not be sent waits and goes once the server answers again. Metrics are coalesced: the first
+    logged step goes at once, later ones at most every `flush_s` seconds in one `log_batch` call
+    (a call costs the server and this process a transaction's worth of CPU, on the same cores as
+    the ranks). close() sends what is left and gives the thread `drain_s` seconds to deliver it,
+    then says what it could not deliver.
     """
 
-    def __init__(self, enabled: bool, system_metrics: bool = False, drain_s: float = 300.0):
+    MAX_METRICS_PER_CALL = 1000  # MLflow's limit for one log_batch
+
+    def __init__(self, enabled: bool, system_metrics: bool = False, drain_s: float = 300.0, flush_s: float = 5.0):
         self.run_id = os.environ.get("MLFLOW_RUN_ID") if enabled else None
         if not self.run_id:
             return
@@ -205,7 +210,9 @@ class Tracker:
         self.mlflow = mlflow
         self.client = MlflowClient(resolve_tracking_uri())
         self.drain_s = drain_s
+        self.flush_s = flush_s
         self.queue: queue.Queue = queue.Queue()
+        self.closing = threading.Event()
         self.deadline: float | None = None
         self.active = False
         if system_metrics:  # CPU, memory, disk, network (GPU with nvidia-ml-py) sampled by MLflow's thread
@@ -238,6 +245,7 @@ class Tracker:
                 print(f"[train] MLflow end_run failed ({type(exc).__name__}); the shipper marks the run", flush=True)
         self.queue.put(("end", status))
         self.deadline = time.monotonic() + self.drain_s
+        self.closing.set()
         self.thread.join(self.drain_s + 5)
         if left := self.queue.qsize() + (1 if self.thread.is_alive() else 0):
             print(f"[train] MLflow unreachable for {self.drain_s:.0f} s: {left} batch(es) of metrics not delivered "
@@ -246,9 +254,17 @@ class Tracker:
     def _send(self, kind: str, payload: Any) -> None:
         from mlflow.entities import Metric, Param
 
-        if kind == "metrics":
-            values, step, stamp = payload
-            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), stamp, step) for k, v in values.items()])
+        if kind == "metrics":  # [(values, step, stamp), ...], oldest first; a retry resumes where it failed
+            while payload:
+                values, step, stamp = payload[0]
+                batch = [Metric(k, float(v), stamp, step) for k, v in values.items()]
+                taken = 1
+                while taken < len(payload) and len(batch) + len(payload[taken][0]) <= self.MAX_METRICS_PER_CALL:
+                    values, step, stamp = payload[taken]
+                    batch += [Metric(k, float(v), stamp, step) for k, v in values.items()]
+                    taken += 1
+                self.client.log_batch(self.run_id, metrics=batch)
+                del payload[:taken]
         elif kind == "params":
             self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in payload.items()])
         elif kind == "dict":
@@ -257,25 +273,45 @@ class Tracker:
             self.client.set_terminated(self.run_id, payload)
 
     def _ship(self) -> None:
+        held = None  # an item taken off the queue while coalescing metrics, shipped next
+        sent = float("-inf")
         while True:
-            kind, payload = self.queue.get()
-            attempt = 0
-            while True:
-                try:
-                    self._send(kind, payload)
-                    break
-                except Exception as exc:  # connection refused, 5xx, timeouts: wait and try again
-                    if attempt == 0:
-                        print(f"[train] MLflow unreachable ({type(exc).__name__}); metrics wait and are "
-                              "retried", flush=True)  # fmt: skip
-                    if self.deadline is not None and time.monotonic() > self.deadline:
-                        return
-                    time.sleep(min(30.0, 0.5 * 2**attempt))
-                    attempt += 1
-            if attempt:
-                print(f"[train] MLflow reachable again after {attempt} retries", flush=True)
-            if kind == "end":
+            kind, payload = held or self.queue.get()
+            held = None
+            if kind == "metrics":
+                self.closing.wait(max(0.0, sent + self.flush_s - time.monotonic()))
+                payload = [payload]
+                while held is None:
+                    try:
+                        item = self.queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item[0] == "metrics":
+                        payload.append(item[1])
+                    else:
+                        held = item
+                sent = time.monotonic()
+            if not self._deliver(kind, payload) or kind == "end":
                 return
+
+    def _deliver(self, kind: str, payload: Any) -> bool:
+        """Sends one item, retrying with backoff; False once close()'s drain deadline passed."""
+        attempt = 0
+        while True:
+            try:
+                self._send(kind, payload)
+                break
+            except Exception as exc:  # connection refused, 5xx, timeouts: wait and try again
+                if attempt == 0:
+                    print(f"[train] MLflow unreachable ({type(exc).__name__}); metrics wait and are "
+                          "retried", flush=True)  # fmt: skip
+                if self.deadline is not None and time.monotonic() > self.deadline:
+                    return False
+                time.sleep(min(30.0, 0.5 * 2**attempt))
+                attempt += 1
+        if attempt:
+            print(f"[train] MLflow reachable again after {attempt} retries", flush=True)
+        return True
 
 
 def fetch_base(uri: str, local_rank: int) -> Path:
