@@ -10,10 +10,15 @@ import errno
 import functools
 import os
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator, TypeVar
 from urllib.parse import urlparse
+
+
+T = TypeVar("T")
 
 
 class StorageError(RuntimeError):
@@ -48,6 +53,7 @@ def _s3_split(uri: str) -> tuple[str, str]:
 _S3_ENV = (
     "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
     "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS",
 )  # fmt: skip
 
 
@@ -61,21 +67,70 @@ def _s3_client():
 @functools.lru_cache(maxsize=8)
 def _s3_client_for(env: tuple[str | None, ...], pid: int):
     import boto3  # imported lazily: local runs never need it
+    from botocore.config import Config
 
-    return boto3.session.Session().client("s3", endpoint_url=env[0] or None)
+    # botocore retries a blip within a call (a few seconds at most); _s3 rides out longer
+    # outages. AWS_RETRY_MODE / AWS_MAX_ATTEMPTS, when set, decide instead.
+    retries = {} if os.environ.get("AWS_RETRY_MODE") or os.environ.get("AWS_MAX_ATTEMPTS") else {
+        "retries": {"mode": "standard", "total_max_attempts": 3}
+    }  # fmt: skip
+    config = Config(connect_timeout=10, read_timeout=60, **retries)
+    return boto3.session.Session().client("s3", endpoint_url=env[0] or None, config=config)
 
 
-@contextlib.contextmanager
-def _s3_errors(uri: str, action: str) -> Iterator[None]:
-    """botocore/s3transfer errors (auth, missing bucket, 5xx) as a StorageError naming the URI."""
-    try:
-        yield
-    except StorageError:
-        raise
-    except Exception as exc:  # botocore raises many types; the message is what matters
-        if type(exc).__module__.split(".")[0] not in ("botocore", "boto3", "s3transfer"):
+RETRY_ENV = "HOMEGROWN_S3_RETRY_S"  # how long one S3 operation keeps retrying transient failures
+RETRY_DEFAULT_S = 120.0
+_RETRYABLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+                    "InternalError", "ServiceUnavailable", "503", "500", "502", "504"}  # fmt: skip
+
+
+def _transient(exc: BaseException) -> bool:
+    """Worth retrying: the server could not be reached, dropped the connection, timed out, or
+    answered 5xx / throttled. Not: wrong credentials, a missing bucket or key, a bad request."""
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError, IncompleteReadError
+
+    seen: BaseException | None = exc
+    while seen is not None:  # s3transfer wraps a part's ClientError in S3UploadFailedError
+        if isinstance(seen, (ConnectionError, HTTPClientError, IncompleteReadError)):
+            return True
+        if isinstance(seen, ClientError):
+            error = seen.response.get("Error", {})
+            status = seen.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            return status >= 500 or str(error.get("Code")) in _RETRYABLE_CODES
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _s3(uri: str, action: str, call: Callable[[], T]) -> T:
+    """Run one S3 operation. Transient failures are retried with exponential backoff (0.5 s
+    doubling to 10 s) for up to $HOMEGROWN_S3_RETRY_S seconds (default 120): an S3 endpoint that
+    restarts costs a step a pause, not the run. Anything else, or the budget spent, is a
+    StorageError naming the URI."""
+    budget = float(os.environ.get(RETRY_ENV) or RETRY_DEFAULT_S)
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except StorageError:
             raise
-        raise StorageError(f"{uri}: cannot {action} ({exc})") from exc
+        except Exception as exc:  # botocore raises many types; the message is what matters
+            if type(exc).__module__.split(".")[0] not in ("botocore", "boto3", "s3transfer"):
+                raise
+            delay = min(10.0, 0.5 * 2**attempt)
+            elapsed = time.monotonic() - started
+            if not _transient(exc):
+                raise StorageError(f"{uri}: cannot {action} ({exc})") from exc
+            if elapsed + delay > budget:
+                raise StorageError(
+                    f"{uri}: cannot {action} ({exc}); gave up after {attempt + 1} attempts over {elapsed:.0f} s. "
+                    f"Check that the S3 endpoint is up, or give it longer with {RETRY_ENV}"
+                ) from exc
+            if attempt == 0:
+                print(f"[storage] {uri}: {action} failed ({type(exc).__name__}); retrying for up to "
+                      f"{budget:.0f} s", file=sys.stderr, flush=True)  # fmt: skip
+            time.sleep(delay)
+            attempt += 1
 
 
 def _s3_dir_prefix(key: str) -> str:
@@ -93,12 +148,15 @@ def exists(uri: str) -> bool:
     """True for a file, or a directory (an S3 prefix followed by '/') holding at least one file."""
     if is_s3(uri):
         bucket, key = _s3_split(uri)
-        with _s3_errors(uri, "check"):
+
+        def check() -> bool:
             client = _s3_client()
             if key and not key.endswith("/") and _s3_has_key(client, bucket, key):
                 return True
             resp = client.list_objects_v2(Bucket=bucket, Prefix=_s3_dir_prefix(key), MaxKeys=1)
             return resp.get("KeyCount", 0) > 0
+
+        return _s3(uri, "check", check)
     return local_path(uri).exists()
 
 
@@ -118,8 +176,7 @@ def fingerprint(uri: str) -> str:
     """A cheap identity of a file's current version: size and mtime locally, ETag on S3."""
     if is_s3(uri):
         bucket, key = _s3_split(uri)
-        with _s3_errors(uri, "stat"):
-            head = _s3_client().head_object(Bucket=bucket, Key=key)
+        head = _s3(uri, "stat", lambda: _s3_client().head_object(Bucket=bucket, Key=key))
         return f"{head['ContentLength']}-{head['ETag'].strip(chr(34))}"
     stat = local_path(uri).stat()
     return f"{stat.st_size}-{stat.st_mtime_ns}"
@@ -132,17 +189,16 @@ def list_files(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
     """
     if is_s3(uri):
         bucket, key = _s3_split(uri)
-        with _s3_errors(uri, "list"):
+
+        def listing() -> list[str]:
             client = _s3_client()
             if key and not key.endswith("/") and _s3_has_key(client, bucket, key):
-                keys = [key]
-            else:
-                paginator = client.get_paginator("list_objects_v2")
-                keys = [
-                    obj["Key"]
-                    for page in paginator.paginate(Bucket=bucket, Prefix=_s3_dir_prefix(key))
-                    for obj in page.get("Contents", [])
-                ]
+                return [key]
+            paginator = client.get_paginator("list_objects_v2")
+            pages = paginator.paginate(Bucket=bucket, Prefix=_s3_dir_prefix(key))
+            return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+
+        keys = _s3(uri, "list", listing)
         if not keys:
             raise StorageError(f"{uri}: no such file or directory")
         found = [f"s3://{bucket}/{k}" for k in keys]
@@ -161,10 +217,7 @@ def list_files(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
 def open_read(uri: str) -> Iterator[BinaryIO]:
     if is_s3(uri):
         bucket, key = _s3_split(uri)
-        try:
-            body = _s3_client().get_object(Bucket=bucket, Key=key)["Body"]
-        except Exception as exc:  # botocore raises many types; the message is what matters
-            raise StorageError(f"{uri}: cannot read ({exc})") from exc
+        body = _s3(uri, "read", lambda: _s3_client().get_object(Bucket=bucket, Key=key)["Body"])
         try:
             yield body
         finally:
@@ -184,10 +237,13 @@ def open_write(uri: str) -> Iterator[BinaryIO]:
     if is_s3(uri):
         with tempfile.TemporaryFile() as tmp:
             yield tmp
-            tmp.seek(0)
             bucket, key = _s3_split(uri)
-            with _s3_errors(uri, "write"):
+
+            def upload() -> None:
+                tmp.seek(0)
                 _s3_client().upload_fileobj(tmp, bucket, key)  # multipart above 8 MB
+
+            _s3(uri, "write", upload)
         return
     path = local_path(uri)
     try:
@@ -214,6 +270,9 @@ def open_write(uri: str) -> Iterator[BinaryIO]:
 
 
 def read_bytes(uri: str) -> bytes:
+    if is_s3(uri):  # the whole read is retried: a connection dropped mid-body too
+        bucket, key = _s3_split(uri)
+        return _s3(uri, "read", lambda: _s3_client().get_object(Bucket=bucket, Key=key)["Body"].read())
     with open_read(uri) as handle:
         return handle.read()
 
@@ -244,8 +303,7 @@ def upload_dir(local_dir: str | Path, uri: str) -> None:
     for file in sorted(p for p in local_dir.rglob("*") if p.is_file()):
         file_uri = join(uri, str(file.relative_to(local_dir)))
         bucket, key = _s3_split(file_uri)
-        with _s3_errors(file_uri, "write"):
-            _s3_client().upload_file(str(file), bucket, key)
+        _s3(file_uri, "write", functools.partial(_s3_upload_file, file, bucket, key))
 
 
 def download_dir(uri: str, local_dir: str | Path, skip_existing: bool = False) -> Path:
@@ -264,10 +322,17 @@ def download_dir(uri: str, local_dir: str | Path, skip_existing: bool = False) -
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.partial")
         bucket, key = _s3_split(file_uri)
-        with _s3_errors(file_uri, "read"):
-            _s3_client().download_file(bucket, key, str(partial))
+        _s3(file_uri, "read", functools.partial(_s3_download_file, bucket, key, partial))
         os.replace(partial, target)
     return local_dir
+
+
+def _s3_upload_file(file: Path, bucket: str, key: str) -> None:
+    _s3_client().upload_file(str(file), bucket, key)
+
+
+def _s3_download_file(bucket: str, key: str, target: Path) -> None:
+    _s3_client().download_file(bucket, key, str(target))
 
 
 def remove_file(uri: str) -> None:
@@ -276,8 +341,7 @@ def remove_file(uri: str) -> None:
         local_path(uri).unlink(missing_ok=True)
         return
     bucket, key = _s3_split(uri)
-    with _s3_errors(uri, "delete"):
-        _s3_client().delete_object(Bucket=bucket, Key=key)
+    _s3(uri, "delete", lambda: _s3_client().delete_object(Bucket=bucket, Key=key))
 
 
 def remove_tree(uri: str) -> None:
@@ -286,10 +350,13 @@ def remove_tree(uri: str) -> None:
         shutil.rmtree(local_path(uri), ignore_errors=True)
         return
     bucket, key = _s3_split(uri)
-    with _s3_errors(uri, "delete"):
+
+    def delete() -> None:  # a retry lists again: what was deleted is gone from the listing
         client = _s3_client()
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=_s3_dir_prefix(key))
         for page in pages:
             objects = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
             if objects:
                 client.delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
+
+    _s3(uri, "delete", delete)

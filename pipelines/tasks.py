@@ -193,7 +193,8 @@ def train(config: RunConfig, packed_manifest_uri: str, output_uri: str, tracking
 
 # What the steps get from the chart's ConfigMap, forwarded to the TrainJob's pods by value.
 FORWARDED_ENV = ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "MLFLOW_S3_ENDPOINT_URL",
-                 "MLFLOW_EXPERIMENT_NAME", "HF_HUB_OFFLINE")
+                 "MLFLOW_EXPERIMENT_NAME", "HF_HUB_OFFLINE", "HOMEGROWN_S3_RETRY_S", "AWS_RETRY_MODE",
+                 "AWS_MAX_ATTEMPTS")
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 

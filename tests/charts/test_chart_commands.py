@@ -91,6 +91,7 @@ def test_mlflow_server_with_the_chart_args_proxies_artifacts_to_s3(tmp_path, buc
     assert f"--artifacts-destination=s3://{bucket}/mlflow" in args and "--app-name=basic-auth" in args
     env = _container_env(server, secrets, HOME=str(tmp_path), MLFLOW_AUTH_CONFIG_PATH=str(tmp_path / "basic_auth.ini"))
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false" and "--workers=1" in args
+    assert (env["AWS_RETRY_MODE"], env["AWS_MAX_ATTEMPTS"]) == ("standard", "10")  # S3 blips while proxying
     with open(tmp_path / "server.log", "wb") as log:
         proc = subprocess.Popen([*server["command"], *args], env={**base_env, **env}, cwd=tmp_path, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip

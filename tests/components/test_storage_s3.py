@@ -167,7 +167,7 @@ def test_missing_key_and_missing_bucket_raise_storage_error_naming_the_uri(bucke
         storage.write_bytes(no_bucket, b"x")
 
 
-def test_wrong_secret_key_is_rejected(bucket, s3_env, monkeypatch):
+def test_wrong_secret_key_is_rejected(bucket, s3_env, monkeypatch, capfd):
     good = f"s3://{bucket}/secret.txt"
     storage.write_bytes(good, b"classified")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
@@ -182,6 +182,7 @@ def test_wrong_secret_key_is_rejected(bucket, s3_env, monkeypatch):
         storage.list_files(f"s3://{bucket}")
     with pytest.raises(storage.StorageError, match="SignatureDoesNotMatch"):
         storage.upload_dir(Path(__file__).parent / "data", f"s3://{bucket}/up")
+    assert "retrying" not in capfd.readouterr().err, "a refusal is final: no retries with backoff"
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "no-such-access-key")
     with pytest.raises(storage.StorageError, match="InvalidAccessKeyId"):

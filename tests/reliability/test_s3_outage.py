@@ -1,0 +1,106 @@
+"""The S3 endpoint dies and comes back (a real SeaweedFS server, SIGKILLed and started again on
+the same ports and data): uploads, reads and checkpoint uploads wait for it with backoff and
+finish; when it stays away past the retry budget, the error names the object and what to do."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from botocore.config import Config
+
+from components import storage
+
+pytestmark = pytest.mark.slow
+
+
+def in_background(call) -> tuple[threading.Thread, dict]:
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # handed to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_an_upload_cut_off_by_an_s3_restart_completes(restartable_s3, tmp_path, capfd):
+    bucket = restartable_s3.server.new_bucket()
+    source = tmp_path / "ckpt"
+    source.mkdir()
+    payload = os.urandom(96 * 1024 * 1024)  # multipart: 12 parts of 8 MiB
+    (source / "mp_rank_00_model_states.pt").write_bytes(payload)
+    probe = restartable_s3.server.client(config=Config(retries={"max_attempts": 1}, connect_timeout=1))
+
+    thread, outcome = in_background(lambda: storage.upload_dir(source, f"s3://{bucket}/step-8"))
+    deadline = time.monotonic() + 60
+    while not probe.list_multipart_uploads(Bucket=bucket).get("Uploads"):
+        assert thread.is_alive() and time.monotonic() < deadline, f"no multipart upload seen: {outcome}"
+        time.sleep(0.01)
+    restartable_s3.stop()  # mid-transfer
+    assert thread.is_alive(), "the upload finished before the server stopped; the test proves nothing"
+    time.sleep(3)
+    restartable_s3.start()
+    thread.join(timeout=180)
+
+    assert not thread.is_alive() and "error" not in outcome, outcome
+    assert "retrying for up to 120 s" in capfd.readouterr().err
+    written = storage.read_bytes(f"s3://{bucket}/step-8/mp_rank_00_model_states.pt")
+    assert hashlib.sha256(written).digest() == hashlib.sha256(payload).digest()
+
+
+def test_a_read_waits_for_s3_and_gives_up_clearly_after_the_budget(restartable_s3, monkeypatch, capfd):
+    bucket = restartable_s3.server.new_bucket()
+    uri = f"s3://{bucket}/data/manifest.json"
+    storage.write_text(uri, '{"shards": []}')
+
+    restartable_s3.stop()
+    thread, outcome = in_background(lambda: storage.read_text(uri))
+    time.sleep(2)
+    restartable_s3.start()
+    thread.join(timeout=120)
+    assert outcome.get("value") == '{"shards": []}', outcome
+
+    restartable_s3.stop()
+    monkeypatch.setenv(storage.RETRY_ENV, "3")
+    with pytest.raises(storage.StorageError) as error:
+        storage.read_text(uri)
+    message = str(error.value)
+    assert message.startswith(f"{uri}: cannot read") and "gave up after" in message and storage.RETRY_ENV in message
+    assert "retrying for up to 3 s" in capfd.readouterr().err
+
+
+def test_training_rides_out_an_s3_restart_between_checkpoints(restartable_s3, tmp_path):
+    """Checkpoints mirror to S3 in the background; the endpoint restarts after step-8 was
+    committed: the run waits at its next commit, finishes, and its losses are untouched."""
+    from tests.components.test_train import make_packed_dataset
+    from tests.components.test_train_resume import MODEL, TRAIN, start, train_local, wait_for_remote_latest
+
+    bucket = restartable_s3.server.new_bucket()
+    manifest_uri = make_packed_dataset(tmp_path / "tok", sequences=256, tokenizer=False)
+    reference = train_local(manifest_uri, str(tmp_path / "local"), TRAIN, MODEL)
+    out = f"s3://{bucket}/runs/r1/train"
+
+    run = start(manifest_uri, out, tmp_path)
+    wait_for_remote_latest(run, f"{out}/checkpoints", "step-8")
+    restartable_s3.stop()
+    time.sleep(4)
+    assert run.poll() is None, "training stopped when S3 went away"
+    restartable_s3.start()
+
+    logs = lambda: "".join(p.read_text() for p in Path(tmp_path).glob("log-*.txt"))  # noqa: E731
+    assert run.wait(timeout=300) == 0, logs()[-3000:]
+    assert "retrying for up to" in logs()
+    result = json.loads(storage.read_text(f"{out}/result.json"))
+    assert result["losses"] == pytest.approx(reference.losses, abs=1e-5)
+    assert storage.read_text(f"{out}/checkpoints/latest").strip() == "step-24"
+    assert storage.exists(f"{out}/model/model.safetensors")
