@@ -101,12 +101,23 @@ def _transient(exc: BaseException) -> bool:
     return False
 
 
+def _retry_budget() -> float:
+    value = os.environ.get(RETRY_ENV) or str(RETRY_DEFAULT_S)
+    try:
+        budget = float(value)
+    except ValueError:
+        budget = -1.0
+    if not 0 <= budget < float("inf"):
+        raise StorageError(f"{RETRY_ENV}={value!r}: expected seconds (a number >= 0), e.g. {RETRY_DEFAULT_S:.0f}")
+    return budget
+
+
 def _s3(uri: str, action: str, call: Callable[[], T]) -> T:
     """Run one S3 operation. Transient failures are retried with exponential backoff (0.5 s
     doubling to 10 s) for up to $HOMEGROWN_S3_RETRY_S seconds (default 120): an S3 endpoint that
     restarts costs a step a pause, not the run. Anything else, or the budget spent, is a
     StorageError naming the URI."""
-    budget = float(os.environ.get(RETRY_ENV) or RETRY_DEFAULT_S)
+    budget = _retry_budget()
     started = time.monotonic()
     attempt = 0
     while True:

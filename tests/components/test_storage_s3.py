@@ -299,3 +299,9 @@ def test_clean_corpus_s3_to_s3_default_config(bucket, s3_env):
 def test_clean_corpus_missing_s3_input_is_a_clean_error(bucket, s3_env):
     with pytest.raises(CleanError, match=f"s3://{bucket}/nope"):
         clean_corpus(f"s3://{bucket}/nope", f"s3://{bucket}/out", CleanConfig(**BASIC))
+
+
+def test_retry_budget_must_be_seconds(monkeypatch):
+    monkeypatch.setenv(storage.RETRY_ENV, "soon")
+    with pytest.raises(storage.StorageError, match=f"{storage.RETRY_ENV}='soon': expected seconds"):
+        storage.exists("s3://any-bucket/x")
