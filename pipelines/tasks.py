@@ -234,6 +234,7 @@ def trainjob_spec(config: RunConfig, packed_manifest_uri: str, output_uri: str, 
         volumes=[trainjob.PvcMount(claim_name=cluster.data_pvc, mount_path="/data")] if cluster.data_pvc else [],
         service_account=cluster.service_account,
         labels={"app.kubernetes.io/part-of": "homegrown", "homegrown/run": run_label[:63]},
+        preemption_grace_s=config.train.preemption_grace_s,
     )
 
 

@@ -72,6 +72,12 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(0, ge=0, description="optimizer steps between checkpoints; 0 = only at the end")
     keep_checkpoints: int = Field(2, ge=1, description="newest checkpoint tags kept under checkpoints/")
     resume: bool = Field(True, description="resume from the newest complete checkpoint in the output dir")
+    preemption_grace_s: int = Field(
+        30, ge=1, le=86_400,
+        description="seconds from SIGTERM (preemption) to SIGKILL: torchrun gives the ranks this long to write a "
+        "checkpoint, and a TrainJob's pods get it (+ 15 s) as terminationGracePeriodSeconds. A save cut off by "
+        "the deadline is never resumed from: the previous checkpoint is",
+    )  # fmt: skip
     activation_checkpointing: bool = Field(False, description="recompute activations in backward: less memory, ~30 % more compute")
     offload_optimizer: bool = Field(False, description="ZeRO-Offload: optimizer states and step on the CPU (ZeRO >= 1)")
     offload_params: bool = Field(False, description="ZeRO-Infinity: parameters on the CPU between uses (ZeRO-3)")

@@ -9,13 +9,17 @@ RANK/WORLD_SIZE/...); this module is the local and in-pipeline single-node path.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
+from typing import Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -113,6 +117,21 @@ def worker_env(env: dict[str, str] | None = None) -> dict[str, str]:
     return merged
 
 
+@contextlib.contextmanager
+def forward_sigterm(process: subprocess.Popen) -> Iterator[None]:
+    """SIGTERM to this process (a preempted pod) goes on to torchrun, which passes it to the
+    ranks; they checkpoint and exit, and train_local reports the run as preempted. Only from
+    the main thread, where Python can install a handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signal.SIGTERM))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def train_local(
     data_manifest_uri: str,
     output_uri: str,
@@ -127,6 +146,8 @@ def train_local(
         command = [
             sys.executable, "-m", "torch.distributed.run",
             "--standalone", f"--nproc_per_node={train.nproc_per_node}",
+            # on SIGTERM torchrun signals the ranks, then SIGKILLs them after this long (default 30 s)
+            f"--shutdown-timeout={train.preemption_grace_s}",
             "-m", "components.train.worker",
             "--data", data_manifest_uri, "--output", output_uri, "--config", str(config_path),
         ]  # fmt: skip
@@ -142,17 +163,18 @@ def train_local(
         assert process.stdout is not None
         errors: list[str] = []
         progress = Progress(train.max_steps) if sys.stdout.isatty() else None
-        for line in process.stdout:
-            if progress:
-                progress.show(line)
-            else:
-                sys.stdout.write(line)
-                sys.stdout.flush()
-            tail.append(line)
-            matched = EXCEPTION_LINE.match(line) or PREEMPTED_LINE.match(line)
-            if matched and "ChildFailedError" not in line and line not in errors:
-                errors.append(line)
-        returncode = process.wait()
+        with forward_sigterm(process):
+            for line in process.stdout:
+                if progress:
+                    progress.show(line)
+                else:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+                tail.append(line)
+                matched = EXCEPTION_LINE.match(line) or PREEMPTED_LINE.match(line)
+                if matched and "ChildFailedError" not in line and line not in errors:
+                    errors.append(line)
+            returncode = process.wait()
         if progress:
             progress.close()
     if returncode != 0:

@@ -48,6 +48,7 @@ from components.k8s import SecretEnv, Toleration
 
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 WORKER_COMMAND = ["torchrun", "-m", "components.train.worker"]
+GRACE_MARGIN_S = 15  # pod grace beyond the ranks': torchrun's own shutdown and the last log lines
 # The runtime's replicated job and container that `spec.trainer` overrides (Trainer constants.Node).
 NODE = "node"
 # Who owns our runtimePatches entry (the list is keyed by manager).
@@ -102,6 +103,10 @@ class TrainJobSpec(Section):
     labels: dict[str, str] = Field(default_factory=dict, description="on the TrainJob and its pods")
     annotations: dict[str, str] = Field(default_factory=dict, description="on the TrainJob and its pods")
     active_deadline_s: int | None = Field(None, description="the Trainer fails the job after this long")
+    preemption_grace_s: int | None = Field(
+        None, ge=1, description="SIGTERM to SIGKILL for the ranks (torchrun's shutdown timeout); the pods get "
+        f"{GRACE_MARGIN_S} s more as terminationGracePeriodSeconds, for torchrun itself to finish",
+    )  # fmt: skip
 
     @property
     def args(self) -> list[str]:
@@ -237,6 +242,8 @@ def _env(spec: TrainJobSpec) -> list[m.IoK8sApiCoreV1EnvVar]:
     # Print as it happens (the log is streamed); CPU ranks need DeepSpeed's CPU accelerator and
     # one thread each, as in the local launcher. The caller's env wins.
     defaults = {"PYTHONUNBUFFERED": "1"}
+    if spec.preemption_grace_s:
+        defaults["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] = str(spec.preemption_grace_s)  # torchrun's --shutdown-timeout
     if not spec.gpus_per_node:
         defaults |= {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     env = [m.IoK8sApiCoreV1EnvVar(name=k, value=v) for k, v in (defaults | spec.env).items()]
@@ -264,6 +271,7 @@ def _runtime_patch(spec: TrainJobSpec) -> m.TrainerV1alpha1RuntimePatch | None:
     ]
     pod_spec = m.TrainerV1alpha1PodSpecPatch(
         service_account_name=spec.service_account,
+        termination_grace_period_seconds=spec.preemption_grace_s + GRACE_MARGIN_S if spec.preemption_grace_s else None,
         node_selector=spec.node_selector or None,
         tolerations=[m.IoK8sApiCoreV1Toleration(**t.model_dump(exclude_none=True)) for t in spec.tolerations] or None,
         volumes=volumes or None,

@@ -348,14 +348,41 @@ def fixed_batch_loss(module, batch: torch.Tensor) -> float:
 
 
 class Preemption:
-    """SIGTERM sets a flag; `agreed()` at a step boundary tells every rank whether any rank got it."""
+    """SIGTERM sets a flag; `agreed()` at a step boundary tells every rank whether any rank got it.
+
+    `grace_s` is what the launcher allows between SIGTERM and SIGKILL; `fits()` warns (once) when
+    a step plus a checkpoint save takes longer than that, so the save would be cut off."""
 
     def __init__(self) -> None:
-        self.signalled = False
+        self.signalled_at: float | None = None
+        self.grace_s: float | None = None
+        self.warned = False
         signal.signal(signal.SIGTERM, self._handle)
 
+    @property
+    def signalled(self) -> bool:
+        return self.signalled_at is not None
+
     def _handle(self, signum, frame) -> None:
-        self.signalled = True
+        if self.signalled_at is None:
+            self.signalled_at = time.monotonic()
+
+    def left_s(self) -> float | None:
+        """Seconds of the grace period left, if signalled and the grace is known."""
+        if self.signalled_at is None or self.grace_s is None:
+            return None
+        return self.grace_s - (time.monotonic() - self.signalled_at)
+
+    def fits(self, step_s: float, save_s: float) -> bool:
+        if self.grace_s is None or step_s + save_s <= self.grace_s:
+            return True
+        if not self.warned:
+            self.warned = True
+            print(f"[train] warning: a step ({step_s:.1f} s) and a checkpoint save ({save_s:.1f} s) take longer than "
+                  f"train.preemption_grace_s ({self.grace_s:.0f} s): on preemption the save would be cut off and the "
+                  "previous checkpoint resumed. Raise preemption_grace_s (and the pod's terminationGracePeriodSeconds)",
+                  flush=True)  # fmt: skip
+        return False
 
     def agreed(self) -> bool:
         flag = torch.tensor([1 if self.signalled else 0], dtype=torch.int32)
@@ -395,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         get_accelerator().set_device(int(os.environ["LOCAL_RANK"]))
 
     train, model_cfg = load_run_config(args.config)
+    preemption.grace_s = train.preemption_grace_s
     manifest = Manifest.load(args.data)
     data = PackedSequences(manifest)
     seq_len = data.seq_len
@@ -423,10 +451,14 @@ def main(argv: list[str] | None = None) -> int:
     if mirror and not train.resume and master:
         storage.remove_tree(mirror.remote)
 
+    save_s = [0.0]  # the last checkpoint save's duration
+
     def checkpoint(step: int) -> None:
         if mirror:
             mirror.flush()  # the previous upload is done before its local files can be pruned
+        save_started = time.perf_counter()
         tag = save_checkpoint(engine, ckpt_dir, step, client_state(step), train.keep_checkpoints, rank, world)
+        save_s[0] = time.perf_counter() - save_started
         if mirror:
             mirror.push(tag)
 
@@ -555,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         loop_started = interval_started = time.perf_counter()
         interval_steps = 0
         for step in range(done_steps + 1, train.max_steps + 1):
+            step_started = time.perf_counter()
             lr = engine.get_lr()[0]  # the rate this step's update uses
             loss_sum = torch.zeros((), device=device)
             for _ in range(accum):
@@ -567,14 +600,15 @@ def main(argv: list[str] | None = None) -> int:
             torch.distributed.all_reduce(mean_loss)
             mean_loss = (mean_loss / world).item()
             losses.append(mean_loss)
+            step_s = time.perf_counter() - step_started
             interval_steps += 1
 
             if master and (step % train.log_every == 0 or step in (1, train.max_steps)):
                 # Throughput over the steps since the last log line, not just this one.
                 now = time.perf_counter()
-                step_s = (now - interval_started) / interval_steps
+                interval_step_s = (now - interval_started) / interval_steps
                 interval_started, interval_steps = now, 0
-                tokens_per_s = tokens_per_step / step_s
+                tokens_per_s = tokens_per_step / interval_step_s
                 grad_norm = engine.get_global_grad_norm()
                 metrics = {"train/loss": mean_loss, "train/lr": lr, "train/tokens_per_s": tokens_per_s}
                 metrics.update(memory_metrics(accelerator))
@@ -586,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
                 shown_mfu = f" | MFU {utilisation:.1%}" if utilisation is not None else ""
                 print(
                     f"[train] step {step}/{train.max_steps} | loss {mean_loss:.4f} | lr {lr:.2e}{norm} | "
-                    f"{tokens_per_s:,.0f} tok/s{shown_mfu} | {step_s * 1000:.0f} ms/step",
+                    f"{tokens_per_s:,.0f} tok/s{shown_mfu} | {interval_step_s * 1000:.0f} ms/step",
                     flush=True,
                 )
                 tracker.metrics(metrics, step=step)
@@ -594,7 +628,14 @@ def main(argv: list[str] | None = None) -> int:
             if train.checkpoint_every and step % train.checkpoint_every == 0:
                 checkpoint(step)
                 saved_step = step
+                if master:
+                    preemption.fits(step_s, save_s[0])
             if preemption.agreed():
+                if master:
+                    left = preemption.left_s()
+                    print(f"[train] SIGTERM: checkpointing step {step}"
+                          + (f", {left:.0f} s of the {train.preemption_grace_s} s grace left" if left is not None else ""),
+                          flush=True)  # fmt: skip
                 if saved_step != step:
                     checkpoint(step)
                 if mirror:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 
 from components.train.config import ModelConfig, TrainConfig
 from components.train.launch import TrainError, train_local, worker_env
-from components.train.checkpoint import find_resume_tag, remap_position, tag_world
+from components.train.checkpoint import find_resume_tag, remap_position, step_tags, tag_world
 from components.train.worker import micro_batches
 from tests.components.test_train import SEQ_LEN, make_packed_dataset
 
@@ -31,19 +32,23 @@ ROOT = Path(__file__).resolve().parents[2]
 # the interrupted runs execute this file as the worker (see the bottom), which sleeps this
 # long per micro batch. Losses do not depend on it.
 SLOW_TAKE_S = 0.05
+SLOW_SAVE_ENV = "HOMEGROWN_TEST_SLOW_SAVE_S"
 
 
 def start(manifest_uri: str, out: Path | str, tmp: Path, launcher: list[str] | None = None,
-          train: TrainConfig = TRAIN, model: ModelConfig = MODEL) -> subprocess.Popen:
-    """The torchrun command train_local runs, in its own process group so it can be killed whole."""
+          train: TrainConfig = TRAIN, model: ModelConfig = MODEL, slow_save_s: float = 0.0) -> subprocess.Popen:
+    """The torchrun command train_local runs, in its own process group so it can be killed whole.
+    slow_save_s: each checkpoint save pauses this long after the model states are written."""
     config = tmp / f"train-{time.monotonic_ns()}.json"
     config.write_text(json.dumps({"train": train.model_dump(), "model": model.model_dump()}))
-    launcher = launcher or ["--standalone", f"--nproc_per_node={train.nproc_per_node}"]
+    launcher = launcher or ["--standalone", f"--nproc_per_node={train.nproc_per_node}",
+                            f"--shutdown-timeout={train.preemption_grace_s}"]  # fmt: skip
     command = [
         sys.executable, "-m", "torch.distributed.run", *launcher,
         __file__, "--data", manifest_uri, "--output", str(out), "--config", str(config),
     ]  # fmt: skip
-    env = worker_env({"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
+    env = worker_env({"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+                      SLOW_SAVE_ENV: str(slow_save_s)})  # fmt: skip
     with open(tmp / f"log-{time.monotonic_ns()}.txt", "w") as log:
         return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
 
@@ -108,11 +113,11 @@ def test_killed_and_preempted_runs_resume_exactly(tmp_path):
     out = tmp_path / "b"
     run = start(manifest_uri, out, tmp_path)
     wait_for_latest(run, out, "step-8")
-    for pid in children(run.pid):
-        os.kill(pid, signal.SIGTERM)  # the ranks, as when the pod's processes are all signalled
+    run.send_signal(signal.SIGTERM)  # torchrun, PID 1 of a TrainJob pod: it signals the ranks
     assert run.wait(timeout=60) != 0
     logs = "".join(p.read_text() for p in tmp_path.glob("log-*.txt"))
     assert "preempted at step" in logs, logs[-3000:]
+    assert re.search(r"SIGTERM: checkpointing step \d+, \d+ s of the 30 s grace left", logs), logs[-3000:]
     preempted_tag = (out / "checkpoints" / "latest").read_text().strip()
     assert preempted_tag != "step-24" and tag_world(out / "checkpoints" / preempted_tag) == 2
     assert not (out / "result.json").exists()
@@ -136,6 +141,64 @@ def test_killed_and_preempted_runs_resume_exactly(tmp_path):
     assert resumed.losses[16:] == pytest.approx(reference.losses[16:], abs=1e-5)
     assert resumed.fixed_batch_loss_engine == pytest.approx(reference.fixed_batch_loss_engine, abs=1e-5)
     assert json.loads((out / "result.json").read_text())["steps"] == STEPS
+
+
+@pytest.mark.slow
+def test_sigterm_gets_the_configured_grace_and_a_save_it_cuts_off_is_never_resumed(tmp_path):
+    """SIGTERM to torchrun (PID 1 of a TrainJob pod): the ranks checkpoint within
+    preemption_grace_s. Here a save takes longer than the grace, so torchrun SIGKILLs the ranks
+    mid-save: the half-written tag is left alone and the relaunch resumes the previous one."""
+    manifest_uri = make_packed_dataset(tmp_path / "tok", sequences=256, tokenizer=False)
+    reference = train_local(manifest_uri, str(tmp_path / "a"), TRAIN, MODEL)
+    out = tmp_path / "b"
+    train = TRAIN.model_copy(update={"preemption_grace_s": 3})
+
+    run = start(manifest_uri, out, tmp_path, train=train, slow_save_s=6)
+    wait_for_latest(run, out, "step-8", timeout=120)
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=60) != 0
+    logs = "".join(p.read_text() for p in tmp_path.glob("log-*.txt"))
+    assert "take longer than train.preemption_grace_s (3 s)" in logs, logs[-3000:]
+    assert re.search(r"SIGTERM: checkpointing step \d+, \d+ s of the 3 s grace left", logs), logs[-3000:]
+    assert "preempted at step" not in logs
+    cut = [tag for _, tag in step_tags(out / "checkpoints") if tag != "step-8"]
+    assert cut and all(tag_world(out / "checkpoints" / t) is None for t in cut), "the cut-off save is incomplete"
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step-8"
+
+    resumed = train_local(manifest_uri, str(out), TRAIN, MODEL)
+    assert resumed.resumed_from_step == 8
+    assert resumed.losses == pytest.approx(reference.losses, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_train_local_passes_sigterm_on_and_reports_the_preemption(tmp_path):
+    """The in-pod launcher (a KFP step) gets SIGTERM: torchrun and the ranks get it too, a
+    checkpoint is written, and train_local raises TrainError with preempted=True."""
+    manifest_uri = make_packed_dataset(tmp_path / "tok", sequences=256, tokenizer=False)
+    train = TRAIN.model_copy(update={"max_steps": 2000, "checkpoint_every": 0, "log_every": 1})
+    script = f"""
+import json, sys
+from components.train.config import ModelConfig, TrainConfig
+from components.train.launch import TrainError, train_local
+try:
+    train_local({manifest_uri!r}, {str(tmp_path / "out")!r}, TrainConfig.model_validate_json({train.model_dump_json()!r}),
+                ModelConfig.model_validate_json({MODEL.model_dump_json()!r}))
+except TrainError as exc:
+    print("RESULT", json.dumps({{"preempted": exc.preempted, "returncode": exc.returncode}}), flush=True)
+    sys.exit(3)
+"""
+    launcher = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env=worker_env())  # fmt: skip
+    lines = []
+    for line in launcher.stdout:
+        lines.append(line)
+        if line.startswith("[train] step 5/"):
+            launcher.send_signal(signal.SIGTERM)
+    assert launcher.wait(timeout=120) == 3, "".join(lines[-40:])
+    result = json.loads(next(line for line in lines if line.startswith("RESULT"))[len("RESULT") :])
+    assert result["preempted"], "".join(lines[-40:])
+    tag = (tmp_path / "out" / "checkpoints" / "latest").read_text().strip()
+    assert tag_world(tmp_path / "out" / "checkpoints" / tag) == 2 and int(tag.split("-")[1]) < 2000
 
 
 @pytest.mark.slow
@@ -270,4 +333,14 @@ if __name__ == "__main__":  # one rank of a slowed-down worker, run by start() u
         return take(self, indices)
 
     worker.PackedSequences.take = slow_take
+    if pause := float(os.environ.get(SLOW_SAVE_ENV) or 0):  # model states on disk, optimizer states not yet
+        from deepspeed.runtime.engine import DeepSpeedEngine
+
+        save_zero = DeepSpeedEngine._save_zero_checkpoint
+
+        def slow_save_zero(self, *args, **kwargs):
+            time.sleep(pause)
+            return save_zero(self, *args, **kwargs)
+
+        DeepSpeedEngine._save_zero_checkpoint = slow_save_zero
     sys.exit(worker.main())

@@ -67,6 +67,7 @@ def full_spec(**overrides) -> TrainJobSpec:
         "annotations": {"homegrown/mlflow-run-id": "0123abcd"},
         "active_deadline_s": 86400,
         "runtime": "torch-distributed-h100",
+        "preemption_grace_s": 120,
     }
     return TrainJobSpec(**(values | overrides))
 
@@ -109,6 +110,7 @@ def test_every_setting_lands_at_its_trainjob_path():
     assert t["resourcesPerNode"] == {"requests": wanted, "limits": wanted}
     assert t["env"] == [
         {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "value": "120"},  # torchrun gives the ranks the grace
         {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"},
         {"name": "MLFLOW_RUN_ID", "value": "0123abcd"},
         {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "s3-creds", "key": "access_key"}}},
@@ -119,6 +121,7 @@ def test_every_setting_lands_at_its_trainjob_path():
     assert pod["metadata"] == {"labels": spec.labels, "annotations": spec.annotations}
     ps = pod["spec"]
     assert ps["serviceAccountName"] == "homegrown-trainer"
+    assert ps["terminationGracePeriodSeconds"] == 120 + 15  # and the pod a little more, for torchrun itself
     assert ps["nodeSelector"] == {"nvidia.com/gpu.product": "H100"}
     assert ps["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
@@ -140,7 +143,8 @@ def test_every_setting_lands_at_its_trainjob_path():
 def test_cpu_job_defaults_and_nothing_to_patch():
     spec = full_spec(gpus_per_node=0, nproc_per_node=2, num_nodes=2, cpu=None, memory="8Gi", tolerations=[],
                      node_selector={}, volumes=[], service_account=None, labels={}, annotations={},
-                     secret_env=[], env={"OMP_NUM_THREADS": "4"}, active_deadline_s=None)  # fmt: skip
+                     secret_env=[], env={"OMP_NUM_THREADS": "4"}, active_deadline_s=None,
+                     preemption_grace_s=None)  # fmt: skip
     body = build_trainjob(spec).to_dict()
     t = body["spec"]["trainer"]
     assert t["resourcesPerNode"] == {"requests": {"memory": "8Gi"}, "limits": {"memory": "8Gi"}}

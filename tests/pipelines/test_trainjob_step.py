@@ -61,6 +61,7 @@ def test_trainjob_carries_the_cluster_settings():
     assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
         "name": "homegrown-mlflow", "key": "MLFLOW_TRACKING_PASSWORD"}  # fmt: skip
     assert "AWS_SECRET_ACCESS_KEY" not in env  # secrets travel as references, never by value
+    assert env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"]["value"] == str(config.train.preemption_grace_s)
     assert body["metadata"]["labels"]["homegrown/run"] == "abc123"
     pod = json.dumps(body["spec"]["runtimePatches"])
     for expected in ("homegrown-data", "/data", "nvidia.com/gpu.product", "NoSchedule", "homegrown-steps"):
