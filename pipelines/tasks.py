@@ -172,7 +172,9 @@ def train(config: RunConfig, packed_manifest_uri: str, output_uri: str, tracking
         if tracking_cfg is not None:
             # rank 0 of the torchrun job logs its curves into this step's run
             env = {"MLFLOW_RUN_ID": run.info.run_id, "MLFLOW_TRACKING_URI": tracking_cfg.uri}
-        preflight(output_uri, config.model.base, tracking_cfg.uri if tracking_cfg else None)
+        lora = config.model.lora
+        preflight(output_uri, config.model.base, tracking_cfg.uri if tracking_cfg else None,
+                  lora.target_modules if lora else None)  # fmt: skip
         if config.cluster.train_nodes > 1:
             result = train_on_trainjob(config, packed_manifest_uri, output_uri, env)
         else:

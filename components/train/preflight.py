@@ -3,14 +3,18 @@
 - the output (checkpoints) can be written: a probe file written and removed;
 - the base model, if any, exists and is loadable (safetensors, no remote code) or, for
   models:/, its registry alias or version resolves;
-- the MLflow tracking server answers (HTTP(S) tracking URIs: GET /health).
+- the MLflow tracking server answers (HTTP(S) tracking URIs: GET /health);
+- LoRA target modules name layers the base has (local and s3:// bases: built from its
+  config.json on the meta device, no weights read).
 """
 
 from __future__ import annotations
 
+import tempfile
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 
 from components import storage
 
@@ -77,9 +81,46 @@ def check_tracking(tracking_uri: str | None) -> str | None:
         return f"MLflow at {tracking_uri} is not reachable ({exc}); check MLFLOW_TRACKING_URI and the server"
 
 
-def preflight(output_uri: str, base: str | None = None, tracking_uri: str | None = None) -> None:
+def adaptable_layers(config_dir: Path) -> list[str]:
+    """Dotted names of the layers LoRA can adapt (linear, embedding, convolution) in the model
+    config_dir's config.json describes."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.pytorch_utils import Conv1D
+
+    config = AutoConfig.from_pretrained(config_dir)  # known model types only: no remote code
+    with torch.device("meta"):  # shapes only, nothing allocated
+        model = AutoModelForCausalLM.from_config(config)
+    kinds = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, Conv1D)
+    return [name for name, module in model.named_modules() if isinstance(module, kinds)]
+
+
+def check_lora_targets(base: str, targets: list[str]) -> str | None:
+    """Each target must match a layer as peft matches them: the full name or its last parts."""
+    if base.startswith(("models:/", "runs:/")):
+        return None  # checked by peft once the worker has the model
+    with tempfile.TemporaryDirectory(prefix="homegrown-preflight-") as tmp:
+        try:
+            storage.write_text(str(Path(tmp) / "config.json"), storage.read_text(storage.join(base, "config.json")))
+            names = adaptable_layers(Path(tmp))
+        except Exception as exc:  # check_base reports a missing or unreadable base
+            return None if isinstance(exc, storage.StorageError) else f"model.base {base}: config.json: {exc}"
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if not missing:
+        return None
+    layers = sorted({name.rsplit(".", 1)[-1] for name in names})
+    return (f"model.lora.target_modules {missing}: no layer of {base} that LoRA can adapt is named so; "
+            f"its layers are {', '.join(layers)} (or use all-linear)")  # fmt: skip
+
+
+def preflight(
+    output_uri: str, base: str | None = None, tracking_uri: str | None = None,
+    lora_targets: list[str] | str | None = None,
+) -> None:  # fmt: skip
     problems = [check_output(output_uri), check_tracking(tracking_uri)]
     if base:
         problems.append(check_base(base, tracking_uri))
+        if isinstance(lora_targets, list):  # "all-linear" matches any base
+            problems.append(check_lora_targets(base, lora_targets))
     if found := [p for p in problems if p]:
         raise PreflightError(found)

@@ -131,8 +131,9 @@ def test_lora_on_a_base_trains_only_adapters_and_merges(tmp_path):
     base = make_base(tmp_path / "base", tie=False)
     manifest_uri = make_packed_dataset(tmp_path / "tok")
     lora = LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj"])
-    result = train_local(manifest_uri, str(tmp_path / "out"), TRAIN.model_copy(update={"learning_rate": 1e-2}),
-                         ModelConfig(base=str(base), lora=lora))  # fmt: skip
+    # ZeRO-3: frozen base weights partitioned with the adapters (ZeRO-2 + LoRA: the SmolLM2 test)
+    train = TRAIN.model_copy(update={"learning_rate": 1e-2, "zero_stage": 3})
+    result = train_local(manifest_uri, str(tmp_path / "out"), train, ModelConfig(base=str(base), lora=lora))
 
     assert result.final_loss < result.losses[0]
     assert result.fixed_batch_loss_consolidated == pytest.approx(result.fixed_batch_loss_engine, abs=1e-4)

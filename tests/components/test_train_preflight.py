@@ -50,3 +50,22 @@ def test_every_problem_is_named_at_once(tmp_path, sqlite_uri, bucket):
         preflight(str(tmp_path / "out"), f"s3://{bucket}/bases/missing", None)
     with pytest.raises(PreflightError, match="cannot write checkpoints under s3://no-such-bucket-x"):
         preflight("s3://no-such-bucket-x/out", None, None)
+
+
+def test_lora_targets_the_base_lacks_are_named_with_the_layers_it_has(tmp_path, bucket):
+    from components import storage
+
+    base = make_base(tmp_path / "base")
+    preflight(str(tmp_path / "out"), str(base), None, ["q_proj", "self_attn.v_proj", "mlp.down_proj"])
+    preflight(str(tmp_path / "out"), str(base), None, "all-linear")
+    with pytest.raises(PreflightError) as caught:
+        preflight(str(tmp_path / "out"), str(base), None, ["q_proj", "c_attn", "attn.q_proj"])
+    [problem] = caught.value.problems
+    assert problem.startswith(f"model.lora.target_modules ['c_attn', 'attn.q_proj']: no layer of {base} that")
+    assert problem.endswith("its layers are down_proj, embed_tokens, gate_proj, k_proj, lm_head, o_proj, q_proj, "
+                            "up_proj, v_proj (or use all-linear)")
+
+    remote = f"s3://{bucket}/bases/llama"
+    storage.upload_dir(base, remote)
+    with pytest.raises(PreflightError, match=r"\['c_attn'\]: no layer of s3://"):
+        preflight(str(tmp_path / "out"), remote, None, ["c_attn"])
