@@ -1,17 +1,21 @@
 """Streaming shard I/O: JSONL and JSONL.gz documents, read one record at a time.
 
-Records that cannot be used (undecodable bytes, invalid JSON, missing or non-string text)
-come out as `Quarantined` items with a reason instead of raising, so a step can count them.
+Records that cannot be used (undecodable bytes, invalid JSON, missing or non-string text,
+over-long lines) come out as `Quarantined` items with a reason instead of raising, so a step
+can count them; so does a whole file that is not text (an image, random bytes). A file whose
+records a rename or re-encoding would recover (UTF-16, gzip data under a plain name) raises
+`ShardFormatError` saying so, rather than losing the whole file as one quarantined item.
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import json
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
 from components import storage
 
@@ -41,25 +45,117 @@ class Quarantined:
     source: str  # "<uri>:<line>"
     reason: str
     raw: str  # the offending record, cut short, for inspection
+    detail: str = ""  # what exactly is wrong and what to do, where the reason alone does not say
 
 
 class ShardFormatError(ValueError):
     """A whole shard is unusable (e.g. a Parquet text column of the wrong type)."""
 
 
-def _lines(uri: str) -> Iterator[bytes]:
-    with storage.open_read(uri) as raw:
-        if uri.endswith(".gz"):
-            handle = gzip.GzipFile(fileobj=raw)
-        elif uri.endswith(".zst"):
-            import zstandard
+@dataclass
+class _Unreadable:
+    """A line, or the rest of the file, that `_lines` did not hand over as bytes."""
 
-            handle = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw))
-        else:
-            handle = raw
-        if not isinstance(handle, io.BufferedIOBase | io.RawIOBase | gzip.GzipFile):
-            handle = io.BufferedReader(handle)  # s3 bodies are plain streams
-        yield from handle
+    reason: str
+    head: bytes
+    detail: str
+
+
+_SNIFF_BYTES = 4096
+_SKIP_CHUNK = 1 << 20
+_COMPRESSION = {".gz": (b"\x1f\x8b", "gzip"), ".zst": (b"\x28\xb5\x2f\xfd", "zstd")}
+# formats this module reads under another name: a rename recovers every record
+_MISNAMED = {b"\x1f\x8b": ("gzip-compressed", ".jsonl.gz"), b"\x28\xb5\x2f\xfd": ("zstd-compressed", ".jsonl.zst"),
+             b"PAR1": ("Parquet", ".parquet")}  # fmt: skip
+_BINARY = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image",
+           b"%PDF": "a PDF document", b"PK\x03\x04": "a ZIP archive"}  # fmt: skip
+# UTF-32 first: its little-endian mark begins with UTF-16's
+_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+              (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))  # fmt: skip
+
+
+def _show(data: bytes) -> str:
+    """The first bytes of something unreadable, with undecodable bytes visible as \\xNN."""
+    return data[:200].decode("utf-8", "backslashreplace")
+
+
+def _check_name(uri: str, head: bytes) -> None:
+    """The file's first bytes must match its compression suffix, or lack one where they show one."""
+    for suffix, (magic, kind) in _COMPRESSION.items():
+        if uri.endswith(suffix):
+            if head and not head.startswith(magic):
+                raise ShardFormatError(
+                    f"{uri}: named {suffix} but not {kind}-compressed (it starts with {head[:8]!r}): "
+                    f"rename it to match its content (plain JSON lines end in .jsonl)"
+                )
+            return
+    for magic, (kind, name) in _MISNAMED.items():
+        if head.startswith(magic):
+            raise ShardFormatError(f"{uri}: {kind} data in a file not named {name}: rename it to end in {name}")
+
+
+def _not_text(uri: str, head: bytes) -> _Unreadable | None:
+    """Why the (decompressed) content is not UTF-8 text, judged from its first bytes; None if it may be."""
+    for bom, encoding in _WIDE_BOMS:
+        if head.startswith(bom):
+            raise ShardFormatError(
+                f"{uri}: {encoding} text (it starts with a {encoding} byte-order mark), but shards must be UTF-8: "
+                f"re-encode it, e.g. `iconv -f {encoding} -t UTF-8 IN > OUT`"
+            )
+    for magic, kind in _BINARY.items():
+        if head.startswith(magic):
+            return _Unreadable("binary_file", head[:32], f"{kind}, not UTF-8 JSON lines; nothing in it was read")
+    # JSON escapes NUL: more than a stray one (which fails as its record's invalid_json) is binary
+    # data, or UTF-16/32 without a byte-order mark
+    if head.count(0) > max(1, len(head) // 1000):
+        return _Unreadable("binary_file", head[:32], "NUL bytes: binary data or UTF-16/32 text, not UTF-8 JSON lines; "
+                                                     "nothing in it was read")  # fmt: skip
+    return None
+
+
+def _open_decoded(uri: str, raw: BinaryIO) -> BinaryIO:
+    """A peekable stream of the file's uncompressed bytes, after checking its name fits its content."""
+    raw = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # s3 bodies are plain streams
+    _check_name(uri, raw.peek(_SNIFF_BYTES))
+    if uri.endswith(".gz"):
+        return gzip.GzipFile(fileobj=raw)
+    if uri.endswith(".zst"):
+        import zstandard
+
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw))
+    return raw
+
+
+def _skip_line(handle: BinaryIO) -> int:
+    """Read past the rest of a line in bounded chunks; the bytes skipped."""
+    skipped = 0
+    while chunk := handle.readline(_SKIP_CHUNK):
+        skipped += len(chunk)
+        if chunk.endswith(b"\n"):
+            break
+    return skipped
+
+
+def _lines(uri: str, max_bytes: int | None) -> Iterator[bytes | _Unreadable]:
+    """The file's lines; one longer than `max_bytes` comes out as `_Unreadable`, never whole."""
+    with storage.open_read(uri) as raw:
+        handle = _open_decoded(uri, raw)
+        head = handle.peek(_SNIFF_BYTES)
+        unreadable = _not_text(uri, head)
+        if unreadable is not None:
+            yield unreadable
+            return
+        if head.startswith(codecs.BOM_UTF8):
+            handle.read(len(codecs.BOM_UTF8))  # Windows tools write it; JSON may not start with it
+        limit = max_bytes + 1 if max_bytes is not None else -1
+        while line := handle.readline(limit):
+            if max_bytes is not None and len(line) > max_bytes and not line.endswith(b"\n"):
+                start, line = line[:200], b""  # let go of the over-long part before skipping the rest
+                size = max_bytes + 1 + _skip_line(handle)
+                detail = f"a line of {size:,} bytes, over max_line_bytes ({max_bytes:,}); skipped without reading it whole"
+                yield _Unreadable("line_too_long", start, detail)
+            else:
+                yield line
 
 
 def _parquet_documents(uri: str, text_field: str, id_field: str) -> Iterator[Document | Quarantined]:
@@ -100,50 +196,63 @@ def _parquet_documents(uri: str, text_field: str, id_field: str) -> Iterator[Doc
                 yield Document(id=str(doc_id) if doc_id is not None else where, text=text, meta=meta)
 
 
-def read_documents(uri: str, text_field: str = "text", id_field: str = "id") -> Iterator[Document | Quarantined]:
+def read_documents(
+    uri: str, text_field: str = "text", id_field: str = "id", max_line_bytes: int | None = None
+) -> Iterator[Document | Quarantined]:
     """Yield each record of a shard as a Document, or as Quarantined with the reason.
 
-    JSONL (plain, .gz, .zst) is read line by line; Parquet batch by batch.
+    JSONL (plain, .gz, .zst) is read line by line, a line over `max_line_bytes` skipped unread
+    (so memory stays bounded whatever a file holds); Parquet batch by batch. A file with none of
+    these suffixes is one quarantined item.
     """
     if uri.endswith(".parquet"):
         yield from _parquet_documents(uri, text_field, id_field)
         return
+    if not uri.endswith(DOCUMENT_SUFFIXES):
+        yield Quarantined(f"{uri}:0", "unsupported_file_type", "",
+                          f"not a document shard (those end in {', '.join(DOCUMENT_SUFFIXES)}): "
+                          f"convert it, or move it out of the input")  # fmt: skip
+        return
     line_no = 0
     try:
-        for line_no, line in enumerate(_lines(uri), start=1):
-            where = f"{uri}:{line_no}"
-            if not line.strip():
-                continue
-            try:
-                decoded = line.decode("utf-8")
-            except UnicodeDecodeError:
-                yield Quarantined(where, "not_utf8", line[:200].decode("utf-8", "replace"))
-                continue
-            try:
-                record = json.loads(decoded)
-            except json.JSONDecodeError:
-                yield Quarantined(where, "invalid_json", decoded[:200])
-                continue
-            if not isinstance(record, dict):
-                yield Quarantined(where, "not_an_object", decoded[:200])
-                continue
-            text = record.get(text_field)
-            if text is None:
-                yield Quarantined(where, f"missing_{text_field}", decoded[:200])
-                continue
-            if not isinstance(text, str):
-                yield Quarantined(where, f"{text_field}_not_a_string", decoded[:200])
-                continue
-            if not text.strip():
-                yield Quarantined(where, f"empty_{text_field}", decoded[:200])
-                continue
-            doc_id = record.get(id_field)
-            meta = {k: v for k, v in record.items() if k not in (text_field, id_field)}
-            if isinstance(meta.get("meta"), dict):  # our own output format nests metadata
-                meta = {**meta.pop("meta"), **meta}
-            yield Document(id=str(doc_id) if doc_id is not None else where, text=text, meta=meta)
+        for line_no, line in enumerate(_lines(uri, max_line_bytes), start=1):
+            item = _record(f"{uri}:{line_no}", line, text_field, id_field)
+            if item is not None:
+                yield item
     except (EOFError, gzip.BadGzipFile, zlib.error, _ZstdError) as exc:
         yield Quarantined(f"{uri}:{line_no + 1}", "truncated_or_corrupt_file", str(exc)[:200])
+
+
+def _record(where: str, line: bytes | _Unreadable, text_field: str, id_field: str) -> Document | Quarantined | None:
+    """One JSONL line as a Document, Quarantined with the reason, or None for a blank line."""
+    if isinstance(line, _Unreadable):
+        return Quarantined(where, line.reason, _show(line.head), line.detail)
+    if not line.strip():
+        return None
+    try:
+        decoded = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        detail = (f"byte 0x{line[exc.start]:02x} at offset {exc.start} is not UTF-8; shards must be UTF-8 "
+                  f"(from cp1252/latin-1: `iconv -f cp1252 -t UTF-8 IN > OUT`)")  # fmt: skip
+        return Quarantined(where, "not_utf8", _show(line), detail)
+    try:
+        record = json.loads(decoded)
+    except json.JSONDecodeError:
+        return Quarantined(where, "invalid_json", decoded[:200])
+    if not isinstance(record, dict):
+        return Quarantined(where, "not_an_object", decoded[:200])
+    text = record.get(text_field)
+    if text is None:
+        return Quarantined(where, f"missing_{text_field}", decoded[:200])
+    if not isinstance(text, str):
+        return Quarantined(where, f"{text_field}_not_a_string", decoded[:200])
+    if not text.strip():
+        return Quarantined(where, f"empty_{text_field}", decoded[:200])
+    doc_id = record.get(id_field)
+    meta = {k: v for k, v in record.items() if k not in (text_field, id_field)}
+    if isinstance(meta.get("meta"), dict):  # our own output format nests metadata
+        meta = {**meta.pop("meta"), **meta}
+    return Document(id=str(doc_id) if doc_id is not None else where, text=text, meta=meta)
 
 
 def write_documents(uri: str, docs: Iterable[Document]) -> int:

@@ -16,7 +16,7 @@ Output under `output_uri`:
   manifest.json                    kind="documents", shard digests, facts: stats, text_field
   stats.json                       records_in = kept + dropped + quarantined, per stage too
   dropped/<reason>.jsonl           up to `dropped_samples` dropped documents per reason
-  quarantine/part-IIIII.jsonl      every quarantined record of input shard I: source, reason, raw
+  quarantine/part-IIIII.jsonl      every quarantined record of input shard I: source, reason, raw, detail
 """
 
 from __future__ import annotations
@@ -26,11 +26,13 @@ import itertools
 import json
 import multiprocessing
 import os
+import shutil
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from components import shards, storage
 from components.clean import minhash
@@ -67,19 +69,33 @@ class CleanResult:
 
 
 def input_shards(input_uri: str) -> list[str]:
-    """The shard files of a corpus: the file itself, or every document file under a directory."""
+    """The files of a corpus: the file itself, or every file under a directory.
+
+    A file that is not a document shard (notes.txt, data.csv) is listed too, after the shards
+    (their numbering stays put), to be quarantined and counted rather than silently left out;
+    unless it or a folder above it is named with a leading dot or underscore (.built, _SUCCESS,
+    .git/): those are not data, as in Spark and Hadoop.
+    """
     if not storage.exists(input_uri):
         raise CleanError(
             f"input {input_uri!r} does not exist: point the clean step at a JSONL(.gz/.zst) or Parquet "
             f"file or a directory of them (for the demo, build it with `make corpus`)"
         )
-    found = storage.list_files(input_uri, shards.DOCUMENT_SUFFIXES)
+    root = input_uri if storage.is_s3(input_uri) else str(storage.local_path(input_uri))
+    files = storage.list_files(input_uri)
+    found = [uri for uri in files if uri.endswith(shards.DOCUMENT_SUFFIXES)]
+    others = [uri for uri in files if not uri.endswith(shards.DOCUMENT_SUFFIXES) and not _hidden(uri.removeprefix(root))]
     if not found:
+        names = ", ".join(uri.rsplit("/", 1)[-1] for uri in others[:5]) or "nothing"
         raise CleanError(
             f"input {input_uri!r} holds no document shards: expected files ending in "
-            f"{', '.join(shards.DOCUMENT_SUFFIXES)}"
+            f"{', '.join(shards.DOCUMENT_SUFFIXES)} (found {names})"
         )
-    return found
+    return found + others
+
+
+def _hidden(relative: str) -> bool:
+    return any(part.startswith((".", "_")) for part in relative.split("/"))
 
 
 def _check_output_outside_input(input_uri: str, output_uri: str) -> None:
@@ -125,44 +141,66 @@ def prepare_shard(index: int, uri: str, work: str, output_uri: str, config: Clea
     stats = StepStats()
     stages = build_stages(config, stats)
     samples: dict[str, list[Document]] = {}
-    quarantined: list[str] = []
     keys: list[bytes] = []
+    # spills to disk: a shard of a million undecodable lines does not fill memory
+    with tempfile.SpooledTemporaryFile(max_size=1 << 20) as quarantined:
 
-    def survivors() -> Iterator[Document]:
-        for item in shards.read_documents(uri, config.text_field, config.id_field):
-            stats.records_in += 1
-            if isinstance(item, Quarantined):
-                stats.quarantine(item.reason)
-                quarantined.append(json.dumps({"source": item.source, "reason": item.reason, "raw": item.raw},
-                                              ensure_ascii=False))
-                continue
-            reason = run_stages(item, stages, stats)
-            if reason is not None:
-                stats.drop(reason)
-                bucket = samples.setdefault(reason, [])
-                if len(bucket) < config.dropped_samples:
-                    bucket.append(Document(item.id, item.text, {**item.meta, "drop_reason": reason}))
-                continue
-            keys.append(text_key(item.text))
-            yield item
+        def survivors() -> Iterator[Document]:
+            for item in shards.read_documents(uri, config.text_field, config.id_field, config.max_line_bytes):
+                stats.records_in += 1
+                if isinstance(item, Quarantined):
+                    stats.quarantine(item.reason)
+                    quarantined.write(_quarantine_row(item).encode("utf-8") + b"\n")
+                    continue
+                reason = run_stages(item, stages, stats)
+                if reason is not None:
+                    stats.drop(reason)
+                    bucket = samples.setdefault(reason, [])
+                    if len(bucket) < config.dropped_samples:
+                        bucket.append(_sample(item, reason, config.max_chars))
+                    continue
+                keys.append(text_key(item.text))
+                yield item
 
-    try:
-        stats.kept = shards.write_documents(_staged_uri(work, index), survivors())
-    except shards.ShardFormatError as exc:
-        raise CleanError(str(exc)) from None
+        try:
+            stats.kept = shards.write_documents(_staged_uri(work, index), survivors())
+        except shards.ShardFormatError as exc:
+            raise CleanError(str(exc)) from None
+        _publish(quarantined, storage.join(output_uri, "quarantine", f"{_part(index)}.jsonl"))
     save_keys(storage.join(work, "staged", f"{_part(index)}.keys.npy"), keys)
     if config.near_dedup is not None:
         docs = ((d.id, d.text) for d in shards.iter_texts([_staged_uri(work, index)]))
         minhash.write_signatures(_part(index), docs, _signature_uri(work, index), config.near_dedup)
     for reason, docs in samples.items():
         shards.write_documents(storage.join(work, "dropped", _part(index), f"{reason}.jsonl"), docs)
-    if quarantined:
-        storage.write_text(storage.join(output_uri, "quarantine", f"{_part(index)}.jsonl"), "\n".join(quarantined) + "\n")
     stats.check()
     # written last: marks the shard done for exactly this input file
     seconds = time.perf_counter() - started
     storage.write_text(marker, json.dumps({"source": source, "stats": stats.model_dump(), "seconds": seconds}))
     return stats
+
+
+def _publish(spool: BinaryIO, uri: str) -> None:
+    """Copy what was spooled to `uri`, if anything was."""
+    if spool.tell():
+        spool.seek(0)
+        with storage.open_write(uri) as out:
+            shutil.copyfileobj(spool, out)
+
+
+def _quarantine_row(item: Quarantined) -> str:
+    row = {"source": item.source, "reason": item.reason, "raw": item.raw}
+    if item.detail:
+        row["detail"] = item.detail
+    return json.dumps(row, ensure_ascii=False)
+
+
+def _sample(doc: Document, reason: str, max_chars: int) -> Document:
+    """A dropped document kept for inspection, cut to max_chars: a too_long one may be megabytes."""
+    meta = {**doc.meta, "drop_reason": reason}
+    if len(doc.text) > max_chars:
+        meta["sample_cut_from_chars"] = len(doc.text)
+    return Document(doc.id, doc.text[:max_chars], meta)
 
 
 # ---- phase 3: finalize one shard -----------------------------------------------------------

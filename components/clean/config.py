@@ -1,6 +1,6 @@
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from components.clean.langid import LangIdConfig
 from components.clean.minhash import NearDedupConfig
@@ -19,6 +19,13 @@ class CleanConfig(Section):
     strip_html: bool = Field(False, description="remove HTML tags, script/style blocks and entities")
     min_chars: int = Field(20, ge=0, description="documents shorter than this (after normalising) are dropped")
     max_chars: int = Field(100_000, ge=1, description="documents longer than this are dropped")
+    max_line_bytes: int = Field(
+        8 * 2**20,
+        ge=1,
+        description="a JSONL line longer than this many bytes is quarantined as line_too_long without being read "
+        "whole, which bounds a worker's memory; at least max_chars, with room for JSON escapes and the markup "
+        "strip_html removes",
+    )
     shard_max_records: int = Field(5_000, ge=1, description="records per output shard")
     dropped_samples: int = Field(20, ge=0, description="dropped documents kept per reason for inspection")
     workers: int = Field(0, ge=0, description="processes cleaning shards in parallel; 0 = one per CPU core")
@@ -35,3 +42,12 @@ class CleanConfig(Section):
     near_dedup: NearDedupConfig | None = Field(
         default_factory=NearDedupConfig, description="MinHash LSH near-duplicate removal; null turns it off"
     )
+
+    @model_validator(mode="after")
+    def _a_line_holds_the_longest_document(self) -> "CleanConfig":
+        if self.max_line_bytes < self.max_chars:
+            raise ValueError(
+                f"max_line_bytes ({self.max_line_bytes}) is below max_chars ({self.max_chars}): documents max_chars "
+                f"allows would be quarantined as line_too_long; raise max_line_bytes"
+            )
+        return self

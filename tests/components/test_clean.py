@@ -110,11 +110,11 @@ def test_directory_of_gz_and_jsonl_shards_sharded_output(tmp_path):
     records = [{"id": f"z{i}", "text": f"{LONG} number {i}"} for i in range(3)]
     first.write_bytes(gzip.compress(b"".join(json.dumps(r).encode() + b"\n" for r in records)))
     write_jsonl(tmp_path / "in" / "part-1.jsonl", [{"id": "z0-again", "text": f"{LONG} number 0"}, {"id": "y", "text": LONG}])
-    (tmp_path / "in" / "README.md").write_text("not a shard")
+    (tmp_path / "in" / "README.md").write_text("not a shard")  # counted, not silently left out
     out = tmp_path / "out"
     result = clean_corpus(str(tmp_path / "in"), str(out), CleanConfig(**BASIC, shard_max_records=2))
     assert result.stats.model_dump(exclude={"stages", "counters"}) == {
-        "records_in": 5, "kept": 4, "dropped": {"duplicate": 1}, "quarantined": {}
+        "records_in": 6, "kept": 4, "dropped": {"duplicate": 1}, "quarantined": {"unsupported_file_type": 1}
     }  # fmt: skip
     assert [s.records for s in result.manifest.shards] == [2, 1, 1]  # per input shard, at most 2 each
     assert sorted(p.name for p in (out / "shards").iterdir()) == [
