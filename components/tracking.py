@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
 DEFAULT_ROOT = Path("runs")
 PARENT_TAG = "mlflow.parentRunId"
 SECRET_MARKERS = ("password", "secret", "token", "access_key", "credential")
+# MLflow retries a call that gets no answer 7 times over ~4 minutes (backoff factor 2); steps
+# give up after ~7 s instead and are rerun (KFP retries them with its own backoff)
+FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking server did not answer; the error says what to do once it does."""
 
 
 def default_tracking_uri(root: Path = DEFAULT_ROOT) -> str:
@@ -104,6 +112,58 @@ def log_params(client, run_id: str, params: dict[str, Any]) -> None:
         client.log_batch(run_id, params=items[start : start + 100])
 
 
+def no_answer(exc: BaseException) -> bool:
+    """Whether an MLflow failure means its server did not answer (refused, reset, timed out, 5xx
+    after retries) rather than that it refused the request."""
+    import requests
+
+    outage = (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError)
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, outage):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _why(exc: BaseException) -> str:
+    found = re.search(r"\[Errno -?\d+\] [^'\")]+|Read timed out|too many \d+ error responses", str(exc))
+    return found.group(0) if found else type(exc).__name__
+
+
+@contextlib.contextmanager
+def fail_fast() -> Iterator[None]:
+    """MLflow HTTP calls in the block give up after FAIL_FAST's retries; MLFLOW_HTTP_REQUEST_* set
+    in the environment win. The environment is restored after, so processes the block starts
+    (training ranks) keep their own settings."""
+    saved = {key: os.environ.get(key) for key in FAIL_FAST}
+    for key, value in FAIL_FAST.items():
+        os.environ.setdefault(key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def explain_outage(uri: str, doing: str, then: str) -> Iterator[None]:
+    """A failure to reach the tracking server in the block becomes a TrackingUnavailable naming
+    the server, what was being done and what to do (`then`)."""
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, TrackingUnavailable) or not no_answer(exc):
+            raise
+        raise TrackingUnavailable(
+            f"the MLflow tracking server at {uri} did not answer while {doing} ({_why(exc)}). "
+            f"Once it is up ({uri.rstrip('/')}/health answers), {then}."
+        ) from exc
+
+
 @contextlib.contextmanager
 def step_run(
     step: str,
@@ -114,17 +174,30 @@ def step_run(
     """An active MLflow run for one step.
 
     Logs into MLFLOW_RUN_ID when set, else into a new run nested under `parent_run_id`,
-    else into a new top-level run (a step run by hand).
+    else into a new top-level run (a step run by hand). A tracking server that does not answer
+    fails the step with a TrackingUnavailable (within seconds while starting or ending the run).
     """
     uri = resolve_tracking_uri(tracking_uri)
-    experiment_id = ensure_experiment(uri, experiment)
+    with explain_outage(uri, f"running the {step} step", f"rerun the {step} step"):
+        with fail_fast():
+            run = _start_run(step, ensure_experiment(uri, experiment), parent_run_id)
+        import mlflow
+
+        try:
+            yield run
+        except BaseException:
+            with contextlib.suppress(Exception), fail_fast():  # the server may be why it failed: keep that error
+                mlflow.end_run("FAILED")
+            raise
+        with fail_fast():
+            mlflow.end_run()
+
+
+def _start_run(step: str, experiment_id: str, parent_run_id: str | None) -> Any:
     import mlflow
 
     injected = os.environ.get("MLFLOW_RUN_ID")
     if injected:
-        with mlflow.start_run(run_id=injected) as run:
-            yield run
-        return
+        return mlflow.start_run(run_id=injected)
     tags = {PARENT_TAG: parent_run_id} if parent_run_id else {}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=step, tags={**tags, "homegrown.step": step}) as run:
-        yield run
+    return mlflow.start_run(experiment_id=experiment_id, run_name=step, tags={**tags, "homegrown.step": step})

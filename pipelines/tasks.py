@@ -321,7 +321,8 @@ def register(config: RunConfig, model_uri: str, results_uri: str, lineage: dict[
     def languages(block: dict[str, Any]) -> dict[str, float]:
         return {lang: float(m["bits_per_byte"]) for lang, m in block.get("per_language", {}).items()}
 
-    with _step("register", tracking_cfg, config.registry.model_dump()):
+    # an unanswered tracking call fails in seconds naming the server, not after MLflow's ~4 minutes
+    with _step("register", tracking_cfg, config.registry.model_dump()), tracking.fail_fast():
         decision = registry.decide(challenger, champion, config.registry, languages(results),
                                    languages(results.get("champion", {})))  # fmt: skip
         tags = {
@@ -376,7 +377,8 @@ def promote(config: RunConfig, version_id: str, tracking_cfg: Tracking) -> None:
 
     tracking.configure(tracking_cfg.uri)
     registry.promote(config.registry.model_name, version_id)
-    _tag_parent(tracking_cfg, {"homegrown.champion_version": version_id})
+    with tracking.fail_fast():
+        _tag_parent(tracking_cfg, {"homegrown.champion_version": version_id})
 
 
 def finish(tracking_cfg: Tracking, status: str = "FINISHED") -> None:

@@ -7,15 +7,16 @@ when the gate passes; consumers load `models:/<name>@champion`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from components import storage
+from components import storage, tracking
 from components.hf_model import ModelDirError, context_length, flatten_flavor
 from components.register.config import RegisterConfig
 
@@ -23,6 +24,8 @@ CANDIDATE = "candidate"
 CHAMPION = "champion"
 DIGEST_TAG = "model_digest"
 GATE_METRIC = "bits_per_byte"  # lower is better; tokenizer-independent, so models compare fairly
+RERUN = "rerun the step"
+RERUN_REGISTER = "rerun the register step: it completes a half-registered version instead of adding another"
 
 
 class RegistryError(RuntimeError):
@@ -107,6 +110,15 @@ def weights_digest(model_dir: Path) -> str:
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def _server(doing: str, then: str = RERUN) -> Iterator[None]:
+    """Registry calls fail within seconds, naming the server, when it does not answer."""
+    import mlflow
+
+    with tracking.explain_outage(mlflow.get_tracking_uri(), doing, then), tracking.fail_fast():
+        yield
+
+
 def version_with_digest(name: str, digest: str) -> Any | None:
     """The registered version of these exact weights, if there is one."""
     from mlflow.tracking import MlflowClient
@@ -120,43 +132,54 @@ def version_with_digest(name: str, digest: str) -> Any | None:
 def log_and_register(model_uri: str, config: RegisterConfig, tags: dict[str, str]) -> tuple[str, bool]:
     """Log the HF model dir into the active run and register it; returns (version, created).
 
-    Idempotent: weights already registered under this name (same digest) get their tags and
-    the candidate alias refreshed instead of a second version."""
+    Idempotent, also after a failure at any point (the tracking server gone, the pod killed):
+    a version is created with its tags, the weights digest among them, in one request, so a
+    rerun finds it and refreshes its tags and the candidate alias instead of adding another."""
     import mlflow
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    name = config.model_name
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = storage.download_dir(model_uri, tmp)
         digest = weights_digest(model_dir)
-        existing = version_with_digest(config.model_name, digest)
-        if existing is not None:
-            return _tag_version(config.model_name, str(existing.version), tags, digest), False
-        model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        # the pipeline's default generation must fit the context, or the signature probe fails
-        max_new = min(32, context_length(model) // 2)
-        model.generation_config.max_new_tokens = max_new
-        model.generation_config.max_length = None
-        info = mlflow.transformers.log_model(
-            transformers_model={"model": model, "tokenizer": tokenizer},
-            name="model",
-            task="text-generation",
-            pip_requirements=pip_requirements(),
-            input_example="The",
-            inference_config={"max_new_tokens": max_new, "do_sample": False},
-            registered_model_name=config.model_name,
-        )
-    return _tag_version(config.model_name, str(info.registered_model_version), tags, digest), True
+        version_tags = {**{key: str(value) for key, value in tags.items()}, DIGEST_TAG: digest}
+        with _server(f"registering model {name!r}", RERUN_REGISTER):
+            existing = version_with_digest(name, digest)
+            if existing is not None:
+                return _tag_version(name, str(existing.version), version_tags), False
+            model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            # the pipeline's default generation must fit the context, or the signature probe fails
+            max_new = min(32, context_length(model) // 2)
+            model.generation_config.max_new_tokens = max_new
+            model.generation_config.max_length = None
+            info = mlflow.transformers.log_model(
+                transformers_model={"model": model, "tokenizer": tokenizer},
+                name="model",
+                task="text-generation",
+                pip_requirements=pip_requirements(),
+                input_example="The",
+                inference_config={"max_new_tokens": max_new, "do_sample": False},
+            )
+            version = str(mlflow.register_model(info.model_uri, name, tags=version_tags).version)
+            _set_candidate(name, version)
+    return version, True
 
 
-def _tag_version(name: str, version: str, tags: dict[str, str], digest: str) -> str:
+def _tag_version(name: str, version: str, tags: dict[str, str]) -> str:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
-    for key, value in {**tags, DIGEST_TAG: digest}.items():
-        client.set_model_version_tag(name, version, key, str(value))
-    client.set_registered_model_alias(name, CANDIDATE, version)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    _set_candidate(name, version)
     return version
+
+
+def _set_candidate(name: str, version: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient().set_registered_model_alias(name, CANDIDATE, version)
 
 
 def eval_cache_key(eval_digest: str, stride: int | None) -> str:
@@ -168,23 +191,28 @@ def cache_scores(name: str, version: str, key: str, block: dict[str, Any]) -> No
     from mlflow.tracking import MlflowClient
 
     scores = {"metrics": block["metrics"], "per_language": block["per_language"]}
-    MlflowClient().set_model_version_tag(name, version, key, json.dumps(scores, sort_keys=True))
+    with _server(f"caching scores on version {version} of {name!r}"):
+        MlflowClient().set_model_version_tag(name, version, key, json.dumps(scores, sort_keys=True))
 
 
 def champion_version(name: str) -> Any | None:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    try:
-        return MlflowClient().get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        return None  # no registered model or no champion alias yet
+    with _server(f"looking up the {CHAMPION} of {name!r}"):
+        try:
+            return MlflowClient().get_model_version_by_alias(name, CHAMPION)
+        except MlflowException as exc:
+            if tracking.no_answer(exc):
+                raise  # not "no champion": that would let any model through the gate
+            return None  # no registered model or no champion alias yet
 
 
 def promote(name: str, version: str) -> None:
     from mlflow.tracking import MlflowClient
 
-    MlflowClient().set_registered_model_alias(name, CHAMPION, version)
+    with _server(f"moving {CHAMPION} of {name!r} to version {version}", "rerun the promote step"):
+        MlflowClient().set_registered_model_alias(name, CHAMPION, version)
 
 
 def champion_model_dir(name: str, dest: str | Path) -> tuple[Path, str] | None:
@@ -195,9 +223,11 @@ def champion_model_dir(name: str, dest: str | Path) -> tuple[Path, str] | None:
     if current is None:
         return None
     dest = Path(dest)
-    downloaded = Path(mlflow.artifacts.download_artifacts(f"models:/{name}@{CHAMPION}", dst_path=str(dest / "mlflow")))
+    uri = f"models:/{name}@{CHAMPION}"
+    with _server(f"downloading {uri}"):
+        downloaded = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(dest / "mlflow")))
     try:
-        out = flatten_flavor(downloaded, dest / "hf", f"models:/{name}@{CHAMPION} (version {current.version})")
+        out = flatten_flavor(downloaded, dest / "hf", f"{uri} (version {current.version})")
     except ModelDirError as exc:
         raise RegistryError(str(exc)) from exc
     return out, str(current.version)
