@@ -19,11 +19,12 @@ from tests.components.test_train_resume import MODEL, TRAIN, free_port, start
 STEPS = 60
 
 
-def start_server(root: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+def start_server(root: Path, port: int, artifacts: str | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`mlflow server` on SQLite under root, proxying artifacts to `artifacts` (default root/artifacts)."""
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}
     command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
                "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-               "--artifacts-destination", str(root / "artifacts")]  # fmt: skip
+               "--artifacts-destination", artifacts or str(root / "artifacts")]  # fmt: skip
     log = open(root / f"server-{time.monotonic_ns()}.log", "w")
     server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 90

@@ -104,3 +104,38 @@ def test_training_rides_out_an_s3_restart_between_checkpoints(restartable_s3, tm
     assert result["losses"] == pytest.approx(reference.losses, abs=1e-5)
     assert storage.read_text(f"{out}/checkpoints/latest").strip() == "step-24"
     assert storage.exists(f"{out}/model/model.safetensors")
+
+
+def test_an_artifact_logged_through_the_mlflow_proxy_waits_out_an_s3_restart(restartable_s3, tmp_path):
+    """The chart's MLflow server proxies artifacts to S3 with AWS_RETRY_MODE=standard and
+    AWS_MAX_ATTEMPTS=10: an artifact logged while S3 restarts lands once it is back."""
+    from mlflow.tracking import MlflowClient
+
+    from tests.reliability.test_mlflow_outage import start_server, stop_server
+    from tests.components.test_train_resume import free_port
+
+    bucket = restartable_s3.server.new_bucket()
+    port = free_port()
+    server = start_server(tmp_path, port, f"s3://{bucket}/mlflow", {
+        "MLFLOW_S3_ENDPOINT_URL": restartable_s3.server.endpoint_url, "AWS_RETRY_MODE": "standard",
+        "AWS_MAX_ATTEMPTS": "10"})  # fmt: skip
+    try:
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        run_id = client.create_run(client.create_experiment("proxied")).info.run_id
+        report = tmp_path / "report.html"
+        report.write_bytes(os.urandom(3 * 1024 * 1024))
+
+        restartable_s3.stop()
+        thread, outcome = in_background(lambda: client.log_artifact(run_id, str(report)))
+        time.sleep(3)
+        assert thread.is_alive(), f"logging returned while S3 was down: {outcome}"
+        restartable_s3.start()
+        thread.join(timeout=240)
+        assert not thread.is_alive() and "error" not in outcome, outcome
+
+        fetched = Path(client.download_artifacts(run_id, "report.html", str(tmp_path / "fetched")))
+        assert fetched.read_bytes() == report.read_bytes()
+        keys = [o["Key"] for o in restartable_s3.server.client().list_objects_v2(Bucket=bucket)["Contents"]]
+        assert any(key.endswith(f"{run_id}/artifacts/report.html") for key in keys), keys
+    finally:
+        stop_server(server)
