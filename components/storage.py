@@ -97,7 +97,8 @@ def _transient(exc: BaseException) -> bool:
             error = seen.response.get("Error", {})
             status = seen.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
             return status >= 500 or str(error.get("Code")) in _RETRYABLE_CODES
-        seen = seen.__cause__ or seen.__context__
+        # a download whose own retries ran out (boto3 RetriesExceededError) keeps the cause aside
+        seen = getattr(seen, "last_exception", None) or seen.__cause__ or seen.__context__
     return False
 
 
@@ -125,9 +126,7 @@ def _s3(uri: str, action: str, call: Callable[[], T]) -> T:
             return call()
         except StorageError:
             raise
-        except Exception as exc:  # botocore raises many types; the message is what matters
-            if type(exc).__module__.split(".")[0] not in ("botocore", "boto3", "s3transfer"):
-                raise
+        except Exception as exc:  # botocore raises many types (and a bad endpoint a ValueError)
             delay = min(10.0, 0.5 * 2**attempt)
             elapsed = time.monotonic() - started
             if not _transient(exc):
@@ -207,7 +206,8 @@ def list_files(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
                 return [key]
             paginator = client.get_paginator("list_objects_v2")
             pages = paginator.paginate(Bucket=bucket, Prefix=_s3_dir_prefix(key))
-            return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+            # "dir/" objects are folder markers (consoles, rclone), not files
+            return [obj["Key"] for page in pages for obj in page.get("Contents", []) if not obj["Key"].endswith("/")]
 
         keys = _s3(uri, "list", listing)
         if not keys:
@@ -246,15 +246,16 @@ def open_read(uri: str) -> Iterator[BinaryIO]:
 def open_write(uri: str) -> Iterator[BinaryIO]:
     """Write to a temporary file and publish it under `uri` only if the block succeeds."""
     if is_s3(uri):
-        with tempfile.TemporaryFile() as tmp:
-            yield tmp
+        # a named file, uploaded by name on each attempt: s3transfer closes a file object it was
+        # given once a small upload fails, so a retry could not read it again
+        fd, tmp_name = tempfile.mkstemp(prefix="homegrown-upload-")
+        try:
+            with os.fdopen(fd, "w+b") as tmp:
+                yield tmp
             bucket, key = _s3_split(uri)
-
-            def upload() -> None:
-                tmp.seek(0)
-                _s3_client().upload_fileobj(tmp, bucket, key)  # multipart above 8 MB
-
-            _s3(uri, "write", upload)
+            _s3(uri, "write", functools.partial(_s3_upload_file, Path(tmp_name), bucket, key))
+        finally:
+            os.unlink(tmp_name)
         return
     path = local_path(uri)
     try:

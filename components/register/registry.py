@@ -119,14 +119,31 @@ def _server(doing: str, then: str = RERUN) -> Iterator[None]:
         yield
 
 
-def version_with_digest(name: str, digest: str) -> Any | None:
-    """The registered version of these exact weights, if there is one."""
+def versions_with_digest(name: str, digest: str) -> list[Any]:
+    """The registered versions of these exact weights, oldest first."""
     from mlflow.tracking import MlflowClient
 
-    for version in MlflowClient().search_model_versions(f"name = '{name}'"):
-        if version.tags.get(DIGEST_TAG) == digest:
-            return version
-    return None
+    found = [v for v in MlflowClient().search_model_versions(f"name = '{name}'") if v.tags.get(DIGEST_TAG) == digest]
+    return sorted(found, key=lambda v: int(v.version))
+
+
+def version_with_digest(name: str, digest: str) -> Any | None:
+    """The registered version of these exact weights, if there is one."""
+    found = versions_with_digest(name, digest)
+    return found[0] if found else None
+
+
+def _one_version(name: str, digest: str, created: str) -> str:
+    """The oldest version of these weights; later ones are removed. MLflow's HTTP client retries
+    a POST whose answer was lost, which can register the same weights twice in one call."""
+    from mlflow.tracking import MlflowClient
+
+    versions = versions_with_digest(name, digest) or [None]
+    keep = str(versions[0].version) if versions[0] is not None else created
+    for extra in versions[1:]:
+        print(f"[register] version {extra.version} of {name!r} repeats version {keep} (a retried request): removed")
+        MlflowClient().delete_model_version(name, str(extra.version))
+    return keep
 
 
 def log_and_register(model_uri: str, config: RegisterConfig, tags: dict[str, str]) -> tuple[str, bool]:
@@ -161,7 +178,8 @@ def log_and_register(model_uri: str, config: RegisterConfig, tags: dict[str, str
                 input_example="The",
                 inference_config={"max_new_tokens": max_new, "do_sample": False},
             )
-            version = str(mlflow.register_model(info.model_uri, name, tags=version_tags).version)
+            created = str(mlflow.register_model(info.model_uri, name, tags=version_tags).version)
+            version = _one_version(name, digest, created)
             _set_candidate(name, version)
     return version, True
 

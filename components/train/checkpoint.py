@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,7 @@ class RemoteMirror:
         self.pending: str | None = None
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        self.upload_s = 0.0  # how long this node's last upload took
 
     def pull(self) -> str | None:
         """Download the remote committed tag into the local dir (local rank 0 of each node)."""
@@ -237,7 +239,9 @@ class RemoteMirror:
         return sorted({f[len(prefix) :].split("/", 1)[0] for f in files if "/" in f[len(prefix) :]})
 
     def _upload(self, tag: str) -> None:
+        started = time.perf_counter()
         try:
             storage.upload_dir(self.local / tag, storage.join(self.remote, tag))
         except BaseException as exc:  # reported by flush() on every rank
             self.error = exc
+        self.upload_s = time.perf_counter() - started

@@ -234,9 +234,12 @@ class Tracker:
         if self.run_id:
             self.queue.put(("metrics", (dict(metrics), step, int(time.time() * 1000))))
 
-    def close(self, ok: bool) -> None:
+    def close(self, ok: bool, drain_s: float | None = None) -> None:
+        """drain_s: how long to wait for undelivered metrics, if not the constructor's."""
         if not self.run_id:
             return
+        if drain_s is not None:
+            self.drain_s = drain_s
         status = "FINISHED" if ok else "FAILED"
         if self.active:  # in this thread, which started it: stops the system-metrics sampler
             try:
@@ -374,6 +377,7 @@ class Preemption:
         return self.grace_s - (time.monotonic() - self.signalled_at)
 
     def fits(self, step_s: float, save_s: float) -> bool:
+        """save_s: writing a checkpoint, and uploading it where the output is remote."""
         if self.grace_s is None or step_s + save_s <= self.grace_s:
             return True
         if not self.warned:
@@ -387,6 +391,8 @@ class Preemption:
     def agreed(self) -> bool:
         flag = torch.tensor([1 if self.signalled else 0], dtype=torch.int32)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if flag.item() and self.signalled_at is None:  # another rank got it: count the grace from now
+            self.signalled_at = time.monotonic()
         return bool(flag.item())
 
 
@@ -628,8 +634,8 @@ def main(argv: list[str] | None = None) -> int:
             if train.checkpoint_every and step % train.checkpoint_every == 0:
                 checkpoint(step)
                 saved_step = step
-                if master:
-                    preemption.fits(step_s, save_s[0])
+                if master:  # a preempted run must also upload the tag it saves before the grace ends
+                    preemption.fits(step_s, save_s[0] + (mirror.upload_s if mirror else 0.0))
             if preemption.agreed():
                 if master:
                     left = preemption.left_s()
@@ -725,7 +731,9 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(out_dir, ignore_errors=True)
         ok = True
     finally:
-        tracker.close(ok)
+        # preempted: what is left of the grace, less a margin (close() may wait 5 s past it) to exit first
+        left = preemption.left_s()
+        tracker.close(ok, drain_s=None if left is None else max(1.0, left - 10.0))
     torch.distributed.destroy_process_group()
     return 0
 

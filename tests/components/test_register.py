@@ -80,3 +80,23 @@ def test_register_promote_and_load_champion(tiny_model_dir: Path, sqlite_uri: st
     assert reloaded.config.n_embd == 16
     generated = mlflow.pyfunc.load_model("models:/tiny@champion").predict(["hello"])
     assert isinstance(generated[0], str) and generated[0].startswith("hello")
+
+
+def test_a_version_registered_twice_by_a_retried_request_is_folded_into_the_first(sqlite_uri, tmp_path):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    tracking.configure(sqlite_uri)
+    experiment = MlflowClient().create_experiment("dup", artifact_location=(tmp_path / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment):
+        mlflow.log_text("weights", "model/weights.txt")
+        source = mlflow.get_artifact_uri("model")
+    tags = {registry.DIGEST_TAG: "abc123", "bits_per_byte": "2.5"}
+    MlflowClient().create_registered_model("m")
+    first = MlflowClient().create_model_version("m", source, tags=tags)
+    second = MlflowClient().create_model_version("m", source, tags=tags)  # the same POST, answered twice
+    assert (str(first.version), str(second.version)) == ("1", "2")
+
+    assert registry._one_version("m", "abc123", created="2") == "1"
+    assert [str(v.version) for v in MlflowClient().search_model_versions("name = 'm'")] == ["1"]
+    assert str(registry.version_with_digest("m", "abc123").version) == "1"

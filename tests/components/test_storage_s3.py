@@ -305,3 +305,16 @@ def test_retry_budget_must_be_seconds(monkeypatch):
     monkeypatch.setenv(storage.RETRY_ENV, "soon")
     with pytest.raises(storage.StorageError, match=f"{storage.RETRY_ENV}='soon': expected seconds"):
         storage.exists("s3://any-bucket/x")
+
+
+def test_folder_markers_are_not_files(bucket, s3_env):
+    client = s3_env.client()
+    for key in ("corpus/", "corpus/sub/", "corpus/sub/a.jsonl"):
+        client.put_object(Bucket=bucket, Key=key, Body=b"" if key.endswith("/") else b"{}")
+    assert storage.list_files(f"s3://{bucket}/corpus") == [f"s3://{bucket}/corpus/sub/a.jsonl"]
+
+
+def test_a_bad_endpoint_is_a_storage_error_naming_the_uri(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "127.0.0.1:1")  # no scheme
+    with pytest.raises(storage.StorageError, match=r"s3://b/k.json: cannot read \(.*Invalid endpoint"):
+        storage.read_bytes("s3://b/k.json")

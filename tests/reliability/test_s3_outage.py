@@ -58,7 +58,7 @@ def test_an_upload_cut_off_by_an_s3_restart_completes(restartable_s3, tmp_path, 
     assert hashlib.sha256(written).digest() == hashlib.sha256(payload).digest()
 
 
-def test_a_read_waits_for_s3_and_gives_up_clearly_after_the_budget(restartable_s3, monkeypatch, capfd):
+def test_reads_and_writes_wait_for_s3_and_give_up_clearly_after_the_budget(restartable_s3, monkeypatch, capfd):
     bucket = restartable_s3.server.new_bucket()
     uri = f"s3://{bucket}/data/manifest.json"
     storage.write_text(uri, '{"shards": []}')
@@ -69,6 +69,15 @@ def test_a_read_waits_for_s3_and_gives_up_clearly_after_the_budget(restartable_s
     restartable_s3.start()
     thread.join(timeout=120)
     assert outcome.get("value") == '{"shards": []}', outcome
+
+    # a small write (one PUT, no multipart) too: its retries upload the same bytes again
+    restartable_s3.stop()
+    thread, outcome = in_background(lambda: storage.write_text(f"s3://{bucket}/data/stats.json", '{"kept": 3}'))
+    time.sleep(2)
+    restartable_s3.start()
+    thread.join(timeout=120)
+    assert "error" not in outcome, outcome
+    assert storage.read_text(f"s3://{bucket}/data/stats.json") == '{"kept": 3}'
 
     restartable_s3.stop()
     monkeypatch.setenv(storage.RETRY_ENV, "3")
