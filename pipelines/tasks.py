@@ -260,7 +260,8 @@ def evaluate(config: RunConfig, model_uri: str, eval_manifest_uri: str, output_u
     from components.evaluate.step import evaluate_model
     from components.register import registry
 
-    with _step("evaluate", tracking_cfg, config.evaluate.model_dump()), tempfile.TemporaryDirectory() as tmp:
+    with _step("evaluate", tracking_cfg, config.evaluate.model_dump()), tracking.fail_fast(), \
+            tempfile.TemporaryDirectory() as tmp:
         champion_version = cached = cache_key = None
         name = config.registry.model_name
         if champion_uri is None and config.evaluate.compare_champion and tracking_cfg is not None:

@@ -15,6 +15,9 @@ def counting_tracker(sqlite_uri, monkeypatch, tmp_path, **kwargs) -> tuple[Track
     run_id = client.create_run(experiment).info.run_id
     monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri)
     monkeypatch.setenv("MLFLOW_RUN_ID", run_id)
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.setenv(name, "")  # Tracker sets them (it owns its process); undone after the test
+        monkeypatch.delenv(name)
     tracker = Tracker(enabled=True, **kwargs)
     sizes: list[int] = []
     log_batch = tracker.client.log_batch

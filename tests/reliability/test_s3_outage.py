@@ -115,7 +115,7 @@ def test_training_rides_out_an_s3_restart_between_checkpoints(restartable_s3, tm
     assert storage.exists(f"{out}/model/model.safetensors")
 
 
-def test_an_artifact_logged_through_the_mlflow_proxy_waits_out_an_s3_restart(restartable_s3, tmp_path):
+def test_an_artifact_logged_through_the_mlflow_proxy_waits_out_an_s3_restart(restartable_s3, tmp_path, monkeypatch):
     """The chart's MLflow server proxies artifacts to S3 with AWS_RETRY_MODE=standard and
     AWS_MAX_ATTEMPTS=10: an artifact logged while S3 restarts lands once it is back."""
     from mlflow.tracking import MlflowClient
@@ -123,6 +123,8 @@ def test_an_artifact_logged_through_the_mlflow_proxy_waits_out_an_s3_restart(res
     from tests.reliability.test_mlflow_outage import start_server, stop_server
     from tests.components.test_train_resume import free_port
 
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)  # the client's defaults, as a step outside fail_fast has
     bucket = restartable_s3.server.new_bucket()
     port = free_port()
     server = start_server(tmp_path, port, f"s3://{bucket}/mlflow", {
