@@ -158,13 +158,15 @@ def _lines(uri: str, max_bytes: int | None) -> Iterator[bytes | _Unreadable]:
                 yield line
 
 
-def _parquet_documents(uri: str, text_field: str, id_field: str) -> Iterator[Document | Quarantined]:
+def _parquet_documents(
+    uri: str, text_field: str, id_field: str, max_chars: int | None
+) -> Iterator[Document | Quarantined]:
+    """Batch by batch; a text longer than max_chars is quarantined before anything processes it
+    (a Parquet cell has no line to skip: the batch holding it is in memory, nothing more)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    with storage.open_read(uri) as raw:
-        data = raw.read() if storage.is_s3(uri) else None
-        source = pa.BufferReader(data) if data is not None else storage.local_path(uri)
+    with storage.local_copy(uri) as source:  # from S3: streamed to disk, not read into memory
         try:
             table = pq.ParquetFile(source)
         except (pa.ArrowInvalid, OSError) as exc:
@@ -188,6 +190,10 @@ def _parquet_documents(uri: str, text_field: str, id_field: str) -> Iterator[Doc
                 if text is None:
                     yield Quarantined(where, f"missing_{text_field}", json.dumps(record, default=str)[:200])
                     continue
+                if max_chars is not None and len(text) > max_chars:
+                    detail = f"a {text_field} of {len(text):,} characters, over max_line_bytes ({max_chars:,})"
+                    yield Quarantined(where, "line_too_long", text[:200], detail)
+                    continue
                 if not text.strip():
                     yield Quarantined(where, f"empty_{text_field}", json.dumps(record, default=str)[:200])
                     continue
@@ -206,7 +212,7 @@ def read_documents(
     these suffixes is one quarantined item.
     """
     if uri.endswith(".parquet"):
-        yield from _parquet_documents(uri, text_field, id_field)
+        yield from _parquet_documents(uri, text_field, id_field, max_line_bytes)
         return
     if not uri.endswith(DOCUMENT_SUFFIXES):
         yield Quarantined(f"{uri}:0", "unsupported_file_type", "",

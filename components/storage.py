@@ -281,6 +281,27 @@ def open_write(uri: str) -> Iterator[BinaryIO]:
         raise
 
 
+@contextlib.contextmanager
+def local_copy(uri: str) -> Iterator[Path]:
+    """A local path holding the file: the file itself, or an S3 object streamed to a temporary
+    file (removed afterwards) -- for readers that need a seekable file, without the whole
+    object in memory."""
+    if not is_s3(uri):
+        path = local_path(uri)
+        if not path.is_file():
+            raise StorageError(f"{uri}: cannot read (no such file)")
+        yield path
+        return
+    fd, name = tempfile.mkstemp(prefix="homegrown-download-")
+    os.close(fd)
+    try:
+        bucket, key = _s3_split(uri)
+        _s3(uri, "read", functools.partial(_s3_download_file, bucket, key, Path(name)))
+        yield Path(name)
+    finally:
+        os.unlink(name)
+
+
 def read_bytes(uri: str) -> bytes:
     if is_s3(uri):  # the whole read is retried: a connection dropped mid-body too
         bucket, key = _s3_split(uri)

@@ -23,8 +23,8 @@ class CleanConfig(Section):
         8 * 2**20,
         ge=1,
         description="a JSONL line longer than this many bytes is quarantined as line_too_long without being read "
-        "whole, which bounds a worker's memory; at least max_chars, with room for JSON escapes and the markup "
-        "strip_html removes",
+        "whole, which bounds a worker's memory (a Parquet text longer than this many characters too, before any "
+        "processing); at least max_chars, with room for JSON escapes and the markup strip_html removes",
     )
     shard_max_records: int = Field(5_000, ge=1, description="records per output shard")
     dropped_samples: int = Field(20, ge=0, description="dropped documents kept per reason for inspection")

@@ -235,3 +235,21 @@ def test_plain_jsonl_named_gz_is_an_error_saying_to_rename(tmp_path):
     with pytest.raises(CleanError, match=r"plain.jsonl.gz: named .gz but not gzip-compressed \(it starts with "
                                          r"b'\{\"id\": \"'\): rename it to match its content"):  # fmt: skip
         clean_corpus(str(inp), str(tmp_path / "out"), CleanConfig(**BASIC))
+
+
+def test_a_huge_parquet_text_is_quarantined_before_processing(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    big = "word " * (3 * 2**20 // 5)  # 3 MiB of text in one cell
+    texts = [f"{LONG} first row.", big, f"{LONG} third row."]
+    pq.write_table(pa.table({"id": ["a", "big", "c"], "text": texts}), inp / "docs.parquet")
+
+    result = clean_corpus(str(inp), str(tmp_path / "out"), CleanConfig(**BASIC, max_chars=1_000_000,
+                                                                        max_line_bytes=2**20))  # fmt: skip
+    assert result.stats.quarantined == {"line_too_long": 1} and sorted(kept_ids(result)) == ["a", "c"]
+    [row] = quarantine_rows(tmp_path / "out")
+    assert row["source"] == f"{inp / 'docs.parquet'}:2"
+    assert row["detail"] == f"a text of {len(big):,} characters, over max_line_bytes (1,048,576)"
