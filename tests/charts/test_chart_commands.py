@@ -10,13 +10,10 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from http.server import HTTPServer
 from pathlib import Path
 
 import boto3
@@ -27,13 +24,8 @@ from botocore.config import Config
 from pipelines import cli
 from tests.charts.chart import find, objects, render
 from tests.pipelines.test_cli_upload import _UploadKFP
+from tests.loopback import free_port, serving
 from tests.s3 import _free_ports, _kill, find_weed
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _localize(args: list[str], local: dict[str, object]) -> list[str]:
@@ -86,7 +78,7 @@ def test_mlflow_server_with_the_chart_args_proxies_artifacts_to_s3(tmp_path, buc
     subprocess.run([*migrate["command"][:3], sqlite], env={**base_env, **migrate_env}, check=True, capture_output=True,
                    timeout=120)  # fmt: skip
 
-    port = _free_port()
+    port = free_port()
     args = _localize(server["args"], {"--host": "127.0.0.1", "--port": port, "--backend-store-uri": sqlite})
     assert f"--artifacts-destination=s3://{bucket}/mlflow" in args and "--app-name=basic-auth" in args
     env = _container_env(server, secrets, HOME=str(tmp_path), MLFLOW_AUTH_CONFIG_PATH=str(tmp_path / "basic_auth.ini"))
@@ -194,15 +186,10 @@ def test_upload_hook_uploads_the_rendered_config(tmp_path, capsys):
     assert yaml.safe_load(run_yaml)["cluster"]["gpus"] == 8  # the user's cluster keys beside the chart's
 
     _UploadKFP.pipelines, _UploadKFP.versions, _UploadKFP.requests = {"homegrown": "p-1"}, set(), []
-    server = HTTPServer(("127.0.0.1", 0), _UploadKFP)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(_UploadKFP) as host:
         assert container["command"][:2] == ["homegrown", "upload"]
         argv = [str(tmp_path / "run.yaml") if a == "/etc/homegrown/run.yaml" else a for a in container["command"][1:]]
-        assert cli.main(_localize(argv, {"--host": f"http://127.0.0.1:{server.server_port}"})) == 0
-    finally:
-        server.shutdown()
-        server.server_close()
+        assert cli.main(_localize(argv, {"--host": host})) == 0
     assert "uploaded pipeline homegrown version gpu-" in capsys.readouterr().out
     [(_, path, query, files)] = [r for r in _UploadKFP.requests if r[0] == "POST"]
     assert path == "/apis/v2beta1/pipelines/upload_version" and query["pipelineid"] == "p-1"

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from components.train.preflight import PreflightError, preflight
 from tests.components.test_train_base import make_base
-from tests.components.test_train_resume import free_port
+from tests.loopback import free_port, serving
 
 
 class _Health(BaseHTTPRequestHandler):
@@ -23,14 +22,10 @@ class _Health(BaseHTTPRequestHandler):
 
 
 def test_everything_in_order_passes(tmp_path, bucket):
-    server = HTTPServer(("127.0.0.1", 0), _Health)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(_Health) as url:
         base = make_base(tmp_path / "base")
-        preflight(str(tmp_path / "out"), str(base), f"http://127.0.0.1:{server.server_port}")
+        preflight(str(tmp_path / "out"), str(base), url)
         preflight(f"s3://{bucket}/runs/r/train", None, None)
-    finally:
-        server.shutdown()
     assert not list((tmp_path / "out").iterdir())  # the probe is gone
 
 

@@ -20,6 +20,7 @@ from components.train.launch import TrainError, train_local, worker_env
 from components.train.checkpoint import find_resume_tag, remap_position, step_tags, tag_world
 from components.train.worker import micro_batches
 from tests.components.test_train import SEQ_LEN, make_packed_dataset
+from tests.loopback import free_port
 
 STEPS = 24
 TRAIN = TrainConfig(
@@ -285,14 +286,6 @@ def test_two_nodes_with_s3_output_train_like_one(tmp_path, bucket):
     assert result["fixed_batch_loss_consolidated"] == pytest.approx(reference.fixed_batch_loss_consolidated, abs=1e-6)
     step16 = [f for f in storage.list_files(f"{out}/checkpoints/step-16")]
     assert any("zero_pp_rank_1" in f for f in step16) and any("rank-1-of-2.pt" in f for f in step16)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_gone(pids: list[int], timeout: float = 30) -> None:

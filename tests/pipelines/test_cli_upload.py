@@ -2,8 +2,7 @@
 
 import email.parser
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -12,6 +11,7 @@ import yaml
 
 from pipelines import cli
 from pipelines.config import load_config
+from tests.loopback import serving
 
 CONFIGS = Path(__file__).resolve().parents[2] / "pipelines" / "configs"
 
@@ -65,11 +65,8 @@ class _UploadKFP(BaseHTTPRequestHandler):
 @pytest.fixture
 def kfp_host():
     _UploadKFP.pipelines, _UploadKFP.versions, _UploadKFP.requests = {}, set(), []
-    server = HTTPServer(("127.0.0.1", 0), _UploadKFP)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with serving(_UploadKFP) as url:
+        yield url
 
 
 def _posts() -> list[tuple[str, dict, dict]]:

@@ -1,8 +1,7 @@
 """The DAG compiles for a cluster with its Kubernetes settings, and the package loads back."""
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import kfp
@@ -11,6 +10,7 @@ import yaml
 
 from pipelines import cli
 from pipelines.config import load_config
+from tests.loopback import serving
 
 CONFIGS = Path(__file__).resolve().parents[2] / "pipelines" / "configs"
 
@@ -106,14 +106,9 @@ class _RecordingKFP(BaseHTTPRequestHandler):
 
 
 def test_submit_builds_the_run_request(tmp_path, capsys):
-    server = HTTPServer(("127.0.0.1", 0), _RecordingKFP)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        host = f"http://127.0.0.1:{server.server_port}"
+    with serving(_RecordingKFP) as host:
         code = cli.main(["submit", str(CONFIGS / "gpu.yaml"), "--host", host, "--run-name", "nightly-1",
                          "-o", str(tmp_path / "p.yaml")])
-    finally:
-        server.shutdown()
     assert code == 0
     assert "submitted run run-1" in capsys.readouterr().out
     posts = {path: body for method, path, body in _RecordingKFP.requests if method == "POST"}

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.components.test_train import make_packed_dataset
-from tests.components.test_train_resume import MODEL, TRAIN, free_port, start
+from tests.components.test_train_resume import MODEL, TRAIN, start
+from tests.loopback import free_port
 
 STEPS = 60
 

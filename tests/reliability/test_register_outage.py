@@ -14,7 +14,7 @@ from components import tracking
 from components.register import registry
 from components.register.config import RegisterConfig
 from tests.components.test_register import tiny_model_dir  # noqa: F401 (a fixture)
-from tests.components.test_train_resume import free_port
+from tests.loopback import free_port
 from tests.reliability.test_mlflow_outage import start_server, stop_server
 
 CONFIG = RegisterConfig(model_name="tiny")

@@ -121,7 +121,7 @@ def test_an_artifact_logged_through_the_mlflow_proxy_waits_out_an_s3_restart(res
     from mlflow.tracking import MlflowClient
 
     from tests.reliability.test_mlflow_outage import start_server, stop_server
-    from tests.components.test_train_resume import free_port
+    from tests.loopback import free_port
 
     for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)  # the client's defaults, as a step outside fail_fast has
