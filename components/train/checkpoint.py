@@ -198,8 +198,8 @@ class RemoteMirror:
         return tag
 
     def complete(self, tag: str) -> None:
-        """Fetch the files other nodes wrote for tag (local rank 0), e.g. to consolidate."""
-        if self.local_rank == 0:
+        """Fetch the files other nodes wrote for tag to rank 0, which consolidates them."""
+        if self.rank == 0:
             storage.download_dir(storage.join(self.remote, tag), self.local / tag, skip_existing=True)
         torch.distributed.barrier()
 

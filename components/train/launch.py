@@ -132,6 +132,12 @@ def forward_sigterm(process: subprocess.Popen) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def torchrun_args(train: TrainConfig) -> list[str]:
+    """torchrun's options for one node: its ranks, and (on SIGTERM torchrun signals the ranks,
+    then SIGKILLs them) the grace they get to checkpoint, instead of torchrun's 30 s."""
+    return ["--standalone", f"--nproc_per_node={train.nproc_per_node}", f"--shutdown-timeout={train.preemption_grace_s}"]
+
+
 def train_local(
     data_manifest_uri: str,
     output_uri: str,
@@ -144,11 +150,7 @@ def train_local(
         config_path = Path(tmp) / "train.json"
         config_path.write_text(json.dumps({"train": train.model_dump(), "model": model.model_dump()}, indent=2))
         command = [
-            sys.executable, "-m", "torch.distributed.run",
-            "--standalone", f"--nproc_per_node={train.nproc_per_node}",
-            # on SIGTERM torchrun signals the ranks, then SIGKILLs them after this long (default 30 s)
-            f"--shutdown-timeout={train.preemption_grace_s}",
-            "-m", "components.train.worker",
+            sys.executable, "-m", "torch.distributed.run", *torchrun_args(train), "-m", "components.train.worker",
             "--data", data_manifest_uri, "--output", output_uri, "--config", str(config_path),
         ]  # fmt: skip
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)

@@ -10,11 +10,10 @@
 
 from __future__ import annotations
 
-import tempfile
+import json
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 
 from components import storage
 
@@ -81,16 +80,15 @@ def check_tracking(tracking_uri: str | None) -> str | None:
         return f"MLflow at {tracking_uri} is not reachable ({exc}); check MLFLOW_TRACKING_URI and the server"
 
 
-def adaptable_layers(config_dir: Path) -> list[str]:
-    """Dotted names of the layers LoRA can adapt (linear, embedding, convolution) in the model
-    config_dir's config.json describes."""
+def adaptable_layers(config: dict) -> list[str]:
+    """Dotted names of the layers LoRA can adapt (linear, embedding, convolution) in the model a
+    config.json's contents describe."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.pytorch_utils import Conv1D
 
-    config = AutoConfig.from_pretrained(config_dir)  # known model types only: no remote code
-    with torch.device("meta"):  # shapes only, nothing allocated
-        model = AutoModelForCausalLM.from_config(config)
+    with torch.device("meta"):  # shapes only, nothing allocated; known model types only: no remote code
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config))
     kinds = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, Conv1D)
     return [name for name, module in model.named_modules() if isinstance(module, kinds)]
 
@@ -99,12 +97,14 @@ def check_lora_targets(base: str, targets: list[str]) -> str | None:
     """Each target must match a layer as peft matches them: the full name or its last parts."""
     if base.startswith(("models:/", "runs:/")):
         return None  # checked by peft once the worker has the model
-    with tempfile.TemporaryDirectory(prefix="homegrown-preflight-") as tmp:
-        try:
-            storage.write_text(str(Path(tmp) / "config.json"), storage.read_text(storage.join(base, "config.json")))
-            names = adaptable_layers(Path(tmp))
-        except Exception as exc:  # check_base reports a missing or unreadable base
-            return None if isinstance(exc, storage.StorageError) else f"model.base {base}: config.json: {exc}"
+    try:
+        config = json.loads(storage.read_text(storage.join(base, "config.json")))
+    except storage.StorageError:
+        return None  # check_base reports a missing or unreadable base
+    try:
+        names = adaptable_layers(config)
+    except Exception as exc:  # an unknown model_type, a malformed config
+        return f"model.base {base}: config.json: {exc}"
     missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
     if not missing:
         return None

@@ -259,11 +259,10 @@ class Tracker:
 
         if kind == "metrics":  # [(values, step, stamp), ...], oldest first; a retry resumes where it failed
             while payload:
-                values, step, stamp = payload[0]
-                batch = [Metric(k, float(v), stamp, step) for k, v in values.items()]
-                taken = 1
-                while taken < len(payload) and len(batch) + len(payload[taken][0]) <= self.MAX_METRICS_PER_CALL:
-                    values, step, stamp = payload[taken]
+                batch, taken = [], 0
+                for values, step, stamp in payload:
+                    if batch and len(batch) + len(values) > self.MAX_METRICS_PER_CALL:
+                        break
                     batch += [Metric(k, float(v), stamp, step) for k, v in values.items()]
                     taken += 1
                 self.client.log_batch(self.run_id, metrics=batch)
@@ -353,7 +352,7 @@ def fixed_batch_loss(module, batch: torch.Tensor) -> float:
 class Preemption:
     """SIGTERM sets a flag; `agreed()` at a step boundary tells every rank whether any rank got it.
 
-    `grace_s` is what the launcher allows between SIGTERM and SIGKILL; `fits()` warns (once) when
+    `grace_s` is what the launcher allows between SIGTERM and SIGKILL; `warn_if_too_slow()` says (once) when
     a step plus a checkpoint save takes longer than that, so the save would be cut off."""
 
     def __init__(self) -> None:
@@ -376,17 +375,16 @@ class Preemption:
             return None
         return self.grace_s - (time.monotonic() - self.signalled_at)
 
-    def fits(self, step_s: float, save_s: float) -> bool:
+    def warn_if_too_slow(self, step_s: float, save_s: float) -> None:
         """save_s: writing a checkpoint, and uploading it where the output is remote."""
         if self.grace_s is None or step_s + save_s <= self.grace_s:
-            return True
+            return
         if not self.warned:
             self.warned = True
             print(f"[train] warning: a step ({step_s:.1f} s) and a checkpoint save ({save_s:.1f} s) take longer than "
                   f"train.preemption_grace_s ({self.grace_s:.0f} s): on preemption the save would be cut off and the "
                   "previous checkpoint resumed. Raise preemption_grace_s (and the pod's terminationGracePeriodSeconds)",
                   flush=True)  # fmt: skip
-        return False
 
     def agreed(self) -> bool:
         flag = torch.tensor([1 if self.signalled else 0], dtype=torch.int32)
@@ -457,16 +455,16 @@ def main(argv: list[str] | None = None) -> int:
     if mirror and not train.resume and master:
         storage.remove_tree(mirror.remote)
 
-    save_s = [0.0]  # the last checkpoint save's duration
-
-    def checkpoint(step: int) -> None:
+    def checkpoint(step: int) -> float:
+        """Save (and start mirroring) tag step-N; the seconds the save took."""
         if mirror:
             mirror.flush()  # the previous upload is done before its local files can be pruned
         save_started = time.perf_counter()
         tag = save_checkpoint(engine, ckpt_dir, step, client_state(step), train.keep_checkpoints, rank, world)
-        save_s[0] = time.perf_counter() - save_started
+        save_s = time.perf_counter() - save_started
         if mirror:
             mirror.push(tag)
+        return save_s
 
     # ---- which checkpoint to resume from (rank 0 decides, every rank loads it) ---------------
     resume = None  # (tag, world size that wrote it, tag to load)
@@ -632,10 +630,10 @@ def main(argv: list[str] | None = None) -> int:
                 tracker.metrics(metrics, step=step)
 
             if train.checkpoint_every and step % train.checkpoint_every == 0:
-                checkpoint(step)
+                save_s = checkpoint(step)
                 saved_step = step
                 if master:  # a preempted run must also upload the tag it saves before the grace ends
-                    preemption.fits(step_s, save_s[0] + (mirror.upload_s if mirror else 0.0))
+                    preemption.warn_if_too_slow(step_s, save_s + (mirror.upload_s if mirror else 0.0))
             if preemption.agreed():
                 if master:
                     left = preemption.left_s()
@@ -711,7 +709,6 @@ def main(argv: list[str] | None = None) -> int:
                 "data_digest": manifest.digest,
                 "duration_s": time.perf_counter() - started,
             }
-            storage.write_text(str(out_dir / "result.json"), json.dumps(result, indent=2) + "\n")  # atomic
             summary = {"train/final_loss": losses[-1], "train/fixed_batch_loss": consolidated_loss}
             if result["mfu"] is not None:
                 summary["train/mfu_overall"] = result["mfu"]
@@ -720,7 +717,8 @@ def main(argv: list[str] | None = None) -> int:
                 for part in ("model", "adapter"):
                     if (out_dir / part).is_dir():
                         storage.upload_dir(out_dir / part, storage.join(args.output, part))
-                storage.write_text(storage.join(args.output, "result.json"), (out_dir / "result.json").read_text())
+            # last, atomically: result.json marks the output complete
+            storage.write_text(storage.join(args.output, "result.json"), json.dumps(result, indent=2) + "\n")
             print(
                 f"[train] done: final loss {losses[-1]:.4f}, {result['tokens_per_s']:,.0f} tok/s, "
                 f"fixed-batch loss engine {engine_loss:.6f} / consolidated {consolidated_loss:.6f} -> {args.output}",
