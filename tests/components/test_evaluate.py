@@ -296,4 +296,6 @@ def test_report_page_has_both_plots_inline(tokenizer, tmp_path, eval_manifest):
     results = json.loads(Path(result.results_uri).read_text())
     page = report_html(results, [4.0, 3.5, 3.1], "**Gate: passed**")
     assert page.count("<svg") == 2 and "Training loss" in page and "by language" in page
-    assert "champion" in page and "<?xml" not in page and "**Gate: passed**" in page
+    assert "<?xml" not in page and "**Gate: passed**" in page
+    assert f"{results['champion']['metrics']['bits_per_byte']:.4f}" in page  # the champion's figures
+    assert "champion" in page.split("<svg")[2]  # and its bars: the legend only shows with a champion

@@ -82,21 +82,23 @@ def test_register_promote_and_load_champion(tiny_model_dir: Path, sqlite_uri: st
     assert isinstance(generated[0], str) and generated[0].startswith("hello")
 
 
-def test_a_version_registered_twice_by_a_retried_request_is_folded_into_the_first(sqlite_uri, tmp_path):
+def test_a_version_registered_twice_by_a_retried_request_is_folded_into_the_first(
+    tiny_model_dir: Path, sqlite_uri: str, monkeypatch
+):
     import mlflow
-    from mlflow.tracking import MlflowClient
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
+    create = SqlAlchemyStore.create_model_version
+
+    def answered_twice(self, *args, **kwargs):  # the POST went through, its answer was lost, it was retried
+        create(self, *args, **kwargs)
+        return create(self, *args, **kwargs)
+
+    monkeypatch.setattr(SqlAlchemyStore, "create_model_version", answered_twice)
     tracking.configure(sqlite_uri)
-    experiment = MlflowClient().create_experiment("dup", artifact_location=(tmp_path / "artifacts").as_uri())
-    with mlflow.start_run(experiment_id=experiment):
-        mlflow.log_text("weights", "model/weights.txt")
-        source = mlflow.get_artifact_uri("model")
-    tags = {registry.DIGEST_TAG: "abc123", "bits_per_byte": "2.5"}
-    MlflowClient().create_registered_model("m")
-    first = MlflowClient().create_model_version("m", source, tags=tags)
-    second = MlflowClient().create_model_version("m", source, tags=tags)  # the same POST, answered twice
-    assert (str(first.version), str(second.version)) == ("1", "2")
-
-    assert registry._one_version("m", "abc123", created="2") == "1"
-    assert [str(v.version) for v in MlflowClient().search_model_versions("name = 'm'")] == ["1"]
-    assert str(registry.version_with_digest("m", "abc123").version) == "1"
+    with tracking.step_run("register", sqlite_uri, experiment="t"):
+        version, created = registry.log_and_register(str(tiny_model_dir), RegisterConfig(model_name="tiny"), {})
+    client = mlflow.tracking.MlflowClient(sqlite_uri)
+    assert (version, created) == ("1", True)
+    assert [str(v.version) for v in client.search_model_versions("name = 'tiny'")] == ["1"]
+    assert str(client.get_model_version_by_alias("tiny", "candidate").version) == "1"

@@ -152,7 +152,7 @@ def test_upload_dir_download_dir_round_trip(bucket, s3_env, tmp_path):
         storage.download_dir(f"s3://{bucket}/runs/r2/model", tmp_path / "missing")
 
 
-def test_missing_key_and_missing_bucket_raise_storage_error_naming_the_uri(bucket, s3_env):
+def test_missing_key_and_missing_bucket_raise_storage_error_naming_the_uri(bucket, s3_env, capfd):
     missing = f"s3://{bucket}/no/such/key.jsonl"
     with pytest.raises(storage.StorageError, match=f"{missing}: cannot read .*NoSuchKey"):
         storage.read_bytes(missing)
@@ -165,6 +165,7 @@ def test_missing_key_and_missing_bucket_raise_storage_error_naming_the_uri(bucke
         storage.exists(no_bucket)
     with pytest.raises(storage.StorageError, match=no_bucket):
         storage.write_bytes(no_bucket, b"x")
+    assert "retrying" not in capfd.readouterr().err, "a refusal is final: no retries with backoff"
 
 
 def test_wrong_secret_key_is_rejected(bucket, s3_env, monkeypatch, capfd):
@@ -182,11 +183,11 @@ def test_wrong_secret_key_is_rejected(bucket, s3_env, monkeypatch, capfd):
         storage.list_files(f"s3://{bucket}")
     with pytest.raises(storage.StorageError, match="SignatureDoesNotMatch"):
         storage.upload_dir(Path(__file__).parent / "data", f"s3://{bucket}/up")
-    assert "retrying" not in capfd.readouterr().err, "a refusal is final: no retries with backoff"
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "no-such-access-key")
     with pytest.raises(storage.StorageError, match="InvalidAccessKeyId"):
         storage.read_bytes(good)
+    assert "retrying" not in capfd.readouterr().err, "a refusal is final: no retries with backoff"
     # nothing was written with the bad credentials
     assert keys(s3_env, bucket) == ["secret.txt"]
 
@@ -314,7 +315,8 @@ def test_folder_markers_are_not_files(bucket, s3_env):
     assert storage.list_files(f"s3://{bucket}/corpus") == [f"s3://{bucket}/corpus/sub/a.jsonl"]
 
 
-def test_a_bad_endpoint_is_a_storage_error_naming_the_uri(monkeypatch):
+def test_a_bad_endpoint_is_a_storage_error_naming_the_uri(monkeypatch, capfd):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "127.0.0.1:1")  # no scheme
     with pytest.raises(storage.StorageError, match=r"s3://b/k.json: cannot read \(.*Invalid endpoint"):
         storage.read_bytes("s3://b/k.json")
+    assert "retrying" not in capfd.readouterr().err

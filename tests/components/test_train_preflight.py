@@ -26,6 +26,9 @@ def test_everything_in_order_passes(tmp_path, bucket):
         base = make_base(tmp_path / "base")
         preflight(str(tmp_path / "out"), str(base), url)
         preflight(f"s3://{bucket}/runs/r/train", None, None)
+    from components import storage
+
+    assert not storage.exists(f"s3://{bucket}/runs"), "the S3 probe is gone too"
     assert not list((tmp_path / "out").iterdir())  # the probe is gone
 
 

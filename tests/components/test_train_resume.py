@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from components.train.config import ModelConfig, TrainConfig
-from components.train.launch import TrainError, train_local, worker_env
+from components.train.launch import TrainError, torchrun_args, train_local, worker_env
 from components.train.checkpoint import find_resume_tag, remap_position, step_tags, tag_world
 from components.train.worker import micro_batches
 from tests.components.test_train import SEQ_LEN, make_packed_dataset
@@ -42,8 +42,7 @@ def start(manifest_uri: str, out: Path | str, tmp: Path, launcher: list[str] | N
     slow_save_s: each checkpoint save pauses this long after the model states are written."""
     config = tmp / f"train-{time.monotonic_ns()}.json"
     config.write_text(json.dumps({"train": train.model_dump(), "model": model.model_dump()}))
-    launcher = launcher or ["--standalone", f"--nproc_per_node={train.nproc_per_node}",
-                            f"--shutdown-timeout={train.preemption_grace_s}"]  # fmt: skip
+    launcher = launcher or torchrun_args(train)  # train_local's
     command = [
         sys.executable, "-m", "torch.distributed.run", *launcher,
         __file__, "--data", manifest_uri, "--output", str(out), "--config", str(config),
@@ -52,6 +51,11 @@ def start(manifest_uri: str, out: Path | str, tmp: Path, launcher: list[str] | N
                       SLOW_SAVE_ENV: str(slow_save_s)})  # fmt: skip
     with open(tmp / f"log-{time.monotonic_ns()}.txt", "w") as log:
         return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+
+
+def run_logs(tmp: Path) -> str:
+    """The output of every run start() launched under tmp."""
+    return "".join(p.read_text() for p in sorted(tmp.glob("log-*.txt")))
 
 
 def wait_for_latest(process: subprocess.Popen, out: Path, tag: str, timeout: float = 60) -> None:
@@ -116,7 +120,7 @@ def test_killed_and_preempted_runs_resume_exactly(tmp_path):
     wait_for_latest(run, out, "step-8")
     run.send_signal(signal.SIGTERM)  # torchrun, PID 1 of a TrainJob pod: it signals the ranks
     assert run.wait(timeout=60) != 0
-    logs = "".join(p.read_text() for p in tmp_path.glob("log-*.txt"))
+    logs = run_logs(tmp_path)
     assert "preempted at step" in logs, logs[-3000:]
     assert re.search(r"SIGTERM: checkpointing step \d+, \d+ s of the 30 s grace left", logs), logs[-3000:]
     preempted_tag = (out / "checkpoints" / "latest").read_text().strip()
@@ -158,7 +162,7 @@ def test_sigterm_gets_the_configured_grace_and_a_save_it_cuts_off_is_never_resum
     wait_for_latest(run, out, "step-8", timeout=120)
     run.send_signal(signal.SIGTERM)
     assert run.wait(timeout=60) != 0
-    logs = "".join(p.read_text() for p in tmp_path.glob("log-*.txt"))
+    logs = run_logs(tmp_path)
     assert "take longer than train.preemption_grace_s (3 s)" in logs, logs[-3000:]
     assert re.search(r"SIGTERM: checkpointing step \d+, \d+ s of the 3 s grace left", logs), logs[-3000:]
     assert "preempted at step" not in logs
@@ -279,7 +283,7 @@ def test_two_nodes_with_s3_output_train_like_one(tmp_path, bucket):
         for node in (0, 1)
     ]
     for node in nodes:
-        assert node.wait(timeout=300) == 0, "".join(p.read_text() for p in tmp_path.glob("log-*.txt"))[-3000:]
+        assert node.wait(timeout=300) == 0, run_logs(tmp_path)[-3000:]
     result = json.loads(storage.read_text(f"{out}/result.json"))
     assert result["world_size"] == 2
     assert result["losses"] == pytest.approx(reference.losses, abs=1e-6)

@@ -48,8 +48,8 @@ def test_metrics_of_many_steps_go_in_few_calls_and_all_arrive(sqlite_uri, monkey
     assert len(client.get_metric_history(run_id, "train/lr")) == 200
     metric_calls = [n for n in sizes if n]
     assert sum(metric_calls) == 800
-    # the first step at once, then one call per flush interval, and what close() found
-    assert len(metric_calls) <= elapsed / 0.5 + 3, metric_calls
+    # the first step at once, then one call per flush interval (not all of it at close()), and the rest
+    assert 3 <= len(metric_calls) <= elapsed / 0.5 + 3, metric_calls
     assert client.get_run(run_id).data.params == {"train.zero_stage": "2"}
     assert client.get_run(run_id).info.status == "FINISHED"
 

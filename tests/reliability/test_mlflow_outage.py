@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.components.test_train import make_packed_dataset
-from tests.components.test_train_resume import MODEL, TRAIN, start
+from tests.components.test_train_resume import MODEL, TRAIN, run_logs, start
 from tests.loopback import free_port
 
 STEPS = 60
@@ -46,10 +46,6 @@ def stop_server(server: subprocess.Popen) -> None:
     server.wait(timeout=30)
 
 
-def logs(tmp_path: Path) -> str:
-    return "".join(p.read_text() for p in tmp_path.glob("log-*.txt"))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("when", ["mid-run", "at-start"])
 def test_metrics_logged_during_an_outage_arrive_after_it(tmp_path, monkeypatch, when):
@@ -76,15 +72,15 @@ def test_metrics_logged_during_an_outage_arrive_after_it(tmp_path, monkeypatch, 
                 time.sleep(0.2)
             stop_server(server)
         deadline = time.monotonic() + 120
-        while "MLflow unreachable" not in logs(tmp_path):  # the ranks start slowly on a busy machine
-            assert run.poll() is None and time.monotonic() < deadline, logs(tmp_path)[-3000:]
+        while "MLflow unreachable" not in run_logs(tmp_path):  # the ranks start slowly on a busy machine
+            assert run.poll() is None and time.monotonic() < deadline, run_logs(tmp_path)[-3000:]
             time.sleep(0.2)
         time.sleep(3)  # training goes on; its metrics queue up
         assert run.poll() is None, "training stopped when MLflow went away"
         server = start_server(tmp_path, port)
 
         assert run.wait(timeout=300) == 0
-        assert "MLflow reachable again" in logs(tmp_path), logs(tmp_path)[-3000:]
+        assert "MLflow reachable again" in run_logs(tmp_path), run_logs(tmp_path)[-3000:]
         steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
         assert sorted(steps) == list(range(1, STEPS + 1))
         assert client.get_run(run_id).data.params["train.world_size"] == "2"

@@ -69,6 +69,7 @@ def test_reads_and_writes_wait_for_s3_and_give_up_clearly_after_the_budget(resta
     restartable_s3.start()
     thread.join(timeout=120)
     assert outcome.get("value") == '{"shards": []}', outcome
+    assert "read failed" in capfd.readouterr().err  # our retries rode it out, not only botocore's
 
     # a small write (one PUT, no multipart) too: its retries upload the same bytes again
     restartable_s3.stop()
@@ -77,6 +78,7 @@ def test_reads_and_writes_wait_for_s3_and_give_up_clearly_after_the_budget(resta
     restartable_s3.start()
     thread.join(timeout=120)
     assert "error" not in outcome, outcome
+    assert "write failed" in capfd.readouterr().err
     assert storage.read_text(f"s3://{bucket}/data/stats.json") == '{"kept": 3}'
 
     restartable_s3.stop()
@@ -92,7 +94,7 @@ def test_training_rides_out_an_s3_restart_between_checkpoints(restartable_s3, tm
     """Checkpoints mirror to S3 in the background; the endpoint restarts after step-8 was
     committed: the run waits at its next commit, finishes, and its losses are untouched."""
     from tests.components.test_train import make_packed_dataset
-    from tests.components.test_train_resume import MODEL, TRAIN, start, train_local, wait_for_remote_latest
+    from tests.components.test_train_resume import MODEL, TRAIN, run_logs, start, train_local, wait_for_remote_latest
 
     bucket = restartable_s3.server.new_bucket()
     manifest_uri = make_packed_dataset(tmp_path / "tok", sequences=256, tokenizer=False)
@@ -106,9 +108,8 @@ def test_training_rides_out_an_s3_restart_between_checkpoints(restartable_s3, tm
     assert run.poll() is None, "training stopped when S3 went away"
     restartable_s3.start()
 
-    logs = lambda: "".join(p.read_text() for p in Path(tmp_path).glob("log-*.txt"))  # noqa: E731
-    assert run.wait(timeout=300) == 0, logs()[-3000:]
-    assert "retrying for up to" in logs()
+    assert run.wait(timeout=300) == 0, run_logs(tmp_path)[-3000:]
+    assert "retrying for up to" in run_logs(tmp_path)
     result = json.loads(storage.read_text(f"{out}/result.json"))
     assert result["losses"] == pytest.approx(reference.losses, abs=1e-5)
     assert storage.read_text(f"{out}/checkpoints/latest").strip() == "step-24"
