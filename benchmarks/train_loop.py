@@ -130,7 +130,7 @@ def run_variant(variant: str, manifest_uri: str, config_path: Path, work: Path, 
     from components.train.launch import worker_env
 
     env = worker_env({"HF_HUB_OFFLINE": "1"})
-    for key in ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS"):
+    for key in ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI"):
         env.pop(key, None)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     out = work / f"out-{index}"
@@ -139,7 +139,7 @@ def run_variant(variant: str, manifest_uri: str, config_path: Path, work: Path, 
     else:
         command = [*torchrun, "-m", "components.train.worker", "--data", manifest_uri, "--output", str(out),
                    "--config", str(config_path)]  # fmt: skip
-    if variant.startswith("ours+mlflow"):
+    if variant == "ours+mlflow":
         env["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / f'mlflow-{index}' / 'mlflow.db'}"
         env["MLFLOW_RUN_ID"] = new_mlflow_run(env["MLFLOW_TRACKING_URI"])
 
@@ -209,7 +209,7 @@ def run_variant(variant: str, manifest_uri: str, config_path: Path, work: Path, 
         row["worker_extras_ms"] = extras_ms
     else:
         row["worker_steps_per_s"] = json.loads((out / "result.json").read_text())["steps_per_s"]
-    if variant.startswith("ours+mlflow"):
+    if variant == "ours+mlflow":
         from mlflow.tracking import MlflowClient
 
         history = MlflowClient(env["MLFLOW_TRACKING_URI"]).get_metric_history(env["MLFLOW_RUN_ID"], "train/loss")
@@ -221,8 +221,9 @@ def run_variant(variant: str, manifest_uri: str, config_path: Path, work: Path, 
 
 def tracker_cost(calls: int = 30, interval_s: float = 0.2) -> dict:
     """CPU of one `Tracker.metrics` call, timed in this process against a fresh SQLite store, one
-    call per `interval_s` (a step) with the metrics the worker logs on CPU. Main thread: time.thread_time around each call; other threads: their
-    CPU over the calls (10 ms ticks), a cross-check of the side CPU measured in the runs."""
+    call per `interval_s` (a step) with the metrics the worker logs on CPU. Main thread:
+    time.thread_time around each call; other threads: their CPU over the calls (10 ms ticks), a
+    cross-check of the side CPU measured in the runs."""
     from components.train.worker import Tracker
 
     me = psutil.Process()
@@ -232,21 +233,19 @@ def tracker_cost(calls: int = 30, interval_s: float = 0.2) -> dict:
 
     metrics = {"train/loss": 5.0, "train/lr": 1e-3, "train/tokens_per_s": 10_000.0, "train/grad_norm": 1.0}
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID")}
-    costs = {}
     with tempfile.TemporaryDirectory(prefix="homegrown-bench-tracker-") as tmp:
-        for cls in (Tracker,):
-            uri = f"sqlite:///{Path(tmp) / cls.__name__ / 'mlflow.db'}"
-            os.environ.update(MLFLOW_TRACKING_URI=uri, MLFLOW_RUN_ID=new_mlflow_run(uri))
-            tracker = cls(enabled=True)
-            main_s, side_before = 0.0, side_cpu()
-            for step in range(1, calls + 1):
-                started, cpu_started = time.perf_counter(), time.thread_time()
-                tracker.metrics({**metrics, "train/loss": 5.0 - step / 100}, step=step)
-                main_s += time.thread_time() - cpu_started
-                time.sleep(max(0.0, interval_s - (time.perf_counter() - started)))
-            side_s = side_cpu() - side_before
-            tracker.close(True)
-            costs[cls.__name__] = {"main_ms_per_call": main_s * 1000 / calls, "side_ms_per_call": side_s * 1000 / calls}
+        uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+        os.environ.update(MLFLOW_TRACKING_URI=uri, MLFLOW_RUN_ID=new_mlflow_run(uri))
+        tracker = Tracker(enabled=True)
+        main_s, side_before = 0.0, side_cpu()
+        for step in range(1, calls + 1):
+            started, cpu_started = time.perf_counter(), time.thread_time()
+            tracker.metrics({**metrics, "train/loss": 5.0 - step / 100}, step=step)
+            main_s += time.thread_time() - cpu_started
+            time.sleep(max(0.0, interval_s - (time.perf_counter() - started)))
+        side_s = side_cpu() - side_before
+        tracker.close(True)
+        costs = {"main_ms_per_call": main_s * 1000 / calls, "side_ms_per_call": side_s * 1000 / calls}
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -315,23 +314,17 @@ def summarise(rows: list[dict], tracker_cost: dict | None = None) -> dict:
     summary["worker_extras_ms"] = statistics.median(extras) if extras else None
     bare_ms = summary["bare"]["step_ms"] or summary["bare"]["all_step_ms"]
     summary["ours_over_bare_accounted"] = 1 + summary["worker_extras_ms"] / bare_ms if extras else None
-    for variant, key in (("ours+mlflow", "mlflow_cost"),):
-        for suffix, field in (("", "step_ms"), ("_cpu", "cpu_ms"), ("_all", "all_step_ms")):
-            ratio = change(variant, "ours", field)
-            summary[key + suffix] = ratio - 1 if ratio else None
+    for suffix, field in (("", "step_ms"), ("_cpu", "cpu_ms"), ("_all", "all_step_ms")):
+        ratio = change("ours+mlflow", "ours", field)
+        summary["mlflow_cost" + suffix] = ratio - 1 if ratio else None
     if tracker_cost:
         # accounted from the parts: the logging call on the main thread (timed in-process) plus
         # the extra CPU of rank 0's other threads in the runs, all of it charged to the step
-        for variant, key, cls in (("ours+mlflow", "mlflow_cost", "Tracker"),):
-            side, base, step = (
-                summary[variant]["side_cpu_ms"],
-                summary["ours"]["side_cpu_ms"],
-                summary["ours"]["step_ms"],
-            )
-            step = step or summary["ours"]["all_step_ms"]
-            call = tracker_cost[cls]["main_ms_per_call"]
-            summary[key + "_accounted"] = (call + side - base) / step if side is not None and base is not None else None
-            summary[variant]["call_ms"] = call
+        side, base = summary["ours+mlflow"]["side_cpu_ms"], summary["ours"]["side_cpu_ms"]
+        step = summary["ours"]["step_ms"] or summary["ours"]["all_step_ms"]
+        call = tracker_cost["main_ms_per_call"]
+        summary["mlflow_cost_accounted"] = (call + side - base) / step if side is not None and base is not None else None
+        summary["ours+mlflow"]["call_ms"] = call
     return summary
 
 
@@ -360,14 +353,14 @@ def table(summary: dict) -> str:
     extras = f(summary["worker_extras_ms"], ".2f")
     ab = f"ours / bare: {f(ratio, '.3f')}  (CPU {cpu}, all windows {every}; "
     lines += ["", ab + f"accounted {accounted}: worker extras {extras} ms/step)  goal <= {RATIO_GOAL}: {verdict}"]
-    for variant, key in (("ours+mlflow", "mlflow_cost"),):
-        accounted = summary.get(key + "_accounted")
-        verdict = "n/a" if accounted is None else "ok" if accounted < MLFLOW_GOAL else "MISSED"
-        lines.append(
-            f"MLflow cost, {variant:<17}: accounted {f(accounted, '+.2f', 100)} % (call "
-            f"{f(summary[variant].get('call_ms'), '.2f')} ms + side CPU); run vs run {f(summary[key], '+.1f', 100)} % "
-            f"(all windows {f(summary[key + '_all'], '+.1f', 100)} %)  goal < {MLFLOW_GOAL * 100:.0f} %: {verdict}"
-        )
+    accounted = summary.get("mlflow_cost_accounted")
+    verdict = "n/a" if accounted is None else "ok" if accounted < MLFLOW_GOAL else "MISSED"
+    lines.append(
+        f"MLflow cost, {'ours+mlflow':<17}: accounted {f(accounted, '+.2f', 100)} % (call "
+        f"{f(summary['ours+mlflow'].get('call_ms'), '.2f')} ms + side CPU); run vs run "
+        f"{f(summary['mlflow_cost'], '+.1f', 100)} % (all windows {f(summary['mlflow_cost_all'], '+.1f', 100)} %)  "
+        f"goal < {MLFLOW_GOAL * 100:.0f} %: {verdict}"
+    )
     lines += [
         f"ms/step, CPU ms (per rank): pooled quiet windows ({WINDOW} steps, other load < {QUIET_WINDOW_LOAD} cores);",
         "side CPU: ms/step of rank 0's threads but the main one; accounted = (Tracker.metrics main-thread ms per",

@@ -94,18 +94,14 @@ def train(config_json: str, run_root: str, tracking_uri: str, parent_run_id: str
         f"{result.tokens_per_s:,.0f} tokens/s")
 
 
-def _model_uri(model: Any) -> str:
-    return json.loads(storage.read_text(model.path))["model_uri"]
-
-
 def evaluate(config_json: str, run_root: str, tracking_uri: str, parent_run_id: str,
              packed: Any, model: Any, results: Any, report: Any, plots: Any, metrics: Any) -> None:
     config = _config(config_json)
     eval_manifest_uri = Manifest.load(packed.path).facts["eval_manifest_uri"]
     output_uri = tasks.step_dir(run_root, "evaluate")
-    losses = json.loads(storage.read_text(model.path)).get("losses")
-    result = tasks.evaluate(config, _model_uri(model), eval_manifest_uri, output_uri,
-                            _tracking(config, tracking_uri, parent_run_id), losses=losses)
+    trained = json.loads(storage.read_text(model.path))
+    result = tasks.evaluate(config, trained["model_uri"], eval_manifest_uri, output_uri,
+                            _tracking(config, tracking_uri, parent_run_id), losses=trained.get("losses"))
     storage.write_text(results.path, storage.read_text(result.results_uri))
     storage.write_text(report.path, result.report_markdown)
     storage.write_text(plots.path, storage.read_text(storage.join(output_uri, "report.html")))
@@ -130,8 +126,9 @@ def register(config_json: str, run_name: str, tracking_uri: str, parent_run_id: 
         "code_version": tasks.code_version(),
         "pipeline_run_name": run_name,
     }
-    outcome = tasks.register(config, _model_uri(model), results.path, lineage,
-                             _tracking(config, tracking_uri, parent_run_id), json.loads(storage.read_text(model.path)))
+    trained = json.loads(storage.read_text(model.path))
+    outcome = tasks.register(config, trained["model_uri"], results.path, lineage,
+                             _tracking(config, tracking_uri, parent_run_id), trained)
     storage.write_text(report.path, outcome.gate_markdown)
     say(f"register: {config.registry.model_name} v{outcome.version} (candidate); gate {outcome.decision}: {outcome.reason}")
     return outcome.decision, outcome.version

@@ -270,7 +270,7 @@ def evaluate(config: RunConfig, model_uri: str, eval_manifest_uri: str, output_u
             current = registry.champion_version(name)
             if current is not None and current.tags.get(cache_key):
                 champion_version, cached = str(current.version), json.loads(current.tags[cache_key])
-            elif (found := registry.champion_model_dir(name, tmp)) is not None:
+            elif (found := registry.champion_model_dir(name, tmp, current)) is not None:
                 champion_uri, champion_version = str(found[0]), found[1]
         # the champion is named by its registry URI, not the folder it was downloaded to
         label = f"models:/{name}@champion (version {champion_version})" if champion_version else None

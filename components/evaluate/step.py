@@ -47,10 +47,9 @@ def load_model(model_uri: str, local_dir: Path, device: torch.device):
     """A Hugging Face model directory (safetensors weights, tokenizer beside it), local or s3://."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from components.hf_model import ModelDirError, check_model_dir
+    from components.hf_model import ModelDirError, fetch_model_dir
 
-    path = storage.download_dir(model_uri, local_dir)
-    check_model_dir(Path(path), model_uri)
+    path = fetch_model_dir(model_uri, local_dir)
     if not any((Path(path) / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
         raise ModelDirError(f"{model_uri}: no tokenizer beside the weights (tokenizer.json); save it with the model")
     model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, trust_remote_code=False)

@@ -233,11 +233,12 @@ def promote(name: str, version: str) -> None:
         MlflowClient().set_registered_model_alias(name, CHAMPION, version)
 
 
-def champion_model_dir(name: str, dest: str | Path) -> tuple[Path, str] | None:
-    """Download the current champion as a plain HF model directory; None if there is none."""
+def champion_model_dir(name: str, dest: str | Path, current: Any | None = None) -> tuple[Path, str] | None:
+    """Download the current champion as a plain HF model directory; None if there is none.
+    current: the champion's model version, when the caller has just looked it up."""
     import mlflow
 
-    current = champion_version(name)
+    current = current or champion_version(name)
     if current is None:
         return None
     dest = Path(dest)
