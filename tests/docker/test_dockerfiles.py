@@ -223,12 +223,70 @@ def test_lock_pins_every_pyproject_dependency():
 
 
 def test_lock_is_what_the_tests_ran_with():
-    """The images ship the versions `make test` tested (this venv), and the whole closure."""
+    """The images ship the versions `make test` tested (this venv), and the whole closure; the
+    test lock holds the rest of this venv (test extra, --no-deps tools, pip and setuptools)."""
     pins = lock.parse_lock(DOCKER / "requirements.lock")
-    tested = lock.closure(lock.project_requirements())
-    tested.pop("homegrown", None)
+    tested = lock.runtime_pins()
     stale = sorted(set(pins.items()) ^ set(tested.items()))
-    assert not stale, f"docker/requirements.lock is stale ({stale[:10]}): run `.venv/bin/python docker/lock.py`"
+    assert not stale, f"docker/requirements.lock is stale ({stale[:10]}): run `make lock` or `make install`"
+    test_pins = lock.parse_lock(DOCKER / "requirements-test.lock")
+    stale = sorted(set(test_pins.items()) ^ set(lock.venv_pins(tested).items()))
+    assert not stale, f"docker/requirements-test.lock is stale ({stale[:10]}): run `make lock` or `make install`"
+    assert not set(pins) & set(test_pins), "a package is pinned in both locks"
+
+
+def _recipe(makefile: str, target: str) -> list[str]:
+    """The recipe lines of `target:` in a Makefile, continuation lines joined."""
+    lines = makefile.replace("\\\n", " ").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{target}:"))
+    recipe = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line.strip())
+    return recipe
+
+
+def _make_var(makefile: str, name: str) -> str:
+    return re.search(rf"^{name}\s*[:?]?=\s*(.*)$", makefile, re.M)[1].strip()
+
+
+def test_the_venvs_install_only_through_the_locks():
+    """What `make install` (so `make demo`/`make test`) and `make bench` install is the locks:
+    every pip call in the venv recipe takes both locks as constraints, the editable install
+    builds with the locked setuptools (no isolated build env with a floating one), the --no-deps
+    tools are the test lock's versions, and the install fails if the venv is not the locks."""
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    assert _make_var(makefile, "LOCKS").split() == ["docker/requirements.lock", "docker/requirements-test.lock"]
+    assert _make_var(makefile, "CONSTRAINTS") == "$(foreach lock,$(LOCKS),-c $(lock))"
+    recipe = _recipe(makefile, "$(STAMP)")
+    installs = [line for line in recipe if " install " in line and "/pip " in line]
+    assert len(installs) == 4 and all("$(CONSTRAINTS)" in line for line in installs), installs
+    assert any("--no-build-isolation -e '.[test]'" in line for line in installs)
+    assert "$(if $(CONSTRAINTS),$(BIN)/python docker/lock.py --check)" in recipe
+    test_pins = lock.parse_lock(DOCKER / "requirements-test.lock")
+    tools = dict(word.split("==") for word in _make_var(makefile, "NO_DEPS_TOOLS").split())
+    assert {canonicalize_name(n): v for n, v in tools.items()} == {
+        canonicalize_name(n): test_pins[canonicalize_name(n)] for n in lock.TOOLS
+    }
+    assert {"pip", "setuptools"} <= set(test_pins) | set(lock.parse_lock(DOCKER / "requirements.lock"))
+    setup = (REPO / "benchmarks" / "setup_env.sh").read_text(encoding="utf-8")
+    for pip in [line for line in setup.splitlines() if '/bin/pip" install' in line]:
+        assert '"${CONSTRAINTS[@]}"' in pip, pip
+    assert "LOCKS=(docker/requirements.lock docker/requirements-test.lock benchmarks/peers.lock)" in setup
+    assert "CONSTRAINTS=(-c docker/requirements.lock -c docker/requirements-test.lock)" in setup
+
+
+def test_peers_lock_pins_every_benchmark_peer_beside_the_lock():
+    """benchmarks/peers.lock: every peer of peers.txt pinned within its range, nothing the
+    project's lock already pins (the bench venv is requirements.lock plus the peers)."""
+    peers = lock.parse_lock(REPO / "benchmarks" / "peers.lock")
+    runtime = lock.parse_lock(DOCKER / "requirements.lock")
+    assert not set(peers) & set(runtime)
+    for req in lock.requirement_lines(REPO / "benchmarks" / "peers.txt"):
+        name = canonicalize_name(req.name)
+        version = peers.get(name, runtime.get(name))
+        assert version and req.specifier.contains(version), f"peers.lock: {req} is pinned at {version}"
 
 
 def test_lock_holds_for_both_image_pythons():
@@ -328,7 +386,7 @@ def test_oci_labels(dockerfile):
     labels = dockerfile.final.pairs("LABEL")
     for key in ("source", "version", "licenses", "revision", "title"):
         assert f"org.opencontainers.image.{key}" in labels, key
-    assert labels["org.opencontainers.image.licenses"] == PYPROJECT["project"]["license"]["text"]
+    assert labels["org.opencontainers.image.licenses"] == PYPROJECT["project"]["license"]
     assert labels["org.opencontainers.image.version"] == "${VERSION}"
     assert dockerfile.arg_default("VERSION") == PYPROJECT["project"]["version"]
 
