@@ -21,7 +21,7 @@ from collections import Counter
 def _count_output(files: list[str]) -> tuple[int, dict[str, int]]:
     kept, langs = 0, Counter()
     for path in files:
-        with gzip.open(path, "rt", encoding="utf-8") as f:
+        with gzip.open(path, "rb") as f:  # binary: records split on b"\n" only, not at a \r
             for line in f:
                 if not line.strip():
                     continue

@@ -50,7 +50,8 @@ def build_corpus(directory: Path, copies: int) -> dict:
     for k in range(copies):
         for src in sources:
             out = directory / f"c{k:02d}-{src.name}"
-            with src.open(encoding="utf-8") as fin, out.open("w", encoding="utf-8") as fout:
+            # binary: records split on b"\n" only (text mode also splits at a \r, JSON whitespace)
+            with src.open("rb") as fin, out.open("w", encoding="utf-8") as fout:
                 for line in fin:
                     if not line.strip():
                         continue

@@ -5,11 +5,22 @@ over-long lines) come out as `Quarantined` items with a reason instead of raisin
 can count them; so does a whole file that is not text (an image, random bytes). A file whose
 records a rename or re-encoding would recover (UTF-16, gzip data under a plain name) raises
 `ShardFormatError` saying so, rather than losing the whole file as one quarantined item.
+
+Decisions a reader might not guess:
+- Records are split on the byte b"\\n" only (a trailing \\r is JSON whitespace). JSON allows
+  U+2028, U+2029 and U+0085 unescaped inside strings, and `str.splitlines()` would split on
+  them: every JSONL reader here reads bytes by `readline`, never `splitlines`.
+- A UTF-8 byte-order mark at the start of any line is skipped, not only the file's first:
+  `cat a.jsonl b.jsonl` leaves b's mark at the start of a later line. A mark elsewhere in a
+  line, or a UTF-16/32 one, quarantines the record with a `detail` naming the mark.
+- A Parquet text column may be any Arrow type holding UTF-8 strings: string, large_string,
+  string_view (Polars' default) or dictionary-encoded strings.
 """
 
 from __future__ import annotations
 
 import codecs
+import datetime
 import gzip
 import io
 import json
@@ -37,7 +48,16 @@ class Document:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps({"id": self.id, "text": self.text, "meta": self.meta}, ensure_ascii=False)
+        return json.dumps({"id": self.id, "text": self.text, "meta": self.meta}, ensure_ascii=False,
+                          default=_json_default)  # fmt: skip
+
+
+def _json_default(value: Any) -> str:
+    """Metadata JSON has no type for: dates and times (ISO 8601), decimals (exact, as text), bytes and
+    durations (Python's str) -- what Parquet timestamp/decimal/binary columns read as."""
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    return str(value)
 
 
 @dataclass
@@ -145,8 +165,6 @@ def _lines(uri: str, max_bytes: int | None) -> Iterator[bytes | _Unreadable]:
         if unreadable is not None:
             yield unreadable
             return
-        if head.startswith(codecs.BOM_UTF8):
-            handle.read(len(codecs.BOM_UTF8))  # Windows tools write it; JSON may not start with it
         limit = max_bytes + 1 if max_bytes is not None else -1
         while line := handle.readline(limit):
             if max_bytes is not None and len(line) > max_bytes and not line.endswith(b"\n"):
@@ -155,7 +173,20 @@ def _lines(uri: str, max_bytes: int | None) -> Iterator[bytes | _Unreadable]:
                 detail = f"a line of {size:,} bytes, over max_line_bytes ({max_bytes:,}); skipped without reading it whole"
                 yield _Unreadable("line_too_long", start, detail)
             else:
-                yield line
+                # Windows tools start a file with a mark, and `cat` puts a later file's mid-file;
+                # JSON may not start with one
+                yield line.removeprefix(codecs.BOM_UTF8)
+
+
+def is_text_type(arrow_type: Any) -> bool:
+    """Whether an Arrow type holds UTF-8 strings: string, large_string, string_view (pyarrow >= 16;
+    Polars >= 1.38 writes it by default), or a dictionary whose values are one of those."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(arrow_type):
+        return is_text_type(arrow_type.value_type)
+    is_view = getattr(pa.types, "is_string_view", lambda _: False)  # absent before pyarrow 16
+    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or is_view(arrow_type)
 
 
 def _parquet_documents(
@@ -175,11 +206,10 @@ def _parquet_documents(
         schema = table.schema_arrow
         if text_field not in schema.names:
             raise ShardFormatError(f"{uri}: no column {text_field!r} (columns: {schema.names}); set clean.text_field")
-        if not pa.types.is_string(schema.field(text_field).type) and not pa.types.is_large_string(
-            schema.field(text_field).type
-        ):
+        if not is_text_type(schema.field(text_field).type):
             raise ShardFormatError(
-                f"{uri}: column {text_field!r} has type {schema.field(text_field).type}, expected string"
+                f"{uri}: column {text_field!r} has type {schema.field(text_field).type}, expected string "
+                f"(string, large_string, string_view or dictionary of strings); set clean.text_field to a text column"
             )
         row = 0
         for batch in table.iter_batches(batch_size=1024):
@@ -240,11 +270,17 @@ def _record(where: str, line: bytes | _Unreadable, text_field: str, id_field: st
     except UnicodeDecodeError as exc:
         detail = (f"byte 0x{line[exc.start]:02x} at offset {exc.start} is not UTF-8; shards must be UTF-8 "
                   f"(from cp1252/latin-1: `iconv -f cp1252 -t UTF-8 IN > OUT`)")  # fmt: skip
+        for bom, encoding in _WIDE_BOMS:
+            if line.startswith(bom):
+                detail = (f"the line starts with a {encoding} byte-order mark: a {encoding} file joined onto this "
+                          f"one (`cat`)? Re-encode that file (`iconv -f {encoding} -t UTF-8 IN > OUT`) before "
+                          f"joining")  # fmt: skip
+                break
         return Quarantined(where, "not_utf8", _show(line), detail)
     try:
         record = json.loads(decoded)
-    except json.JSONDecodeError:
-        return Quarantined(where, "invalid_json", decoded[:200])
+    except json.JSONDecodeError as exc:
+        return Quarantined(where, "invalid_json", decoded[:200], _invalid_json_detail(line, decoded, exc))
     if not isinstance(record, dict):
         return Quarantined(where, "not_an_object", decoded[:200])
     text = record.get(text_field)
@@ -259,6 +295,41 @@ def _record(where: str, line: bytes | _Unreadable, text_field: str, id_field: st
     if isinstance(meta.get("meta"), dict):  # our own output format nests metadata
         meta = {**meta.pop("meta"), **meta}
     return Document(id=str(doc_id) if doc_id is not None else where, text=text, meta=meta)
+
+
+def _invalid_json_detail(line: bytes, decoded: str, exc: json.JSONDecodeError) -> str:
+    """What a line that is not JSON shows of how it came to be, where it shows it; else ""."""
+    if decoded.startswith("\ufeff", exc.pos):
+        return (f"a UTF-8 byte-order mark (U+FEFF) at character {exc.pos}, where JSON cannot have one: two files "
+                f"joined without a newline between them (`cat` of a file lacking its final newline)? Put the line "
+                f"break back before the mark")  # fmt: skip
+    if line.count(0) * 4 >= len(line):  # ASCII in UTF-16 is every other byte NUL, in UTF-32 three in four
+        return ("NUL bytes between the characters: UTF-16/32 text inside a UTF-8 file (a wide-encoded file joined "
+                "onto it?); re-encode that part to UTF-8 (`iconv -f UTF-16 -t UTF-8 IN > OUT`, or UTF-32)")
+    return ""
+
+
+def read_json_lines(uri: str) -> Iterator[dict[str, Any]]:
+    """The rows of a JSONL or JSONL.gz file this project wrote (dropped samples, quarantine), in order.
+
+    Lines are split on b"\\n" only, so U+2028/U+2029/U+0085 inside strings stay in their record
+    (`str.splitlines()` would cut the record there). Blank lines are skipped.
+    Raises ValueError naming `uri:line` for a line that is not a JSON object.
+    """
+    with storage.open_read(uri) as raw:
+        handle = _open_decoded(uri, raw)
+        line_no = 0
+        while line := handle.readline():
+            line_no += 1
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{uri}:{line_no}: not a JSON line ({exc}); was the file edited by hand?") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{uri}:{line_no}: a JSON {type(row).__name__}, expected an object")
+            yield row
 
 
 def write_documents(uri: str, docs: Iterable[Document]) -> int:

@@ -372,8 +372,9 @@ def _write_samples(output_uri: str, work: str, n_shards: int, finals: list[dict]
         directory = storage.join(work, "dropped", _part(index))
         for uri in storage.list_files(directory) if storage.exists(directory) else []:
             reason = uri.rsplit("/", 1)[-1].removesuffix(".jsonl")
-            # read as plain JSON: a sample may be empty text, which the corpus reader quarantines
-            rows = [json.loads(line) for line in storage.read_text(uri).splitlines() if line]
+            # read as plain JSON: a sample may be empty text, which the corpus reader quarantines;
+            # split on b"\n" only: splitlines() would cut a record at a U+2028 inside a string
+            rows = shards.read_json_lines(uri)
             samples.setdefault(reason, []).extend(Document(r["id"], r["text"], r["meta"]) for r in rows)
     for final in finals:
         for reason, docs in final["samples"].items():

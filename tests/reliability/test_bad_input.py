@@ -38,7 +38,8 @@ def good_shard(path: Path) -> Path:
 
 
 def quarantine_rows(out: Path) -> list[dict]:
-    return [json.loads(line) for f in sorted((out / "quarantine").iterdir()) for line in f.read_text().splitlines()]
+    # split on b"\n" only: a raw U+2028 inside a JSON string is no line end (splitlines() says it is)
+    return [json.loads(line) for f in sorted((out / "quarantine").iterdir()) for line in f.read_bytes().split(b"\n") if line]
 
 
 def kept_ids(result) -> list[str]:
@@ -112,7 +113,7 @@ def test_max_line_bytes_is_validated_and_raising_it_reads_the_line(tmp_path):
     out = tmp_path / "out"
     result = clean_corpus(str(inp), str(out), CleanConfig(**BASIC, max_chars=1_000, max_line_bytes=4 * 2**20))
     assert (result.stats.kept, result.stats.dropped, result.stats.quarantined) == (1, {"too_long": 1}, {})
-    [sample] = [json.loads(line) for line in (out / "dropped" / "too_long.jsonl").read_text().splitlines()]
+    [sample] = [json.loads(line) for line in (out / "dropped" / "too_long.jsonl").read_bytes().split(b"\n") if line]
     assert len(sample["text"]) == 1_000 and sample["meta"]["sample_cut_from_chars"] == len("many words " * 300_000) - 1
 
 
@@ -175,6 +176,53 @@ def test_a_utf8_bom_is_skipped_not_quarantined(tmp_path):
     inp.write_bytes(b"\xef\xbb\xbf" + record("first", f"{LONG} Written by a Windows tool.") + record("second", LONG))
     result = clean_corpus(str(inp), str(tmp_path / "out"), CleanConfig(**BASIC))
     assert kept_ids(result) == ["first", "second"] and result.stats.quarantined == {}
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz", ".jsonl.zst"])
+def test_a_utf8_bom_at_the_start_of_a_later_line_is_skipped(tmp_path, suffix):
+    # `cat a b c > joined`, each part written by a Windows tool: the marks land at lines 1, 3 and 5;
+    # compressed parts joined with cat are gzip members / zstd frames read one after another
+    import zstandard
+
+    parts = [BOM + record("a1", f"{LONG} a1").replace(b"\n", b"\r\n") + record("a2", f"{LONG} a2").replace(b"\n", b"\r\n"),
+             BOM + record("b1", f"{LONG} b1") + record("b2", f"{LONG} b2"),
+             BOM + record("c1", f"{LONG} c1")]  # fmt: skip
+    pack = {".jsonl": bytes, ".jsonl.gz": gzip.compress, ".jsonl.zst": zstandard.ZstdCompressor().compress}[suffix]
+    inp = tmp_path / f"joined{suffix}"
+    inp.write_bytes(b"".join(pack(part) for part in parts))
+    result = clean_corpus(str(inp), str(tmp_path / "out"), CleanConfig(**BASIC))
+    assert (result.stats.records_in, result.stats.quarantined) == (5, {})
+    assert kept_ids(result) == ["a1", "a2", "b1", "b2", "c1"]
+    assert [d.text for d in shards.iter_texts(s.uri for s in result.manifest.shards)][2] == f"{LONG} b1"
+
+
+def test_a_bom_inside_a_line_or_a_utf16_file_joined_on_is_quarantined_naming_it(tmp_path):
+    inp = tmp_path / "joined.jsonl"
+    no_final_newline = record("a", f"{LONG} a").rstrip(b"\n")
+    utf16 = record("w", "wide").decode().encode("utf-16")  # starts with the UTF-16 mark FF FE
+    # enough UTF-8 before the UTF-16 part that the file's first 4 KiB read as text, as in a real join
+    middle = b"".join(record(f"c{i}", f"{LONG} c{i}") for i in range(60))
+    assert len(no_final_newline + middle) > 4096
+    inp.write_bytes(no_final_newline + BOM + record("b", f"{LONG} b") + middle + utf16)
+    out = tmp_path / "out"
+    result = clean_corpus(str(inp), str(out), CleanConfig(**BASIC))
+    assert kept_ids(result) == [f"c{i}" for i in range(60)]
+    assert result.stats.quarantined == {"invalid_json": 2, "not_utf8": 1}
+    rows = quarantine_rows(out)
+    assert [(r["source"], r["reason"]) for r in rows] == [
+        (f"{inp}:1", "invalid_json"), (f"{inp}:62", "not_utf8"), (f"{inp}:63", "invalid_json")]  # fmt: skip
+    at = len(no_final_newline.decode())
+    assert rows[0]["detail"] == (
+        f"a UTF-8 byte-order mark (U+FEFF) at character {at}, where JSON cannot have one: two files joined without a "
+        "newline between them (`cat` of a file lacking its final newline)? Put the line break back before the mark"
+    )
+    assert rows[1]["detail"] == ("the line starts with a UTF-16 byte-order mark: a UTF-16 file joined onto this one "
+                                 "(`cat`)? Re-encode that file (`iconv -f UTF-16 -t UTF-8 IN > OUT`) before joining")  # fmt: skip
+    # UTF-16's newline is 0A 00: the NUL after it starts the next "line"
+    assert rows[2]["raw"] == "\x00" and rows[2]["detail"].startswith("NUL bytes between the characters: UTF-16/32 text")
 
 
 # ---- binary ------------------------------------------------------------------------------------
