@@ -1,9 +1,8 @@
-from typing import Literal
-
 from pydantic import Field, model_validator
 
 from components.clean.langid import LangIdConfig
 from components.clean.minhash import NearDedupConfig
+from components.clean.normalize import NormalForm
 from components.clean.pii import PiiConfig
 from components.clean.quality import QualityConfig
 from components.config import Section
@@ -12,8 +11,13 @@ from components.config import Section
 class CleanConfig(Section):
     text_field: str = Field("text", description="record key holding the document text")
     id_field: str = Field("id", description="record key holding the document id (optional in records)")
-    normalization: Literal["NFC", "NFKC"] = Field(
-        "NFKC", description="Unicode normal form; NFKC also folds full-width and compatibility forms"
+    normalization: NormalForm = Field(
+        "NFC",
+        description="Unicode normal form. NFC (the default; NFKC before this release): canonical composition only, "
+        "no change of meaning. NFC_FULLWIDTH_ALNUM: NFC, then full-width letters and digits (ＡＢＣ１２３) become "
+        "ASCII; full-width punctuation (，：（）), U+3000 and half-width katakana, native in CJK text, stay. NFKC "
+        "rewrites meaning (x² -> x2, H₂O -> H2O, ㎡ -> m2, ① -> 1, Chinese ， -> ASCII ,, no-break spaces -> space); "
+        "only on request. Details: components/clean/normalize.py",
     )
     fix_mojibake: bool = Field(True, description="repair mis-decoded UTF-8 (mojibake) with ftfy")
     strip_html: bool = Field(False, description="remove HTML tags, script/style blocks and entities")

@@ -24,6 +24,9 @@ How the script changes the checks (decisions a reader might not guess):
   (Han, Japanese, Thai, Lao, Khmer, Myanmar, Tibetan) the word count is letters divided by
   CHARS_PER_WORD[script] (Chinese words average about 1.5 characters), so `min_words` means
   the same amount of text in every language. Mean-word-length checks are skipped there.
+  U+200B ZERO WIDTH SPACE counts as a space; where a writer separated words with it (Thai,
+  Lao, Khmer, Myanmar), the word count is at least the number of separated tokens.
+- Lines end at \n, U+2028, U+2029 and U+0085; paragraphs at a blank line or U+2029.
 - N-grams: word n-grams for space-delimited scripts; character n-grams over letters and
   digits (punctuation and spaces removed) otherwise, with n scaled to the same span of text:
   n_chars = max(n + 1, round(n * CHARS_PER_WORD[script])), e.g. Chinese word 2-gram -> 3
@@ -61,7 +64,7 @@ _LATIN_CHARS_PER_WORD_AND_SPACE = 6
 
 _COMMON_TERMINAL = ".!?…"
 TERMINAL_PUNCTUATION: dict[str, str | None] = {
-    # a Chinese semicolon closes a clause in formal and legal prose (NFKC folds "；" to ";")
+    # a Chinese semicolon closes a clause in formal and legal prose (NFKC, if chosen, folds "；" to ";")
     "Hani": _COMMON_TERMINAL + "。！？．｡；;",
     "Jpan": _COMMON_TERMINAL + "。！？．｡",
     "Hang": _COMMON_TERMINAL + "。！？",
@@ -98,6 +101,9 @@ BOILERPLATE_LINE = re.compile(
     re.IGNORECASE,
 )
 _LOREM = re.compile(r"lorem ipsum", re.IGNORECASE)
+# normalize.py keeps U+2028 LINE SEPARATOR, U+2029 PARAGRAPH SEPARATOR and U+0085 NEXT LINE as written
+_LINE_BREAK = re.compile("[\n\x85\u2028\u2029]")
+_PARAGRAPH_BREAK = re.compile("\n\n|\u2029")
 
 
 class QualityThresholds(Section):
@@ -268,7 +274,10 @@ def quality_filter(text: str, lang: str, script: str, config: QualityConfig | Qu
     spaced = is_space_delimited(script)
     if script == "Ethi":
         text = text.replace("\u1361", " ")  # Ethiopic wordspace separates words where spaces are not used
-    lines = [line.strip() for line in text.split("\n")]
+    zwsp_separated = "\u200b" in text
+    if zwsp_separated:  # ZERO WIDTH SPACE separates words in Thai, Lao, Khmer, Myanmar (normalize keeps it there)
+        text = text.replace("\u200b", " ")
+    lines = [line.strip() for line in _LINE_BREAK.split(text)]
     lines = [line for line in lines if line]
     n_lines = len(lines) or 1
 
@@ -288,6 +297,8 @@ def quality_filter(text: str, lang: str, script: str, config: QualityConfig | Qu
     else:
         units = text.translate(_TOKEN_CHARS).lower()
         n_words = round(n_letters / CHARS_PER_WORD.get(script, 1.0))
+        if zwsp_separated:  # the writer marked words: at least as many as the separated tokens
+            n_words = max(n_words, len(_words(text, classes)))
 
     if t.min_words is not None and n_words < t.min_words:
         return "gopher_too_few_words"
@@ -316,7 +327,7 @@ def quality_filter(text: str, lang: str, script: str, config: QualityConfig | Qu
             return "gopher_ellipsis_lines"
 
     if t.max_duplicate_paragraph_fraction is not None or t.max_duplicate_paragraph_char_fraction is not None:
-        paragraphs = [p.strip() for p in text.split("\n\n")]
+        paragraphs = [p.strip() for p in _PARAGRAPH_BREAK.split(text)]
         paragraphs = [p for p in paragraphs if p]
         if len(paragraphs) > 1:
             dup, dup_chars = _duplicates(paragraphs)

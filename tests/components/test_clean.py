@@ -30,12 +30,13 @@ def kept_docs(result) -> list[shards.Document]:
     return list(shards.iter_texts(s.uri for s in result.manifest.shards))
 
 
-def test_normalize_nfkc_zero_width_and_whitespace():
-    assert normalize("ＡＢＣ１２３") == "ABC123"
-    assert normalize("ＡＢＣ", "NFC") == "ＡＢＣ"
-    assert normalize("zero\u200bwidth\ufeff and\u00adsoft") == "zerowidth andsoft"
+def test_normalize_nfc_zero_width_and_whitespace():
+    assert normalize("ＡＢＣ１２３") == "ＡＢＣ１２３"  # NFC (the default) keeps width; NFKC folds it on request
+    assert normalize("ＡＢＣ１２３", "NFKC") == "ABC123"
+    # outside Thai/Lao/Khmer/Myanmar U+200B marks nothing; a mid-line U+FEFF is a WORD JOINER
+    assert normalize("zero\u200bwidth\ufeff and\u00adsoft") == "zerowidth\u2060 andsoft"
     assert normalize("ctl\x00\x07\x1b chars\tkept") == "ctl chars\tkept"
-    assert normalize("  a   b  \r\n\n\n\n  c \u2028d  ") == "a b\n\nc\nd"
+    assert normalize("  a   b  \r\n\n\n\n  c \u2028d  ") == "a b\n\nc\u2028d"  # U+2028 is kept
     assert normalize("می\u200cخواهم") == "می\u200cخواهم"  # ZWNJ is spelling in Persian
 
 
@@ -67,7 +68,8 @@ def test_clean_normalises_dedups_filters_and_conserves(tmp_path):
         "dedup": {"in": 4, "out": 2, "duplicate": 2},
     }
     docs = kept_docs(result)
-    assert [(d.id, d.text) for d in docs] == [("a", "Full width text that is long enough"), ("b", LONG)]
+    # NFC (the default) keeps full-width letters and the ideographic space U+3000
+    assert [(d.id, d.text) for d in docs] == [("a", "Ｆｕｌｌ　ｗｉｄｔｈ text that is long enough"), ("b", LONG)]
     assert docs[0].meta == {"source": "s1", "lang_hint": "en"}
     dup_samples = [json.loads(line) for line in (out / "dropped" / "duplicate.jsonl").read_text().splitlines()]
     assert [d["id"] for d in dup_samples] == ["c"]  # capped at dropped_samples=1
@@ -141,10 +143,10 @@ def test_chinese_survives_default_config(tmp_path):
     text = "这本书写得非常好，内容充实，推荐给所有想了解历史的朋友们阅读。"
     inp = write_jsonl(tmp_path / "zh.jsonl", [{"id": "zh", "text": text, "lang_hint": "zh"}])
     result = clean_corpus(str(inp), str(tmp_path / "out"), CleanConfig(**BASIC))
-    # NFKC (the default) folds the full-width comma to ASCII; "。" has no compatibility form
-    assert [(d.id, d.text) for d in kept_docs(result)] == [("zh", text.replace("，", ","))]
-    nfc = clean_corpus(str(inp), str(tmp_path / "out-nfc"), CleanConfig(**BASIC, normalization="NFC"))
-    assert [d.text for d in kept_docs(nfc)] == [text]
+    assert [(d.id, d.text) for d in kept_docs(result)] == [("zh", text)]  # NFC (the default) keeps "，"
+    nfkc = clean_corpus(str(inp), str(tmp_path / "out-nfkc"), CleanConfig(**BASIC, normalization="NFKC"))
+    # NFKC, on request, folds the full-width comma to ASCII; "。" has no compatibility form
+    assert [d.text for d in kept_docs(nfkc)] == [text.replace("，", ",")]
 
 
 def test_missing_input_is_a_clean_error(tmp_path):
