@@ -8,8 +8,11 @@ MLFLOW_TRACKING_URI, else the embedded SQLite store under ./runs. When MLFLOW_RU
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import posixpath
 import re
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,6 +22,22 @@ SECRET_MARKERS = ("password", "secret", "token", "access_key", "credential")
 # MLflow retries a call that gets no answer 7 times over ~4 minutes (backoff factor 2); steps
 # give up after ~7 s instead and are rerun (KFP retries them with its own backoff)
 FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+# MLflow 3's limits (mlflow/utils/validation.py: MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH,
+# MAX_TAG_VAL_LENGTH; mlflow/store/model_registry/dbmodels/models.py: the description column)
+KEY_MAX = 250
+PARAM_VALUE_MAX = 6000
+TAG_VALUE_MAX = 8000
+MODEL_VERSION_TAG_VALUE_MAX = 100_000
+DESCRIPTION_MAX = 5000
+NAMES_ARTIFACT = "mlflow_names.json"
+# A subset of what MLflow accepts ([/\w.\- :], \w Unicode): no colon (refused on Windows), no space
+# (filters need backticks), ASCII only (MySQL utf8mb3 columns refuse 4-byte characters). KFP v2
+# stores Metrics keys in a protobuf Struct, which takes any string, so the same key serves there.
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-/]")
+_HASH_CHARS = 8
+_recorded: dict[str, dict[str, str]] = {}  # run id -> {MLflow key: original} already in its artifact
 
 
 class TrackingUnavailable(RuntimeError):
@@ -72,7 +91,9 @@ def start_pipeline_run(
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
-    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    valid, renamed = run_tags(tags)
+    run = client.create_run(experiment_id, run_name=run_name, tags=valid)
+    record_names(client, run.info.run_id, renamed)
     log_params(client, run.info.run_id, params)
     return run.info.run_id
 
@@ -96,20 +117,142 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def safe_params(params: dict[str, Any]) -> dict[str, str]:
-    """Flattened params as strings, with anything that looks like a credential left out."""
+    """Flattened params as strings (original names, values capped at MLflow's 6000 characters),
+    with anything that looks like a credential left out."""
     return {
-        k: str(v)[:6000]
+        k: fit_value(v, PARAM_VALUE_MAX)
         for k, v in flatten(params).items()
         if not any(marker in k.lower() for marker in SECRET_MARKERS)
     }
 
 
-def log_params(client, run_id: str, params: dict[str, Any]) -> None:
+def _path_not_unique(name: str) -> bool:
+    """MLflow's rule (validation.path_not_unique): a key must stay itself as a normalised path."""
+    norm = posixpath.normpath(name)
+    return norm != name or norm == "." or norm.startswith("..") or norm.startswith("/")
+
+
+def mlflow_key(name: str) -> str:
+    """The MLflow metric, param or tag key (also the KFP Metrics key) for `name`, a name that may
+    come from data or config: `name` itself when it is already valid, else a valid key readable
+    as the original plus `-` and the first 8 hex digits of the original's sha256.
+
+    Valid means: only ASCII letters, digits and `_ . - /`; not changed by posix path
+    normalisation and not starting with `/` or `..` (MLflow's path_not_unique); at most 250
+    characters (MLflow's MAX_ENTITY_KEY_LENGTH). Deterministic; two different originals get
+    different keys unless their hashes agree in 32 bits. Never raises."""
+    if len(name) <= KEY_MAX and not _UNSAFE.search(name) and not _path_not_unique(name):
+        return name
+    cleaned = _UNSAFE.sub("_", name)
+    if _path_not_unique(cleaned):  # "a/../b", "x/", "//", "..": the slashes go, a leading dot is guarded
+        cleaned = cleaned.replace("/", "_")
+        if cleaned.startswith(".") or not cleaned:
+            cleaned = "_" + cleaned
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_CHARS]
+    return f"{cleaned[: KEY_MAX - _HASH_CHARS - 1]}-{digest}"
+
+
+def mlflow_keys(names: Any) -> dict[str, str]:
+    """{original: MLflow key} for each name (see mlflow_key)."""
+    return {name: mlflow_key(name) for name in names}
+
+
+def fit_value(value: Any, limit: int) -> str:
+    """`value` as a string of at most `limit` characters; a longer one is cut and ends with a
+    note of how many characters it had (MLflow refuses, or with MLFLOW_TRUNCATE_LONG_VALUES cuts
+    silently, param values over 6000 and run tag values over 8000 characters)."""
+    text = str(value)
+    if len(text) <= limit:
+        return text
+    note = f"... [cut: {len(text)} characters]"
+    return text[: limit - len(note)] + note
+
+
+def record_names(client, run_id: str, renamed: dict[str, str]) -> None:
+    """Add {MLflow key: original} rows for keys that differ from their original to the run's
+    `mlflow_names.json` table artifact (columns mlflow_key, original); rows it holds already are
+    not repeated. Costs no call when nothing was renamed."""
+    known = _recorded.setdefault(run_id, {})
+    new = {key: original for key, original in renamed.items() if key != original and known.get(key) != original}
+    if not new:
+        return
+    known.update(read_names(client, run_id))
+    new = {key: original for key, original in new.items() if known.get(key) != original}
+    if new:
+        # log_table appends to the table the run already has (MlflowClient.log_table)
+        client.log_table(run_id, {"mlflow_key": list(new), "original": list(new.values())}, NAMES_ARTIFACT)
+        known.update(new)
+
+
+def read_names(client, run_id: str) -> dict[str, str]:
+    """{MLflow key: original name} for every key of the run that was renamed to be valid (the
+    run's name table); {} when it has none."""
+    import json
+
+    if NAMES_ARTIFACT not in {f.path for f in client.list_artifacts(run_id)}:
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        table = json.loads(Path(client.download_artifacts(run_id, NAMES_ARTIFACT, tmp)).read_text())
+    column = {name: i for i, name in enumerate(table["columns"])}
+    return {row[column["mlflow_key"]]: row[column["original"]] for row in table["data"]}
+
+
+def log_metrics(client, run_id: str, metrics: dict[str, float], step: int | None = None) -> dict[str, str]:
+    """Log metrics under valid keys (mlflow_key), renamed ones into the run's name table;
+    returns {original: MLflow key}. Sent in batches of MLflow's 1000."""
+    import time
+
+    from mlflow.entities import Metric
+
+    keys = mlflow_keys(metrics)
+    stamp = int(time.time() * 1000)
+    items = [Metric(keys[name], float(value), stamp, step or 0) for name, value in metrics.items()]
+    for start in range(0, len(items), 1000):
+        client.log_batch(run_id, metrics=items[start : start + 1000])
+    record_names(client, run_id, {key: name for name, key in keys.items()})
+    return keys
+
+
+def log_params(client, run_id: str, params: dict[str, Any]) -> dict[str, str]:
+    """Log (nested) params flattened to dotted names under valid keys, credentials left out,
+    values capped at 6000 characters; renamed keys go into the run's name table. Returns
+    {original: MLflow key}."""
     from mlflow.entities import Param
 
-    items = [Param(k, v) for k, v in safe_params(params).items()]
+    values = safe_params(params)
+    keys = mlflow_keys(values)
+    items = [Param(keys[name], value) for name, value in values.items()]
     for start in range(0, len(items), 100):  # the REST API caps a batch at 100 params
         client.log_batch(run_id, params=items[start : start + 100])
+    record_names(client, run_id, {key: name for name, key in keys.items()})
+    return keys
+
+
+def run_tags(tags: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """(valid run tags, {MLflow key: original} of the renamed ones): keys through mlflow_key,
+    values capped at 8000 characters."""
+    keys = mlflow_keys(tags)
+    return ({keys[k]: fit_value(v, TAG_VALUE_MAX) for k, v in tags.items()},
+            {key: name for name, key in keys.items()})  # fmt: skip
+
+
+def set_tags(client, run_id: str, tags: dict[str, Any]) -> dict[str, str]:
+    """Set run tags under valid keys with values capped at 8000 characters (one batch call);
+    renamed keys go into the run's name table. Returns {original: MLflow key}."""
+    from mlflow.entities import RunTag
+
+    valid, renamed = run_tags(tags)
+    items = [RunTag(k, v) for k, v in valid.items()]
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, tags=items[start : start + 100])
+    record_names(client, run_id, renamed)
+    return {name: key for key, name in renamed.items()}
+
+
+def model_version_tags(tags: dict[str, Any]) -> dict[str, str]:
+    """Model-version tags with valid keys (mlflow_key) and values capped at MLflow's 100,000
+    characters; the keys are the code's own, so nothing needs a name table."""
+    return {mlflow_key(k): fit_value(v, MODEL_VERSION_TAG_VALUE_MAX) for k, v in tags.items()}
 
 
 def no_answer(exc: BaseException) -> bool:

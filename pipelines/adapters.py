@@ -64,8 +64,11 @@ def _publish(manifest_uri: str, artifact: Any) -> Manifest:
 
 
 def _metrics(artifact: Any, values: dict[str, float]) -> None:
+    """KFP scalar metrics under the same keys the step's MLflow run has (tracking.mlflow_key):
+    names from data (languages, sources, reasons) made valid, the originals in the run's
+    mlflow_names.json."""
     for key, value in values.items():
-        artifact.log_metric(key, float(value))
+        artifact.log_metric(tracking.mlflow_key(key), float(value))
 
 
 def tokenize(config_json: str, run_root: str, tracking_uri: str, parent_run_id: str,

@@ -73,28 +73,29 @@ def _step(name: str, tracking_cfg: Tracking | None, params: dict[str, Any]) -> I
         yield None
         return
     with tracking.step_run(name, tracking_cfg.uri, tracking_cfg.parent_run_id, tracking_cfg.experiment) as active:
-        import mlflow
+        from mlflow.tracking import MlflowClient
 
-        mlflow.log_params(tracking.safe_params({name: params}))
+        tracking.log_params(MlflowClient(tracking_cfg.uri), active.info.run_id, {name: params})
         yield active
 
 
 def _log(metrics: dict[str, float], artifacts: Sequence[str] = (), headline: dict[str, float] | None = None,
          tracking_cfg: Tracking | None = None) -> None:
-    """Metrics and files for the active step run; headline figures also on the parent run."""
+    """Metrics and files for the active step run; headline figures also on the parent run. Names
+    from data (languages, sources, reasons) become valid keys (tracking.mlflow_key), the
+    originals listed in each run's mlflow_names.json."""
     if tracking_cfg is None:
         return
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    mlflow.log_metrics(metrics)
+    client = MlflowClient(tracking_cfg.uri)
+    tracking.log_metrics(client, mlflow.active_run().info.run_id, metrics)
     for uri in artifacts:
         if not storage.is_s3(uri) and Path(uri).exists():
             mlflow.log_artifact(uri)
     if headline and tracking_cfg.parent_run_id:
-        client = MlflowClient(tracking_cfg.uri)
-        for key, value in headline.items():
-            client.log_metric(tracking_cfg.parent_run_id, key, float(value))
+        tracking.log_metrics(client, tracking_cfg.parent_run_id, headline)
 
 
 def _log_dataset(tracking_cfg: Tracking | None, manifest_uri: str, name: str, digest: str, context: str) -> None:
@@ -120,9 +121,7 @@ def _tag_parent(tracking_cfg: Tracking | None, tags: dict[str, str]) -> None:
         return
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_cfg.uri)
-    for key, value in tags.items():
-        client.set_tag(tracking_cfg.parent_run_id, key, value)
+    tracking.set_tags(MlflowClient(tracking_cfg.uri), tracking_cfg.parent_run_id, tags)
 
 
 # ---- the five steps -------------------------------------------------------------------
@@ -293,7 +292,10 @@ def evaluate(config: RunConfig, model_uri: str, eval_manifest_uri: str, output_u
             if samples:
                 mlflow.log_table({k: [s.get(k) for s in samples] for k in samples[0]}, "samples.json")
             if champion_version:
-                mlflow.set_tag("homegrown.champion_version", champion_version)
+                from mlflow.tracking import MlflowClient
+
+                tracking.set_tags(MlflowClient(tracking_cfg.uri), mlflow.active_run().info.run_id,
+                                  {"homegrown.champion_version": champion_version})
         headline = {f"eval.{k}": v for k, v in result.metrics.items() if k.startswith("bits_per_byte") or k in ("loss", "perplexity")}
         _log(result.metrics, [result.results_uri], headline, tracking_cfg)
     return result
@@ -348,7 +350,12 @@ def register(config: RunConfig, model_uri: str, results_uri: str, lineage: dict[
         card = model_card(config.registry.model_name, version_id, results, decision.markdown(), tags, train_result,
                           config.model.base, config.model.lora is not None)  # fmt: skip
         mlflow.log_text(card, "model_card.md")
-        MlflowClient(tracking_cfg.uri).update_model_version(config.registry.model_name, version_id, description=card)
+        # the description column holds 5000 characters; the full card is the run's model_card.md
+        description = tracking.fit_value(card, tracking.DESCRIPTION_MAX - 80)
+        if description != card:
+            description += f"\n\nFull card: model_card.md of MLflow run {mlflow.active_run().info.run_id}."
+        MlflowClient(tracking_cfg.uri).update_model_version(config.registry.model_name, version_id,
+                                                            description=description)
         _log({"gate_passed": float(decision.passed), "challenger_bits_per_byte": challenger}, [],
              {"gate.passed": float(decision.passed)}, tracking_cfg)
         _tag_parent(tracking_cfg, {"homegrown.gate": decision.status, "homegrown.model_version": version_id,

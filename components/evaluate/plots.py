@@ -45,7 +45,8 @@ def languages_figure(results: dict[str, Any]):
         ax.bar([x + width / 2 for x in xs], [theirs.get(lang, {}).get("bits_per_byte") or 0 for lang in langs],
                width, label="champion")  # fmt: skip
         ax.legend()
-    ax.set_xticks(list(xs), langs, rotation=60, fontsize=8)
+    # names from data are text: "$...$" in one would otherwise be parsed as mathtext (and may not parse)
+    ax.set_xticks(list(xs), langs, rotation=60, fontsize=8, parse_math=False)
     ax.set_ylabel("bits per byte (lower is better)")
     ax.set_title("Held-out bits per byte by language")
     ax.grid(axis="y", alpha=0.3)

@@ -159,7 +159,7 @@ def log_and_register(model_uri: str, config: RegisterConfig, tags: dict[str, str
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = storage.download_dir(model_uri, tmp)
         digest = weights_digest(model_dir)
-        version_tags = {**{key: str(value) for key, value in tags.items()}, DIGEST_TAG: digest}
+        version_tags = tracking.model_version_tags({**tags, DIGEST_TAG: digest})
         with _server(f"registering model {name!r}", RERUN_REGISTER):
             existing = version_with_digest(name, digest)
             if existing is not None:
@@ -208,9 +208,13 @@ def eval_cache_key(eval_digest: str, stride: int | None) -> str:
 def cache_scores(name: str, version: str, key: str, block: dict[str, Any]) -> None:
     from mlflow.tracking import MlflowClient
 
-    scores = {"metrics": block["metrics"], "per_language": block["per_language"]}
+    scores = json.dumps({"metrics": block["metrics"], "per_language": block["per_language"]}, sort_keys=True)
+    if len(scores) > tracking.MODEL_VERSION_TAG_VALUE_MAX:  # a cut one would not parse: score it again instead
+        print(f"[register] scores of version {version} of {name!r} not cached: {len(scores):,} characters, over "
+              f"MLflow's {tracking.MODEL_VERSION_TAG_VALUE_MAX:,} for a tag value; it is scored again when compared")
+        return
     with _server(f"caching scores on version {version} of {name!r}"):
-        MlflowClient().set_model_version_tag(name, version, key, json.dumps(scores, sort_keys=True))
+        MlflowClient().set_model_version_tag(name, version, key, scores)
 
 
 def champion_version(name: str) -> Any | None:
