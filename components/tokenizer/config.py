@@ -1,11 +1,19 @@
 from pydantic import Field, model_validator
 
 from components.config import Section
+from components.tokenizer.pretokenizer import PreTokenizerKind
 
 
 class TokenizerConfig(Section):
     vocab_size: int = Field(4096, ge=300, le=1_000_000, description="BPE vocabulary size, 256 byte symbols included")
     min_frequency: int = Field(2, ge=1, description="a merge must occur this often to be learned")
+    pre_tokenizer: PreTokenizerKind = Field(
+        "words-with-marks",
+        description="how text is cut into words before BPE: 'words-with-marks' keeps letters and combining marks "
+        "(Indic vowel signs, Thai/Arabic marks, accents) in one word and splits numbers into single digits; "
+        "'gpt2' is GPT-2's letters-only pattern, which cuts those words at every mark (the pattern of "
+        "tokenizers trained here before 'words-with-marks'; choose it only to reproduce one)",
+    )
     min_vocab_fill: float = Field(
         0.9,
         gt=0,

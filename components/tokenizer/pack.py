@@ -36,9 +36,17 @@ class TokenSpill:
 
 
 def tokenize_to_spill(
-    docs: Iterable[tuple[str, float]], tokenizer: Tokenizer, eos_id: int, path: Path
+    docs: Iterable[tuple[str, float]],
+    tokenizer: Tokenizer,
+    eos_id: int,
+    path: Path,
+    observe: Callable[[int], None] | None = None,
 ) -> TokenSpill:
-    """Encode (text, order key) pairs in batches; append ids + EOS to `path` as int32."""
+    """Encode (text, order key) pairs in batches; append ids + EOS to `path` as int32.
+
+    `observe`, when given, is called once per document with its token count (EOS excluded),
+    in the order the documents were read.
+    """
     offsets: list[int] = []
     lengths: list[int] = []
     keys: list[float] = []
@@ -48,6 +56,8 @@ def tokenize_to_spill(
         def flush(batch: list[str]) -> None:
             nonlocal position
             for enc in tokenizer.encode_batch(batch, add_special_tokens=False):
+                if observe is not None:
+                    observe(len(enc.ids))
                 ids = np.asarray(enc.ids + [eos_id], dtype=TOKEN_DTYPE)
                 out.write(ids.tobytes())
                 offsets.append(position)

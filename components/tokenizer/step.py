@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import tempfile
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from components import shards as shard_io
 from components import storage
 from components.manifest import Manifest, ShardInfo, shard_info
 from components.tokenizer.config import TokenizerConfig
+from components.tokenizer.fertility import Fertility
 from components.tokenizer.pack import pack_sequences, tokenize_to_spill
 from components.tokenizer.split import eval_order, select_eval, unit_hash
 from components.tokenizer.train_bpe import EOS_TOKEN, train_bpe
@@ -36,7 +38,8 @@ class NotEnoughDataError(ValueError):
 class TokenizeResult:
     manifest: Manifest
     manifest_uri: str
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # includes Fertility.metrics(): per-language and per-script fertility
+    fertility: Fertility = field(default_factory=Fertility)  # training side, EOS excluded
 
 
 def pretrained_tokenizer(uri: str):
@@ -58,7 +61,10 @@ def build_tokenizer_and_pack(
     documents_manifest_uri: str, output_uri: str, config: TokenizerConfig, pretrained_uri: str | None = None
 ) -> TokenizeResult:
     """pretrained_uri: a base model (models:/, s3://, local dir) whose tokenizer is used instead of
-    training one; config.vocab_size and the BPE settings then do not apply."""
+    training one; config.vocab_size and the BPE settings then do not apply.
+
+    The result's metrics hold the step's counts and, per language and per script of the training
+    documents, bytes per token and tokens per character/word (components/tokenizer/fertility.py)."""
     started = time.perf_counter()
     source = Manifest.load(documents_manifest_uri)
     if source.kind != "documents":
@@ -94,6 +100,7 @@ def build_tokenizer_and_pack(
             vocab_size=config.vocab_size,
             min_frequency=config.min_frequency,
             min_vocab_fill=config.min_vocab_fill,
+            pre_tokenizer=config.pre_tokenizer,
         )
         eos_id = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
 
@@ -101,6 +108,9 @@ def build_tokenizer_and_pack(
         # pass 3: tokenise train documents to a spill file; keep the (small, capped) eval side
         eval_docs = []
         train_bytes = 0
+        fertility = Fertility()
+        # (text, meta) of documents read but not yet encoded: at most one encode batch
+        awaiting_count: deque = deque()
 
         def train_side():
             nonlocal train_bytes
@@ -109,9 +119,16 @@ def build_tokenizer_and_pack(
                     eval_docs.append((eval_order(config.seed, key), doc))
                 else:
                     train_bytes += len(doc.text.encode("utf-8"))
+                    awaiting_count.append((doc.text, doc.meta))
                     yield doc.text, unit_hash(config.seed, "pack", key)
 
-        spill = tokenize_to_spill(train_side(), tokenizer.backend_tokenizer, eos_id, Path(tmp) / "tokens.bin")
+        spill = tokenize_to_spill(
+            train_side(),
+            tokenizer.backend_tokenizer,
+            eos_id,
+            Path(tmp) / "tokens.bin",
+            observe=lambda tokens: fertility.add(*awaiting_count.popleft(), tokens),
+        )
         if spill.tokens < config.seq_len:
             raise NotEnoughDataError(
                 f"{documents_manifest_uri}: {spill.documents} training document(s) give {spill.tokens} tokens "
@@ -191,5 +208,11 @@ def build_tokenizer_and_pack(
         "bytes_per_token": train_bytes / text_tokens if text_tokens else 0.0,
         "seconds": seconds,
         "tokens_per_s": spill.tokens / seconds if seconds > 0 else 0.0,
+        **fertility.metrics(),
     }
-    return TokenizeResult(manifest=manifest, manifest_uri=manifest_uri, metrics={k: float(v) for k, v in metrics.items()})
+    return TokenizeResult(
+        manifest=manifest,
+        manifest_uri=manifest_uri,
+        metrics={k: float(v) for k, v in metrics.items()},
+        fertility=fertility,
+    )

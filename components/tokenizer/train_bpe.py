@@ -7,6 +7,8 @@ from typing import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from components.tokenizer.pretokenizer import PreTokenizerKind, build_pre_tokenizer
+
 EOS_TOKEN = "<|endoftext|>"
 
 
@@ -15,15 +17,22 @@ class VocabularyTooSmallError(ValueError):
 
 
 def train_bpe(
-    texts: Iterable[str], *, vocab_size: int, min_frequency: int, min_vocab_fill: float = 0.0
+    texts: Iterable[str],
+    *,
+    vocab_size: int,
+    min_frequency: int,
+    min_vocab_fill: float = 0.0,
+    pre_tokenizer: PreTokenizerKind = "words-with-marks",
 ) -> PreTrainedTokenizerFast:
-    """Byte-level BPE (GPT-2 style, no prefix space, lossless) with `<|endoftext|>` as id 0.
+    """Byte-level BPE (no prefix space, lossless) with `<|endoftext|>` as id 0.
 
-    The `tokenizers` trainer stops quietly when no pair is seen `min_frequency` times any
-    more; a vocabulary below `min_vocab_fill * vocab_size` raises instead of passing on.
+    `pre_tokenizer` chooses the word pattern merges stay inside (components/tokenizer/
+    pretokenizer.py; the default keeps combining marks with their letters). The `tokenizers`
+    trainer stops quietly when no pair is seen `min_frequency` times any more; a vocabulary
+    below `min_vocab_fill * vocab_size` raises VocabularyTooSmallError instead of passing on.
     """
     core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    core.pre_tokenizer = build_pre_tokenizer(pre_tokenizer)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -163,6 +163,34 @@ def test_packing_lengths_are_exact(built):
     assert first_doc in {d.text for d in train}
 
 
+def test_fertility_per_language_and_script(built):
+    """Train-side fertility, recomputed here document by document from the saved tokenizer."""
+    from components.clean.langid import detect_script
+
+    _, docs, _, result = built
+    facts = result.manifest.facts
+    tok = AutoTokenizer.from_pretrained(facts["tokenizer_uri"])
+    held = {d.id for d in shards.iter_texts([s.uri for s in Manifest.load(facts["eval_manifest_uri"]).shards])}
+    train = [d for d in docs if d.id not in held]
+    groups: dict[str, list] = {}
+    for d in train:
+        groups.setdefault(f"lang_{d.meta['lang_hint']}", []).append(d)
+        groups.setdefault(f"script_{detect_script(d.text)}", []).append(d)
+    assert {"lang_en", "lang_zh", "lang_sw", "script_Latn", "script_Hani"} <= set(groups)
+    for name, group in groups.items():
+        tokens = sum(len(tok(d.text, add_special_tokens=False)["input_ids"]) for d in group)
+        size = sum(len(d.text.encode("utf-8")) for d in group)
+        chars, words = sum(len(d.text) for d in group), sum(len(d.text.split()) for d in group)
+        assert result.metrics[f"bytes_per_token_{name}"] == size / tokens
+        assert result.metrics[f"tokens_per_char_{name}"] == tokens / chars
+        assert result.metrics.get(f"tokens_per_word_{name}") == (tokens / words if chars / words <= 15 else None)
+    # every training document counted once per grouping: totals are conserved
+    for grouping in (result.fertility.languages, result.fertility.scripts):
+        assert sum(c.tokens for c in grouping.values()) == facts["train_tokens"] - facts["train_documents"]
+        assert sum(c.bytes for c in grouping.values()) == result.metrics["train_bytes"]
+        assert sum(c.documents for c in grouping.values()) == facts["train_documents"]
+
+
 def test_rerun_is_identical(built, tmp_path):
     root, docs, source, result = built
     again = build_tokenizer_and_pack(source, str(tmp_path / "again"), TokenizerConfig(**CONFIG))
