@@ -45,13 +45,17 @@ def length_stage(config: CleanConfig) -> Stage:
     return stage
 
 
-def langid_stage(config: LangIdConfig) -> Stage:
+def langid_stage(config: LangIdConfig, stats: StepStats) -> Stage:
     identifier = LanguageIdentifier(config)
 
     def stage(doc: Document) -> str | None:
-        lang, script, reason = identifier.filter(doc.text)
-        doc.meta["lang"], doc.meta["script"] = lang, script
-        return reason
+        decision = identifier.filter(doc.text)
+        doc.meta["lang"], doc.meta["script"] = decision.lang, decision.script
+        if decision.confusable:  # kept as a requested language the model confuses with the identified one
+            doc.meta["lang_identified"] = decision.identified
+            stats.count("langid_confusable_accepted")
+            stats.count(f"langid_{decision.identified}_as_{decision.lang}")
+        return decision.reason
 
     return stage
 
@@ -66,7 +70,8 @@ def quality_stage(config: QualityConfig) -> Stage:
 
 def pii_stage(config: PiiConfig, stats: StepStats) -> Stage:
     def stage(doc: Document) -> str | None:
-        doc.text, counts = mask_pii(doc.text, config)
+        # the langid stage (when on) tagged the language; it picks the regions phones are read in
+        doc.text, counts = mask_pii(doc.text, config, lang=doc.meta.get("lang"))
         for kind, n in counts.items():
             stats.count(f"pii_{kind}", n)
         return None
@@ -78,7 +83,7 @@ def build_stages(config: CleanConfig, stats: StepStats) -> list[tuple[str, Stage
     """The stages this config turns on, in order (PII after the filters, which it would skew)."""
     stages: list[tuple[str, Stage]] = [("normalise", normalise_stage(config, stats)), ("length", length_stage(config))]
     if config.langid is not None:
-        stages.append(("langid", langid_stage(config.langid)))
+        stages.append(("langid", langid_stage(config.langid, stats)))
     if config.quality is not None:
         stages.append(("quality", quality_stage(config.quality)))
     if config.pii is not None:
