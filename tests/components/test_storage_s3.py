@@ -14,6 +14,7 @@ from components import shards, storage
 from components.clean.clean import CleanError, clean_corpus
 from components.clean.config import CleanConfig
 from components.manifest import Manifest
+from components.shards import read_json_lines
 from tests.s3 import S3Server  # fixtures come from tests/s3.py via conftest
 
 BASIC = {"langid": None, "quality": None, "pii": None, "near_dedup": None, "workers": 1}
@@ -280,7 +281,7 @@ def test_clean_corpus_s3_to_s3_exact_counts(bucket, s3_env):
 
 
 def test_clean_corpus_s3_to_s3_default_config(bucket, s3_env):
-    udhr = [json.loads(line) for line in (DATA / "udhr_articles.jsonl").read_text().splitlines()]
+    udhr = list(read_json_lines(str(DATA / "udhr_articles.jsonl")))
     english = [r for r in udhr if r["lang_hint"] == "en"]  # 28 real UDHR sections
     inp, out = f"s3://{bucket}/udhr", f"s3://{bucket}/runs/r2/clean"
     _put_jsonl(f"{inp}/part-0.jsonl", english[: len(english) // 2])

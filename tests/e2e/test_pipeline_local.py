@@ -20,8 +20,8 @@ STEPS = {"clean", "tokenizer", "train", "evaluate", "register"}
 def corpus_slice(source: Path, dest: Path, per_shard: int = 250) -> Path:
     dest.mkdir()
     for shard in sorted(source.glob("*.jsonl")):
-        lines = shard.read_text(encoding="utf-8").splitlines()[:per_shard]
-        (dest / shard.name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        lines = shard.read_bytes().split(b"\n")[:per_shard]  # b"\n" only: a U+2028 in a string is no line end
+        (dest / shard.name).write_bytes(b"\n".join(lines) + b"\n")
     return dest
 
 

