@@ -66,7 +66,10 @@ class TrainConfig(Section):
     warmup_steps: int = Field(20, ge=0)
     weight_decay: float = Field(0.1, ge=0)
     grad_clip: float = Field(1.0, ge=0, description="0 turns clipping off")
-    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="fp32 on CPU; bf16 on GPUs that have it")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="fp32 or bf16 on CPU (fp16 is refused there); bf16 on GPUs that have it. The saved model is "
+        "fp32 (the optimizer's master weights)",
+    )
     log_every: int = Field(10, ge=1, description="steps between metric logs")
     seed: int = Field(1234)
     checkpoint_every: int = Field(0, ge=0, description="optimizer steps between checkpoints; 0 = only at the end")

@@ -32,7 +32,8 @@ def check_precision(precision: str, accelerator: str) -> None:
     dynamic loss scaler and CPU fp16 kernels that are slow or missing: refuse it.
     """
     if accelerator == "cpu" and precision == "fp16":
-        raise ValueError("precision 'fp16' is not supported on CPU (DS_ACCELERATOR=cpu): use 'fp32' or 'bf16'")
+        raise ValueError("train.precision: 'fp16' is not supported on CPU (DS_ACCELERATOR=cpu): use 'fp32' or 'bf16', "
+                         "or train on GPUs")
 
 
 def zero_config(train: TrainConfig, accelerator: str) -> dict[str, Any]:

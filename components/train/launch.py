@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from components import storage
 from components.train.config import ModelConfig, TrainConfig
+from components.train.ds_config import check_precision
 
 TAIL_LINES = 40
 # A Python exception's last traceback line, e.g. "ValueError: seq_len (32) exceeds ...".
@@ -145,7 +146,10 @@ def train_local(
     model: ModelConfig,
     env: dict[str, str] | None = None,
 ) -> TrainResult:
-    """Train with `train.nproc_per_node` ranks on this machine; raises TrainError on failure."""
+    """Train with `train.nproc_per_node` ranks on this machine; raises TrainError on failure, and
+    ValueError before launching anything for a precision this machine cannot train in."""
+    if not has_cuda():
+        check_precision(train.precision, "cpu")
     with tempfile.TemporaryDirectory(prefix="homegrown-train-cfg-") as tmp:
         config_path = Path(tmp) / "train.json"
         config_path.write_text(json.dumps({"train": train.model_dump(), "model": model.model_dump()}, indent=2))

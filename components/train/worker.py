@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import os
 import queue
 import shutil
@@ -52,7 +51,10 @@ from components.train.checkpoint import (
     to_universal_tag,
 )
 from components.train.config import ModelConfig, TrainConfig
+from components.train.consolidate import consolidated_state_dict
 from components.train.ds_config import deepspeed_config
+from components.train.optim import apply_config_after_load, lr_lambda, make_optimizer
+from components.train.resume import resume_changes
 from components.hf_model import context_length
 from components.train.model import build_or_load, load_consolidated, parameter_count
 from components.train.telemetry import device_name, flops_per_token, memory_metrics, mfu, peak_flops
@@ -61,9 +63,6 @@ from components.train.telemetry import device_name, flops_per_token, memory_metr
 MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json"}
 # Exit status of a rank that saved a checkpoint after SIGTERM (EX_TEMPFAIL: run it again to resume).
 PREEMPTED_EXIT = 75
-# TrainConfig fields the resumed trajectory depends on: a checkpoint written under other values
-# cannot continue the same run. (The world size may change: see components.train.checkpoint.)
-RESUME_MUST_MATCH = ("seed", "micro_batch_size", "global_batch_size", "zero_stage", "precision")
 
 
 def load_run_config(path: str) -> tuple[TrainConfig, ModelConfig]:
@@ -154,32 +153,6 @@ def data_position(micro_batches_taken: int, n: int, micro: int, world: int) -> t
     return divmod(micro_batches_taken, per_epoch)
 
 
-def lr_lambda(train: TrainConfig):
-    """Linear warmup to 1, then cosine down to min_lr_ratio at max_steps (a factor on lr)."""
-    warmup, total, floor = train.warmup_steps, train.max_steps, train.min_lr_ratio
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def make_optimizer(module: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
-    # No weight decay on biases and LayerNorm gains (nanoGPT's split: decay 2-D tensors only).
-    params = [p for p in module.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": train.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    # ZeRO drops an empty group (LoRA trains only 2-D matrices), which the schedule would miscount.
-    groups = [group for group in groups if group["params"]]
-    # A torch optimizer, not DeepSpeed's FusedAdam/CPUAdam: nothing to compile on CPU.
-    return torch.optim.AdamW(groups, lr=train.learning_rate, betas=(0.9, 0.95), eps=1e-8)
-
-
 class Tracker:
     """MLflow from rank 0, and only when the launcher injected MLFLOW_RUN_ID.
 
@@ -230,6 +203,10 @@ class Tracker:
             self.queue.put(("params", {f"train.{k}": v for k, v in params.items()}))
             self.queue.put(("dict", ds_config))
 
+    def tags(self, tags: dict[str, str]) -> None:
+        if self.run_id:
+            self.queue.put(("tags", dict(tags)))
+
     def metrics(self, metrics: dict[str, float], step: int) -> None:
         if self.run_id:
             self.queue.put(("metrics", (dict(metrics), step, int(time.time() * 1000))))
@@ -255,7 +232,7 @@ class Tracker:
                   "(they are in result.json and the log)", flush=True)  # fmt: skip
 
     def _send(self, kind: str, payload: Any) -> None:
-        from mlflow.entities import Metric, Param
+        from mlflow.entities import Metric, Param, RunTag
 
         if kind == "metrics":  # [(values, step, stamp), ...], oldest first; a retry resumes where it failed
             while payload:
@@ -269,6 +246,8 @@ class Tracker:
                 del payload[:taken]
         elif kind == "params":
             self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in payload.items()])
+        elif kind == "tags":
+            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in payload.items()])
         elif kind == "dict":
             self.client.log_dict(self.run_id, payload, "ds_config.json")
         else:
@@ -297,22 +276,40 @@ class Tracker:
                 return
 
     def _deliver(self, kind: str, payload: Any) -> bool:
-        """Sends one item, retrying with backoff; False once close()'s drain deadline passed."""
+        """Sends one item, retrying with backoff; False once close()'s drain deadline passed. An
+        item the server refuses (a 4xx answer but 429: e.g. a resumed run logging a changed param
+        value into its run, which MLflow forbids) is dropped with a message, not retried: a retry
+        would be refused again and hold back every metric queued behind it."""
+        from mlflow.exceptions import MlflowException
+
         attempt = 0
         while True:
             try:
                 self._send(kind, payload)
                 break
-            except Exception as exc:  # connection refused, 5xx, timeouts: wait and try again
-                if attempt == 0:
-                    print(f"[train] MLflow unreachable ({type(exc).__name__}); metrics wait and are "
-                          "retried", flush=True)  # fmt: skip
-                if self.deadline is not None and time.monotonic() > self.deadline:
+            except MlflowException as exc:
+                if 400 <= exc.get_http_status_code() < 500 and exc.get_http_status_code() != 429:
+                    print(f"[train] MLflow refused the run's {kind} ({exc.message.splitlines()[0][:300]}); "
+                          "not retried", flush=True)  # fmt: skip
+                    return True
+                if not self._wait(attempt, exc):
                     return False
-                time.sleep(min(30.0, 0.5 * 2**attempt))
+                attempt += 1
+            except Exception as exc:  # connection refused, 5xx, timeouts: wait and try again
+                if not self._wait(attempt, exc):
+                    return False
                 attempt += 1
         if attempt:
             print(f"[train] MLflow reachable again after {attempt} retries", flush=True)
+        return True
+
+    def _wait(self, attempt: int, exc: Exception) -> bool:
+        """Backs off before retry `attempt` + 1; False once close()'s drain deadline passed."""
+        if attempt == 0:
+            print(f"[train] MLflow unreachable ({type(exc).__name__}); metrics wait and are retried", flush=True)
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            return False
+        time.sleep(min(30.0, 0.5 * 2**attempt))
         return True
 
 
@@ -413,7 +410,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import deepspeed
     from deepspeed.accelerator import get_accelerator
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     accelerator = get_accelerator().device_name()
     if accelerator == "cpu":
@@ -509,30 +505,26 @@ def main(argv: list[str] | None = None) -> int:
     peak = peak_flops(device_label, train.precision, train.peak_tflops)
     optimizer = make_optimizer(model, train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(train))
+    weight_decays = [group["weight_decay"] for group in optimizer.param_groups]
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
     device = engine.device
     torch.manual_seed(train.seed + rank)  # dropout differs per rank, reproducibly
 
     # ---- resume: model, optimizer, schedule, step, data position, RNG, loss history ----------
-    done_steps, losses, position = 0, [], (0, 0)
+    done_steps, losses, position, changed = 0, [], (0, 0), {}
     resumed_from = resume[0] if resume else None
     if resume:
         tag, saved_world, load_tag = resume
         _, state = engine.load_checkpoint(str(ckpt_dir), tag=load_tag)
         if state is None:
             raise RuntimeError(f"{ckpt_dir / load_tag}: DeepSpeed could not load this checkpoint")
-        saved = state.get("train", {})
-        clashes = {k: (saved.get(k), getattr(train, k)) for k in RESUME_MUST_MATCH if saved.get(k) != getattr(train, k)}
-        if clashes:
-            raise ValueError(
-                f"cannot resume from {ckpt_dir / tag}: it was written with "
-                + ", ".join(f"{k}={old!r} (now {new!r})" for k, (old, new) in clashes.items())
-                + "; restore those settings, use a fresh output dir, or set train.resume=false"
-            )
         done_steps = int(state["step"])
+        changed = resume_changes(state.get("train", {}), state.get("model"), train, model_cfg, str(ckpt_dir / tag))
         if done_steps > train.max_steps:
             raise ValueError(f"checkpoint {tag} is past max_steps={train.max_steps}: raise max_steps")
         losses = [float(x) for x in state["losses"]]
+        # DeepSpeed restored the checkpoint's lr, schedule, weight decay and clipping: this run's config rules.
+        next_lr = apply_config_after_load(engine.optimizer, scheduler, train, done_steps, weight_decays)[0]
         position, skipped = remap_position(tuple(state["data_position"]), saved_world, world, train.micro_batch_size)
         if mine := load_rank_state(ckpt_dir / tag, rank, saved_world):
             set_rng_states(mine["rng"])  # a rank the saved run did not have keeps its fresh seed
@@ -545,6 +537,11 @@ def main(argv: list[str] | None = None) -> int:
             moved = f", {skipped} sequences skipped to re-deal the batch over {world} ranks" if skipped else ""
             print(f"[train] resumed from {ckpt_dir / tag} ({saved_world} ranks): step {done_steps}, data position "
                   f"epoch {position[0]} micro batch {position[1]}{moved}", flush=True)  # fmt: skip
+            for key, (old, new) in changed.items():
+                print(f"[train] resume: {key} changed since {tag}: {old!r} -> {new!r}, applied from step "
+                      f"{done_steps + 1}", flush=True)  # fmt: skip
+            print(f"[train] resume: learning rate for step {done_steps + 1}: {next_lr:.6g} (schedule from this "
+                  "run's config)", flush=True)  # fmt: skip
         torch.distributed.barrier()
 
     def client_state(step: int) -> dict[str, Any]:
@@ -584,6 +581,9 @@ def main(argv: list[str] | None = None) -> int:
             },
             ds_config,
         )
+        if resumed_from:  # tags, not params: MLflow params cannot change, and a retried step logs into its run
+            tracker.tags({"resume.from_step": str(done_steps),
+                          **{f"resume.changed.{key}": f"{old!r} -> {new!r}" for key, (old, new) in changed.items()}})
 
         # ---- the loop ----------------------------------------------------------------------
         batches = micro_batches(len(data), train.micro_batch_size, rank, world, train.seed, *position)
@@ -667,9 +667,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.distributed.barrier()
 
         if master:
-            state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag)
             consolidated = build_or_load(model_cfg, vocab_size, train.seed, eos, base_dir)
-            load_consolidated(consolidated, state)
+            load_consolidated(consolidated, consolidated_state_dict(ckpt_dir / tag, consolidated))
             consolidated_loss = fixed_batch_loss(consolidated, fixed.cpu())
             if model_cfg.lora:
                 if model_cfg.lora.save_adapter:

@@ -341,3 +341,94 @@ if __name__ == "__main__":  # one rank of a slowed-down worker, run by start() u
 
         DeepSpeedEngine._save_zero_checkpoint = slow_save_zero
     sys.exit(worker.main())
+
+
+# ---- config changed between the checkpoint and the resume ----------------------------------
+
+
+def test_every_train_key_is_applied_or_must_match_on_resume():
+    from components.train.resume import APPLIED_ON_RESUME, MUST_MATCH, resume_changes
+
+    assert set(APPLIED_ON_RESUME) | set(MUST_MATCH) == set(TrainConfig.model_fields)
+    assert not set(APPLIED_ON_RESUME) & set(MUST_MATCH)
+    saved = TRAIN.model_dump()
+    changed = TRAIN.model_copy(update={"learning_rate": 1e-4, "max_steps": 30, "grad_clip": 0.5})
+    assert resume_changes(saved, MODEL.model_dump(), changed, MODEL, "ckpt") == {
+        "train.learning_rate": (3e-3, 1e-4), "train.max_steps": (24, 30), "train.grad_clip": (1.0, 0.5)}  # fmt: skip
+    old = {k: v for k, v in saved.items() if k != "peak_tflops"}  # written before the key existed: its default
+    assert resume_changes(old, None, TRAIN, MODEL, "ckpt") == {}
+    with pytest.raises(ValueError, match=r"^cannot resume from ckpt: it was written with train\.seed=1234 \(now 7\), "
+                       r"train\.offload_optimizer=False \(now True\); restore"):  # fmt: skip
+        resume_changes(saved, None, TRAIN.model_copy(update={"seed": 7, "offload_optimizer": True}), MODEL, "ckpt")
+    with pytest.raises(ValueError, match=r"model\.n_embd=64 \(now 128\)"):
+        resume_changes(saved, MODEL.model_dump(), TRAIN, MODEL.model_copy(update={"n_embd": 128}), "ckpt")
+
+
+@pytest.mark.slow
+def test_resume_applies_changed_hyperparameters_and_refuses_the_rest(tmp_path):
+    """Resumed at step 4 with a new learning rate, schedule, clipping or weight decay: the new
+    value is used from step 5 (the logged lr is the new schedule's), logged as a tag and printed;
+    a changed seed is refused naming the key. All in one launch (tests/components/train_cases.py)."""
+    from mlflow.tracking import MlflowClient
+
+    from components.train.launch import TrainResult
+    from components.train.optim import lr_lambda
+    from components.tracking import ensure_experiment
+    from tests.components.train_cases import case, launch_cases
+
+    manifest_uri = make_packed_dataset(tmp_path / "tok", sequences=128, tokenizer=False)
+    model = ModelConfig(n_layer=1, n_head=2, n_embd=32, n_positions=SEQ_LEN)
+    train = TrainConfig(
+        zero_stage=2, nproc_per_node=1, micro_batch_size=4, global_batch_size=8, max_steps=8, checkpoint_every=4,
+        learning_rate=1e-2, warmup_steps=2, log_every=1, system_metrics=False,
+    )  # fmt: skip
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri)
+    experiment = ensure_experiment(tracking_uri, "test-resume-changes")
+    changes = {
+        "same": {},
+        "lr": {"learning_rate": 1e-3},
+        "schedule": {"max_steps": 12, "min_lr_ratio": 0.5, "warmup_steps": 6},
+        "clip": {"grad_clip": 0.01},
+        "decay": {"weight_decay": 20.0},
+        "seed": {"seed": 7},
+    }
+    runs = {name: client.create_run(experiment).info.run_id for name in changes}
+    cases = [case("ref", train, model)] + [
+        case(name, train.model_copy(update=update), model, runs[name], copy_from="ref", copy_tag="step-4")
+        for name, update in changes.items()
+    ]
+    logs = launch_cases(cases, manifest_uri, tmp_path / "runs", world=1, env={"MLFLOW_TRACKING_URI": tracking_uri})
+
+    def result(name: str) -> TrainResult:
+        return TrainResult.model_validate_json((tmp_path / "runs" / name / "result.json").read_text())
+
+    ref = result("ref")
+    same = result("same")
+    assert same.resumed_from_step == 4 and same.losses == pytest.approx(ref.losses, abs=1e-6)
+    for name, update in changes.items():
+        if name == "seed":
+            continue
+        resumed = result(name)
+        new = train.model_copy(update=update)
+        assert resumed.resumed_from_step == 4 and len(resumed.losses) == new.max_steps, name
+        # Step 5's loss is taken before its update: the weights are the checkpoint's.
+        assert resumed.losses[:5] == pytest.approx(ref.losses[:5], abs=1e-6), name
+        lrs = {m.step: m.value for m in client.get_metric_history(runs[name], "train/lr")}
+        assert sorted(lrs) == list(range(5, new.max_steps + 1)), name
+        for step, lr in lrs.items():  # the rate each step used: the new schedule's, from the resumed step
+            assert lr == pytest.approx(new.learning_rate * lr_lambda(new)(step - 1), rel=1e-6), (name, step)
+        tags = client.get_run(runs[name]).data.tags
+        assert tags["resume.from_step"] == "4", name
+        for key, value in update.items():
+            if name == "same":
+                continue
+            shown = f"{getattr(train, key)!r} -> {value!r}"
+            assert tags[f"resume.changed.train.{key}"] == shown, (name, tags)
+            assert f"[train] resume: train.{key} changed since step-4: {shown}, applied from step 5" in logs, name
+        if name != "same":  # the change took effect: the trajectory left the old one
+            assert all(abs(a - b) > 1e-5 for a, b in zip(resumed.losses[5:8], ref.losses[5:8])), (name, resumed.losses)
+    assert not {k for k in client.get_run(runs["same"]).data.tags if k.startswith("resume.changed.")}
+    error = (tmp_path / "runs" / "seed" / "error.txt").read_text()
+    assert error.startswith("ValueError: cannot resume from ") and "train.seed=1234 (now 7)" in error, error
+    assert not (tmp_path / "runs" / "seed" / "result.json").exists()

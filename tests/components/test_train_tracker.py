@@ -65,3 +65,23 @@ def test_a_backlog_goes_in_calls_within_mlflows_limit(sqlite_uri, monkeypatch, t
     assert len(sizes) <= 3, sizes  # [3, 999, 798] or, if the shipper starts late, [999, 801]
     steps = [m.step for m in MlflowClient(sqlite_uri).get_metric_history(run_id, "a")]
     assert sorted(steps) == list(range(1, 601))
+
+
+def test_a_refused_item_is_dropped_not_retried_and_metrics_behind_it_arrive(sqlite_uri, monkeypatch, tmp_path):
+    """A resume that logs into the same MLflow run with a changed param value (MLflow forbids
+    changing one) must not hold back the metrics queued behind it until close()'s drain deadline."""
+    tracker, run_id, _ = counting_tracker(sqlite_uri, monkeypatch, tmp_path, flush_s=0.1, drain_s=60.0)
+    tracker.params({"learning_rate": 0.01}, {"train_batch_size": 16})
+    tracker.close(True)
+    resumed = Tracker(enabled=True, flush_s=0.1, drain_s=60.0)  # same MLFLOW_RUN_ID, as a retried step
+    resumed.params({"learning_rate": 0.001}, {"train_batch_size": 16})
+    resumed.tags({"resume.changed.train.learning_rate": "0.01 -> 0.001"})
+    resumed.metrics({"train/loss": 4.0}, step=5)
+    started = time.monotonic()
+    resumed.close(True)
+
+    assert time.monotonic() - started < 10  # not the 60 s drain
+    run = MlflowClient(sqlite_uri).get_run(run_id)
+    assert run.data.params == {"train.learning_rate": "0.01"}
+    assert run.data.tags["resume.changed.train.learning_rate"] == "0.01 -> 0.001"
+    assert [m.value for m in MlflowClient(sqlite_uri).get_metric_history(run_id, "train/loss")] == [4.0]
