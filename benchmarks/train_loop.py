@@ -9,7 +9,7 @@ round (ours, bare, ours+mlflow, ours, bare, ...) so drift hits all of them:
   bare               benchmarks._bare_loop: the same model, data order, DeepSpeed config, AdamW,
                      ZeRO stage and steps, and nothing else in the loop
   ours+mlflow        the worker with MLFLOW_RUN_ID set (a run in a fresh SQLite store) and
-                     log_every=1: four metrics logged every step (its Tracker sends them in one
+                     log_every=1: four metrics logged every step (its MetricsShipper sends them in one
                      log_batch call per flush interval)
 
 How it is timed: the parent stamps each rank-0 step line as it arrives, and at each stamp reads
@@ -31,7 +31,7 @@ Identical runs differ by up to ~5 % even on a quiet machine: more than the 1 % M
 as much as the 5 % loop goal. So both are also accounted from parts measured precisely:
   loop     what the worker does per step beyond the bare loop, timed alone by the bare run
            after its loop (benchmarks._bare_loop.extras), over bare's step time
-  MLflow   Tracker.metrics on the main thread (timed in this process against SQLite, see
+  MLflow   MetricsShipper.metrics on the main thread (timed in this process against SQLite, see
            tracker_cost) plus the extra CPU of rank 0's other threads in the runs, over ours'
 """
 
@@ -120,7 +120,7 @@ def build_dataset(root: Path) -> str:
 def new_mlflow_run(tracking_uri: str) -> str:
     from mlflow.tracking import MlflowClient
 
-    from components.tracking import ensure_experiment
+    from components.mlflow_runs import ensure_experiment
 
     return MlflowClient(tracking_uri).create_run(ensure_experiment(tracking_uri, "bench-train-loop")).info.run_id
 
@@ -220,11 +220,11 @@ def run_variant(variant: str, manifest_uri: str, config_path: Path, work: Path, 
 
 
 def tracker_cost(calls: int = 30, interval_s: float = 0.2) -> dict:
-    """CPU of one `Tracker.metrics` call, timed in this process against a fresh SQLite store, one
+    """CPU of one `MetricsShipper.metrics` call, timed in this process against a fresh SQLite store, one
     call per `interval_s` (a step) with the metrics the worker logs on CPU. Main thread:
     time.thread_time around each call; other threads: their CPU over the calls (10 ms ticks), a
     cross-check of the side CPU measured in the runs."""
-    from components.train.worker import Tracker
+    from components.train.worker import MetricsShipper
 
     me = psutil.Process()
 
@@ -236,7 +236,7 @@ def tracker_cost(calls: int = 30, interval_s: float = 0.2) -> dict:
     with tempfile.TemporaryDirectory(prefix="homegrown-bench-tracker-") as tmp:
         uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         os.environ.update(MLFLOW_TRACKING_URI=uri, MLFLOW_RUN_ID=new_mlflow_run(uri))
-        tracker = Tracker(enabled=True)
+        tracker = MetricsShipper(enabled=True)
         main_s, side_before = 0.0, side_cpu()
         for step in range(1, calls + 1):
             started, cpu_started = time.perf_counter(), time.thread_time()
@@ -363,7 +363,7 @@ def table(summary: dict) -> str:
     )
     lines += [
         f"ms/step, CPU ms (per rank): pooled quiet windows ({WINDOW} steps, other load < {QUIET_WINDOW_LOAD} cores);",
-        "side CPU: ms/step of rank 0's threads but the main one; accounted = (Tracker.metrics main-thread ms per",
+        "side CPU: ms/step of rank 0's threads but the main one; accounted = (MetricsShipper.metrics main-thread ms per",
         "call, timed in-process, + side CPU - ours' side CPU) / ours' ms/step",
     ]
     return "\n".join(lines)
@@ -403,7 +403,7 @@ def main(rounds: int = 2, steps: int = 40, output: Path | None = None, patience_
                     if not again:
                         break
 
-    print("[bench] timing Tracker.metrics in-process", flush=True)
+    print("[bench] timing MetricsShipper.metrics in-process", flush=True)
     costs = tracker_cost()
     summary = summarise(rows, costs)
     text = table(summary)

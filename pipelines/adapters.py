@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from components import storage, tracking
+from components import storage, mlflow_runs
 from components.manifest import Manifest
 from pipelines import tasks
 from pipelines.config import RunConfig
@@ -20,7 +20,7 @@ def _config(config_json: str) -> RunConfig:
 
 
 def _tracking(config: RunConfig, tracking_uri: str, parent_run_id: str = "") -> tasks.Tracking:
-    uri = tracking.resolve_tracking_uri(tracking_uri or config.mlflow.tracking_uri)
+    uri = mlflow_runs.resolve_tracking_uri(tracking_uri or config.mlflow.tracking_uri)
     return tasks.Tracking(uri, parent_run_id or None, config.mlflow.experiment)
 
 
@@ -40,17 +40,17 @@ def finish(config_json: str, run_name: str, kfp_run_name: str, tracking_uri: str
     """Close the parent run with the pipeline's final state (runs as the DAG's exit handler)."""
     config = _config(config_json)
     track = _tracking(config, tracking_uri)
-    tracking.configure(track.uri)
+    mlflow_runs.configure(track.uri)
     from mlflow.tracking import MlflowClient
 
     name = effective_run_name(run_name, kfp_run_name)
     runs = MlflowClient(track.uri).search_runs(
-        [tracking.ensure_experiment(track.uri, track.experiment)],
+        [mlflow_runs.ensure_experiment(track.uri, track.experiment)],
         filter_string=f"tags.`homegrown.run_name` = '{name}' and tags.`homegrown.config_digest` = '{config.digest}'",
     )
     status = "FINISHED" if state == "SUCCEEDED" else "FAILED"
     for run in runs:
-        tracking.end_pipeline_run(track.uri, run.info.run_id, status)
+        mlflow_runs.end_pipeline_run(track.uri, run.info.run_id, status)
 
 
 def _publish(manifest_uri: str, artifact: Any) -> Manifest:
@@ -64,11 +64,11 @@ def _publish(manifest_uri: str, artifact: Any) -> Manifest:
 
 
 def _metrics(artifact: Any, values: dict[str, float]) -> None:
-    """KFP scalar metrics under the same keys the step's MLflow run has (tracking.mlflow_key):
+    """KFP scalar metrics under the same keys the step's MLflow run has (mlflow_runs.mlflow_key):
     names from data (languages, sources, reasons) made valid, the originals in the run's
     mlflow_names.json."""
     for key, value in values.items():
-        artifact.log_metric(tracking.mlflow_key(key), float(value))
+        artifact.log_metric(mlflow_runs.mlflow_key(key), float(value))
 
 
 def tokenize(config_json: str, run_root: str, tracking_uri: str, parent_run_id: str,

@@ -37,12 +37,12 @@ def _config(args: argparse.Namespace, **defaults: Any) -> RunConfig:
 
 
 def _tracking(args: argparse.Namespace, config: RunConfig):
-    from components import tracking
+    from components import mlflow_runs
     from pipelines.tasks import Tracking
 
     if not (args.tracking_uri or config.mlflow.tracking_uri or args.mlflow):
         return None
-    return Tracking(tracking.resolve_tracking_uri(args.tracking_uri or config.mlflow.tracking_uri), None,
+    return Tracking(mlflow_runs.resolve_tracking_uri(args.tracking_uri or config.mlflow.tracking_uri), None,
                     config.mlflow.experiment)
 
 
@@ -196,11 +196,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from components import tracking
+    from components import mlflow_runs
     from pipelines import tasks
 
     config = _config(args, corpus="-")
-    track = tasks.Tracking(tracking.resolve_tracking_uri(args.tracking_uri or config.mlflow.tracking_uri),
+    track = tasks.Tracking(mlflow_runs.resolve_tracking_uri(args.tracking_uri or config.mlflow.tracking_uri),
                            None, config.mlflow.experiment)
     outcome = tasks.register(config, args.model, args.results, {"code_version": tasks.code_version()}, track)
     if outcome.decision == "passed" and not args.no_promote:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from components import storage, tracking
+from components import storage, mlflow_runs
 from components.clean.clean import input_shards
 from pipelines.config import ConfigError, RunConfig
 from pipelines.dag import build_pipeline
@@ -85,7 +85,7 @@ class RunSummary:
         return f"{self.tags.get('homegrown.registered_model', '?')} v{self.tags.get('homegrown.model_version', '?')}"
 
 
-def preflight(config: RunConfig) -> None:
+def check_local_run(config: RunConfig) -> None:
     """Fail before starting anything when the corpus is obviously unusable."""
     try:
         input_shards(config.corpus)
@@ -103,9 +103,9 @@ def run_local(
 ) -> RunSummary:
     """Run the DAG locally. verbose: True shows kfp's full log, False a filtered console (the
     full log goes to <work_dir>/logs/), None writes the log file only."""
-    preflight(config)
+    check_local_run(config)
     work_dir = Path(work_dir).resolve()
-    uri = tracking.resolve_tracking_uri(tracking_uri or config.mlflow.tracking_uri)
+    uri = mlflow_runs.resolve_tracking_uri(tracking_uri or config.mlflow.tracking_uri)
     if not uri.startswith("sqlite:") and "://" not in uri:
         raise ConfigError(f"mlflow.tracking_uri: {uri!r} is not a URI (sqlite:///path.db or http://host:port)")
     root = data_root or config.data_root
@@ -155,7 +155,7 @@ def _plain(text: str) -> str:
 def summarize(tracking_uri: str, experiment: str, run_name: str) -> RunSummary:
     from mlflow.tracking import MlflowClient
 
-    experiment_id = tracking.ensure_experiment(tracking_uri, experiment)
+    experiment_id = mlflow_runs.ensure_experiment(tracking_uri, experiment)
     runs = MlflowClient(tracking_uri).search_runs(
         [experiment_id], filter_string=f"tags.`homegrown.run_name` = '{run_name}'", max_results=1
     )

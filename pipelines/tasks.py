@@ -16,7 +16,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from components import storage, tracking
+from components import storage, mlflow_runs
 from components.manifest import Manifest
 from pipelines.config import RunConfig
 
@@ -61,7 +61,7 @@ def start(config: RunConfig, run_name: str, tracking_cfg: Tracking, kfp_run: str
     }
     if kfp_run:
         tags["kfp.run_name"] = kfp_run
-    return tracking.start_pipeline_run(
+    return mlflow_runs.start_pipeline_run(
         tracking_cfg.uri, tracking_cfg.experiment, run_name, tags, config.model_dump(mode="json")
     )
 
@@ -72,17 +72,17 @@ def _step(name: str, tracking_cfg: Tracking | None, params: dict[str, Any]) -> I
     if tracking_cfg is None:
         yield None
         return
-    with tracking.step_run(name, tracking_cfg.uri, tracking_cfg.parent_run_id, tracking_cfg.experiment) as active:
+    with mlflow_runs.step_run(name, tracking_cfg.uri, tracking_cfg.parent_run_id, tracking_cfg.experiment) as active:
         from mlflow.tracking import MlflowClient
 
-        tracking.log_params(MlflowClient(tracking_cfg.uri), active.info.run_id, {name: params})
+        mlflow_runs.log_params(MlflowClient(tracking_cfg.uri), active.info.run_id, {name: params})
         yield active
 
 
 def _log(metrics: dict[str, float], artifacts: Sequence[str] = (), headline: dict[str, float] | None = None,
          tracking_cfg: Tracking | None = None) -> None:
     """Metrics and files for the active step run; headline figures also on the parent run. Names
-    from data (languages, sources, reasons) become valid keys (tracking.mlflow_key), the
+    from data (languages, sources, reasons) become valid keys (mlflow_runs.mlflow_key), the
     originals listed in each run's mlflow_names.json."""
     if tracking_cfg is None:
         return
@@ -90,12 +90,12 @@ def _log(metrics: dict[str, float], artifacts: Sequence[str] = (), headline: dic
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_cfg.uri)
-    tracking.log_metrics(client, mlflow.active_run().info.run_id, metrics)
+    mlflow_runs.log_metrics(client, mlflow.active_run().info.run_id, metrics)
     for uri in artifacts:
         if not storage.is_s3(uri) and Path(uri).exists():
             mlflow.log_artifact(uri)
     if headline and tracking_cfg.parent_run_id:
-        tracking.log_metrics(client, tracking_cfg.parent_run_id, headline)
+        mlflow_runs.log_metrics(client, tracking_cfg.parent_run_id, headline)
 
 
 def _log_dataset(tracking_cfg: Tracking | None, manifest_uri: str, name: str, digest: str, context: str) -> None:
@@ -121,7 +121,7 @@ def _tag_parent(tracking_cfg: Tracking | None, tags: dict[str, str]) -> None:
         return
     from mlflow.tracking import MlflowClient
 
-    tracking.set_tags(MlflowClient(tracking_cfg.uri), tracking_cfg.parent_run_id, tags)
+    mlflow_runs.set_tags(MlflowClient(tracking_cfg.uri), tracking_cfg.parent_run_id, tags)
 
 
 # ---- the five steps -------------------------------------------------------------------
@@ -163,7 +163,7 @@ def tokenize(config: RunConfig, documents_manifest_uri: str, output_uri: str, tr
 
 def train(config: RunConfig, packed_manifest_uri: str, output_uri: str, tracking_cfg: Tracking | None = None):
     from components.train.launch import train_local
-    from components.train.preflight import preflight
+    from components.train.preflight import check_train_inputs
 
     params = {"train": config.train.model_dump(), "model": config.model.model_dump()}
     with _step("train", tracking_cfg, params) as run:
@@ -172,7 +172,7 @@ def train(config: RunConfig, packed_manifest_uri: str, output_uri: str, tracking
             # rank 0 of the torchrun job logs its curves into this step's run
             env = {"MLFLOW_RUN_ID": run.info.run_id, "MLFLOW_TRACKING_URI": tracking_cfg.uri}
         lora = config.model.lora
-        preflight(output_uri, config.model.base, tracking_cfg.uri if tracking_cfg else None,
+        check_train_inputs(output_uri, config.model.base, tracking_cfg.uri if tracking_cfg else None,
                   lora.target_modules if lora else None)  # fmt: skip
         if config.cluster.train_nodes > 1:
             result = train_on_trainjob(config, packed_manifest_uri, output_uri, env)
@@ -259,7 +259,7 @@ def evaluate(config: RunConfig, model_uri: str, eval_manifest_uri: str, output_u
     from components.evaluate.step import evaluate_model
     from components.register import registry
 
-    with _step("evaluate", tracking_cfg, config.evaluate.model_dump()), tracking.fail_fast(), \
+    with _step("evaluate", tracking_cfg, config.evaluate.model_dump()), mlflow_runs.fail_fast(), \
             tempfile.TemporaryDirectory() as tmp:
         champion_version = cached = cache_key = None
         name = config.registry.model_name
@@ -294,7 +294,7 @@ def evaluate(config: RunConfig, model_uri: str, eval_manifest_uri: str, output_u
             if champion_version:
                 from mlflow.tracking import MlflowClient
 
-                tracking.set_tags(MlflowClient(tracking_cfg.uri), mlflow.active_run().info.run_id,
+                mlflow_runs.set_tags(MlflowClient(tracking_cfg.uri), mlflow.active_run().info.run_id,
                                   {"homegrown.champion_version": champion_version})
         headline = {f"eval.{k}": v for k, v in result.metrics.items() if k.startswith("bits_per_byte") or k in ("loss", "perplexity")}
         _log(result.metrics, [result.results_uri], headline, tracking_cfg)
@@ -325,7 +325,7 @@ def register(config: RunConfig, model_uri: str, results_uri: str, lineage: dict[
         return {lang: float(m["bits_per_byte"]) for lang, m in block.get("per_language", {}).items()}
 
     # an unanswered tracking call fails in seconds naming the server, not after MLflow's ~4 minutes
-    with _step("register", tracking_cfg, config.registry.model_dump()), tracking.fail_fast():
+    with _step("register", tracking_cfg, config.registry.model_dump()), mlflow_runs.fail_fast():
         decision = registry.decide(challenger, champion, config.registry, languages(results),
                                    languages(results.get("champion", {})))  # fmt: skip
         tags = {
@@ -351,7 +351,7 @@ def register(config: RunConfig, model_uri: str, results_uri: str, lineage: dict[
                           config.model.base, config.model.lora is not None)  # fmt: skip
         mlflow.log_text(card, "model_card.md")
         # the description column holds 5000 characters; the full card is the run's model_card.md
-        description = tracking.fit_value(card, tracking.DESCRIPTION_MAX - 80)
+        description = mlflow_runs.fit_value(card, mlflow_runs.DESCRIPTION_MAX - 80)
         if description != card:
             description += f"\n\nFull card: model_card.md of MLflow run {mlflow.active_run().info.run_id}."
         MlflowClient(tracking_cfg.uri).update_model_version(config.registry.model_name, version_id,
@@ -383,12 +383,12 @@ def promote(config: RunConfig, version_id: str, tracking_cfg: Tracking) -> None:
     """Move `champion` to this version (runs only when the gate passed)."""
     from components.register import registry
 
-    tracking.configure(tracking_cfg.uri)
+    mlflow_runs.configure(tracking_cfg.uri)
     registry.promote(config.registry.model_name, version_id)
-    with tracking.fail_fast():
+    with mlflow_runs.fail_fast():
         _tag_parent(tracking_cfg, {"homegrown.champion_version": version_id})
 
 
 def finish(tracking_cfg: Tracking, status: str = "FINISHED") -> None:
     if tracking_cfg.parent_run_id:
-        tracking.end_pipeline_run(tracking_cfg.uri, tracking_cfg.parent_run_id, status)
+        mlflow_runs.end_pipeline_run(tracking_cfg.uri, tracking_cfg.parent_run_id, status)

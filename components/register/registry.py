@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from components import storage, tracking
+from components import storage, mlflow_runs
 from components.hf_model import ModelDirError, context_length, flatten_flavor
 from components.register.config import RegisterConfig
 
@@ -115,7 +115,7 @@ def _server(doing: str, then: str = RERUN) -> Iterator[None]:
     """Registry calls fail within seconds, naming the server, when it does not answer."""
     import mlflow
 
-    with tracking.explain_outage(mlflow.get_tracking_uri(), doing, then), tracking.fail_fast():
+    with mlflow_runs.explain_outage(mlflow.get_tracking_uri(), doing, then), mlflow_runs.fail_fast():
         yield
 
 
@@ -159,7 +159,7 @@ def log_and_register(model_uri: str, config: RegisterConfig, tags: dict[str, str
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = storage.download_dir(model_uri, tmp)
         digest = weights_digest(model_dir)
-        version_tags = tracking.model_version_tags({**tags, DIGEST_TAG: digest})
+        version_tags = mlflow_runs.model_version_tags({**tags, DIGEST_TAG: digest})
         with _server(f"registering model {name!r}", RERUN_REGISTER):
             existing = version_with_digest(name, digest)
             if existing is not None:
@@ -209,9 +209,9 @@ def cache_scores(name: str, version: str, key: str, block: dict[str, Any]) -> No
     from mlflow.tracking import MlflowClient
 
     scores = json.dumps({"metrics": block["metrics"], "per_language": block["per_language"]}, sort_keys=True)
-    if len(scores) > tracking.MODEL_VERSION_TAG_VALUE_MAX:  # a cut one would not parse: score it again instead
+    if len(scores) > mlflow_runs.MODEL_VERSION_TAG_VALUE_MAX:  # a cut one would not parse: score it again instead
         print(f"[register] scores of version {version} of {name!r} not cached: {len(scores):,} characters, over "
-              f"MLflow's {tracking.MODEL_VERSION_TAG_VALUE_MAX:,} for a tag value; it is scored again when compared")
+              f"MLflow's {mlflow_runs.MODEL_VERSION_TAG_VALUE_MAX:,} for a tag value; it is scored again when compared")
         return
     with _server(f"caching scores on version {version} of {name!r}"):
         MlflowClient().set_model_version_tag(name, version, key, scores)
@@ -225,7 +225,7 @@ def champion_version(name: str) -> Any | None:
         try:
             return MlflowClient().get_model_version_by_alias(name, CHAMPION)
         except MlflowException as exc:
-            if tracking.no_answer(exc):
+            if mlflow_runs.no_answer(exc):
                 raise  # not "no champion": that would let any model through the gate
             return None  # no registered model or no champion alias yet
 

@@ -63,7 +63,7 @@ class Fertility:
         """Flat metrics: `<figure>_lang_<code>` and `<figure>_script_<ISO 15924>`, as the clean step's
         `kept_lang_<code>` and the evaluate step's `bits_per_byte_<code>` are named. Codes are used
         as given; one MLflow refuses (`sr@latin`) is renamed where metrics are logged
-        (components/tracking.py `mlflow_key`, the original kept in the run's name table)."""
+        (components/mlflow_runs.py `mlflow_key`, the original kept in the run's name table)."""
         out: dict[str, float] = {}
         for kind, groups in (("lang", self.languages), ("script", self.scripts)):
             for name in sorted(groups):

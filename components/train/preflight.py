@@ -113,7 +113,7 @@ def check_lora_targets(base: str, targets: list[str]) -> str | None:
             f"its layers are {', '.join(layers)} (or use all-linear)")  # fmt: skip
 
 
-def preflight(
+def check_train_inputs(
     output_uri: str, base: str | None = None, tracking_uri: str | None = None,
     lora_targets: list[str] | str | None = None,
 ) -> None:  # fmt: skip

@@ -173,7 +173,7 @@ def job_name(run_name: str, num_nodes: int = 1, suffix: str | None = None) -> st
     return f"{base}-{suffix}" if suffix else base
 
 
-def preflight(spec: TrainJobSpec) -> None:
+def check_spec(spec: TrainJobSpec) -> None:
     """Every problem at once, each naming its key and what to change."""
     problems: list[str] = []
 
@@ -296,7 +296,7 @@ def _runtime_patch(spec: TrainJobSpec) -> m.TrainerV1alpha1RuntimePatch | None:
 
 def build_trainjob(spec: TrainJobSpec) -> m.TrainerV1alpha1TrainJob:
     """The TrainJob object (the Trainer API's own models); `.to_dict()` is the request body."""
-    preflight(spec)
+    check_spec(spec)
     quantities = _quantities(spec)
     trainer = m.TrainerV1alpha1Trainer(
         image=spec.image,

@@ -153,7 +153,7 @@ def data_position(micro_batches_taken: int, n: int, micro: int, world: int) -> t
     return divmod(micro_batches_taken, per_epoch)
 
 
-class Tracker:
+class MetricsShipper:
     """MLflow from rank 0, and only when the launcher injected MLFLOW_RUN_ID.
 
     The loop only enqueues; a background thread ships to the tracking server with retries and
@@ -178,7 +178,7 @@ class Tracker:
         import mlflow
         from mlflow.tracking import MlflowClient
 
-        from components.tracking import resolve_tracking_uri
+        from components.mlflow_runs import resolve_tracking_uri
 
         self.mlflow = mlflow
         self.client = MlflowClient(resolve_tracking_uri())
@@ -554,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
             "model": model_cfg.model_dump(),
         }
 
-    tracker = Tracker(enabled=master, system_metrics=train.system_metrics)
+    tracker = MetricsShipper(enabled=master, system_metrics=train.system_metrics)
     ok = False
     try:
         if master:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
-from components import tracking
+from components import mlflow_runs
 from components.register import registry
 from components.register.config import RegisterConfig
 from components.tokenizer.train_bpe import train_bpe
@@ -57,12 +57,12 @@ def test_register_promote_and_load_champion(tiny_model_dir: Path, sqlite_uri: st
     import mlflow
 
     cfg = RegisterConfig(model_name="tiny")
-    tracking.configure(sqlite_uri)
+    mlflow_runs.configure(sqlite_uri)
     assert registry.champion_model_dir("tiny", tmp_path / "none") is None
-    with tracking.step_run("register", sqlite_uri, experiment="t"):
+    with mlflow_runs.step_run("register", sqlite_uri, experiment="t"):
         version, created = registry.log_and_register(str(tiny_model_dir), cfg, {"data_manifest_digest": "abc"})
     assert created
-    with tracking.step_run("register", sqlite_uri, experiment="t"):  # a retried register step
+    with mlflow_runs.step_run("register", sqlite_uri, experiment="t"):  # a retried register step
         again, created = registry.log_and_register(str(tiny_model_dir), cfg, {"data_manifest_digest": "abc", "x": "1"})
     client = mlflow.tracking.MlflowClient(sqlite_uri)
     assert (again, created) == (version, False)
@@ -95,8 +95,8 @@ def test_a_version_registered_twice_by_a_retried_request_is_folded_into_the_firs
         return create(self, *args, **kwargs)
 
     monkeypatch.setattr(SqlAlchemyStore, "create_model_version", answered_twice)
-    tracking.configure(sqlite_uri)
-    with tracking.step_run("register", sqlite_uri, experiment="t"):
+    mlflow_runs.configure(sqlite_uri)
+    with mlflow_runs.step_run("register", sqlite_uri, experiment="t"):
         version, created = registry.log_and_register(str(tiny_model_dir), RegisterConfig(model_name="tiny"), {})
     client = mlflow.tracking.MlflowClient(sqlite_uri)
     assert (version, created) == ("1", True)

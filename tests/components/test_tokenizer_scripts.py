@@ -131,7 +131,7 @@ def test_vocabulary_reaches_the_requested_size_on_hindi():
 def test_fertility_reaches_the_tokenizer_run_in_mlflow(tmp_path, sqlite_uri):
     from mlflow.tracking import MlflowClient
 
-    from components import tracking
+    from components import mlflow_runs
     from pipelines import tasks
     from pipelines.config import parse_config
 
@@ -143,7 +143,7 @@ def test_fertility_reaches_the_tokenizer_run_in_mlflow(tmp_path, sqlite_uri):
         "name": "fertility", "corpus": str(tmp_path / "raw"), "data_root": str(tmp_path / "data"),
         "tokenizer": {"vocab_size": 400, "seq_len": 16, "min_vocab_fill": 0.01},
     })  # fmt: skip
-    experiment = tracking.ensure_experiment(sqlite_uri, "fertility")
+    experiment = mlflow_runs.ensure_experiment(sqlite_uri, "fertility")
     result = tasks.tokenize(config, source, str(tmp_path / "out"), tasks.Tracking(sqlite_uri, None, "fertility"))
     client = MlflowClient(sqlite_uri)
     [run] = client.search_runs([experiment])
@@ -152,9 +152,9 @@ def test_fertility_reaches_the_tokenizer_run_in_mlflow(tmp_path, sqlite_uri):
                 "bytes_per_token_script_Deva", "bytes_per_token_script_Latn"):  # fmt: skip
         assert logged[key] == pytest.approx(result.metrics[key], rel=1e-12)
     original = "bytes_per_token_lang_sr@latin"  # "@" is refused by MLflow: logged under a valid key
-    sr = tracking.mlflow_key(original)
+    sr = mlflow_runs.mlflow_key(original)
     assert sr != original and logged[sr] == pytest.approx(result.metrics[original], rel=1e-12)
-    assert tracking.read_names(client, run.info.run_id)[sr] == original
+    assert mlflow_runs.read_names(client, run.info.run_id)[sr] == original
 
 
 # --- tokenizers saved before this change ---------------------------------------------------

@@ -200,7 +200,7 @@ def test_torchrun_zero3_accumulation_logs_to_injected_mlflow_run(tmp_path):
     from mlflow.tracking import MlflowClient
 
     from components.train.launch import train_local
-    from components.tracking import ensure_experiment
+    from components.mlflow_runs import ensure_experiment
 
     manifest_uri = make_packed_dataset(tmp_path / "tok", tokenizer=False)
     tracking_uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"

@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from components.train.preflight import PreflightError, preflight
+from components.train.preflight import PreflightError, check_train_inputs
 from tests.components.test_train_base import make_base
 from tests.loopback import free_port, serving
 
@@ -24,8 +24,8 @@ class _Health(BaseHTTPRequestHandler):
 def test_everything_in_order_passes(tmp_path, bucket):
     with serving(_Health) as url:
         base = make_base(tmp_path / "base")
-        preflight(str(tmp_path / "out"), str(base), url)
-        preflight(f"s3://{bucket}/runs/r/train", None, None)
+        check_train_inputs(str(tmp_path / "out"), str(base), url)
+        check_train_inputs(f"s3://{bucket}/runs/r/train", None, None)
     from components import storage
 
     assert not storage.exists(f"s3://{bucket}/runs"), "the S3 probe is gone too"
@@ -35,7 +35,7 @@ def test_everything_in_order_passes(tmp_path, bucket):
 def test_every_problem_is_named_at_once(tmp_path, sqlite_uri, bucket):
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(PreflightError) as caught:
-        preflight(str(tmp_path / "a-file" / "out"), str(tmp_path / "no-model"), f"http://127.0.0.1:{free_port()}")
+        check_train_inputs(str(tmp_path / "a-file" / "out"), str(tmp_path / "no-model"), f"http://127.0.0.1:{free_port()}")
     problems = caught.value.problems
     assert len(problems) == 3, problems
     assert "cannot write checkpoints under" in problems[0]
@@ -43,21 +43,21 @@ def test_every_problem_is_named_at_once(tmp_path, sqlite_uri, bucket):
     assert "no-model: not a directory" in problems[2]
 
     with pytest.raises(PreflightError, match="not found in the registry"):
-        preflight(str(tmp_path / "out"), "models:/nothing-here@champion", sqlite_uri)
+        check_train_inputs(str(tmp_path / "out"), "models:/nothing-here@champion", sqlite_uri)
     with pytest.raises(PreflightError, match="no config.json under that prefix"):
-        preflight(str(tmp_path / "out"), f"s3://{bucket}/bases/missing", None)
+        check_train_inputs(str(tmp_path / "out"), f"s3://{bucket}/bases/missing", None)
     with pytest.raises(PreflightError, match="cannot write checkpoints under s3://no-such-bucket-x"):
-        preflight("s3://no-such-bucket-x/out", None, None)
+        check_train_inputs("s3://no-such-bucket-x/out", None, None)
 
 
 def test_lora_targets_the_base_lacks_are_named_with_the_layers_it_has(tmp_path, bucket):
     from components import storage
 
     base = make_base(tmp_path / "base")
-    preflight(str(tmp_path / "out"), str(base), None, ["q_proj", "self_attn.v_proj", "mlp.down_proj"])
-    preflight(str(tmp_path / "out"), str(base), None, "all-linear")
+    check_train_inputs(str(tmp_path / "out"), str(base), None, ["q_proj", "self_attn.v_proj", "mlp.down_proj"])
+    check_train_inputs(str(tmp_path / "out"), str(base), None, "all-linear")
     with pytest.raises(PreflightError) as caught:
-        preflight(str(tmp_path / "out"), str(base), None, ["q_proj", "c_attn", "attn.q_proj"])
+        check_train_inputs(str(tmp_path / "out"), str(base), None, ["q_proj", "c_attn", "attn.q_proj"])
     [problem] = caught.value.problems
     assert problem.startswith(f"model.lora.target_modules ['c_attn', 'attn.q_proj']: no layer of {base} that")
     assert problem.endswith("its layers are down_proj, embed_tokens, gate_proj, k_proj, lm_head, o_proj, q_proj, "
@@ -66,4 +66,4 @@ def test_lora_targets_the_base_lacks_are_named_with_the_layers_it_has(tmp_path, 
     remote = f"s3://{bucket}/bases/llama"
     storage.upload_dir(base, remote)
     with pytest.raises(PreflightError, match=r"\['c_attn'\]: no layer of s3://"):
-        preflight(str(tmp_path / "out"), remote, None, ["c_attn"])
+        check_train_inputs(str(tmp_path / "out"), remote, None, ["c_attn"])

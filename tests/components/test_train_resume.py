@@ -373,7 +373,7 @@ def test_resume_applies_changed_hyperparameters_and_refuses_the_rest(tmp_path):
 
     from components.train.launch import TrainResult
     from components.train.optim import lr_lambda
-    from components.tracking import ensure_experiment
+    from components.mlflow_runs import ensure_experiment
     from tests.components.train_cases import case, launch_cases
 
     manifest_uri = make_packed_dataset(tmp_path / "tok", sequences=128, tokenizer=False)

@@ -27,7 +27,7 @@ from components.train.trainjob import (
     build_trainjob,
     job_name,
     launch,
-    preflight,
+    check_spec,
 )
 
 NS = "ml"
@@ -164,7 +164,7 @@ def test_job_name_is_a_dns_label_that_leaves_room_for_pod_names():
     names = {job_name("run") for _ in range(5)}
     assert len(names) == 5  # a fresh suffix each call: a retried step never collides
     for name in names | {long}:
-        preflight(full_spec(name=name, num_nodes=1000))
+        check_spec(full_spec(name=name, num_nodes=1000))
 
 
 def test_preflight_names_every_problem_and_the_fix():
@@ -191,7 +191,7 @@ def test_preflight_names_every_problem_and_the_fix():
         assert expected in text, (expected, text)
 
     with pytest.raises(TrainJobSpecError, match="with 1000 nodes its pod names need it <= 46"):
-        preflight(full_spec(name="a" * 47, num_nodes=1000))
+        check_spec(full_spec(name="a" * 47, num_nodes=1000))
 
 
 # ---- the wire: a fake API server behind the client's urllib3 pool manager -------------------

@@ -45,7 +45,7 @@ def test_trainjob_carries_the_cluster_settings():
                "AWS_SECRET_ACCESS_KEY": "never-forwarded-by-value"}  # fmt: skip
     spec = tasks.trainjob_spec(config, "/data/runs/r/tokenizer/manifest.json", "/data/runs/r/train",
                                "/data/runs/r/train/train-config.json", {"MLFLOW_RUN_ID": "abc123"}, environ)  # fmt: skip
-    trainjob.preflight(spec)
+    trainjob.check_spec(spec)
     body = trainjob.build_trainjob(spec).to_dict()
     trainer = body["spec"]["trainer"]
     assert body["metadata"]["namespace"] == "homegrown" and body["metadata"]["name"].startswith("gpu-multinode-")

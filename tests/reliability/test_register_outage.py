@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from components import tracking
+from components import mlflow_runs
 from components.register import registry
 from components.register.config import RegisterConfig
 from tests.components.test_register import tiny_model_dir  # noqa: F401 (a fixture)
@@ -23,7 +23,7 @@ LINEAGE = {"data_manifest_digest": "abc", "pipeline_run_name": "outage-1"}
 
 def register_step(uri: str, model_dir: Path, bits_per_byte: float, champion_bits_per_byte: float | None) -> str:
     """What the pipeline's register and promote steps do: gate, register, move `champion` if it passed."""
-    with tracking.step_run("register", uri, experiment="t"):
+    with mlflow_runs.step_run("register", uri, experiment="t"):
         decision = registry.decide(bits_per_byte, champion_bits_per_byte, CONFIG)
         tags = {**LINEAGE, "validation_status": decision.status}
         version, _ = registry.log_and_register(str(model_dir), CONFIG, tags)
@@ -39,14 +39,14 @@ def test_server_down_at_registration_fails_clearly_and_changes_nothing(tiny_mode
     server = start_server(tmp_path, port)
     try:
         client = MlflowClient(uri)
-        run_id = client.create_run(tracking.ensure_experiment(uri, "t")).info.run_id  # an earlier champion
+        run_id = client.create_run(mlflow_runs.ensure_experiment(uri, "t")).info.run_id  # an earlier champion
         client.create_registered_model("tiny")
         client.create_model_version("tiny", f"runs:/{run_id}/model", run_id, tags={registry.DIGEST_TAG: "0" * 64})
         client.set_registered_model_alias("tiny", registry.CHAMPION, "1")
         stop_server(server)
 
         began = time.monotonic()
-        with pytest.raises(tracking.TrackingUnavailable) as failed:
+        with pytest.raises(mlflow_runs.TrackingUnavailable) as failed:
             register_step(uri, tiny_model_dir, 1.0, 2.0)  # the gate would pass: champion must still not move
         took = time.monotonic() - began
         message = str(failed.value)
@@ -54,7 +54,7 @@ def test_server_down_at_registration_fails_clearly_and_changes_nothing(tiny_mode
                                   "step (") and "Connection refused" in message, message  # fmt: skip
         assert message.endswith(f"Once it is up ({uri}/health answers), rerun the register step."), message
         assert took < 30, f"{took:.0f} s of hidden retries before failing"
-        with pytest.raises(tracking.TrackingUnavailable, match="looking up the champion"):
+        with pytest.raises(mlflow_runs.TrackingUnavailable, match="looking up the champion"):
             registry.champion_version("tiny")  # an outage is not "no champion yet"
 
         server = start_server(tmp_path, port)
@@ -81,7 +81,7 @@ def test_server_killed_mid_registration_rerun_completes_one_version(tiny_model_d
 
     try:
         monkeypatch.setattr(RestStore, "create_model_version", create_then_die)
-        with pytest.raises(tracking.TrackingUnavailable) as failed:
+        with pytest.raises(mlflow_runs.TrackingUnavailable) as failed:
             register_step(uri, tiny_model_dir, 2.0, None)
         message = str(failed.value)
         assert message.startswith(f"the MLflow tracking server at {uri} did not answer while registering model "

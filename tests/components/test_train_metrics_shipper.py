@@ -6,19 +6,19 @@ import time
 
 from mlflow.tracking import MlflowClient
 
-from components.train.worker import Tracker
+from components.train.worker import MetricsShipper
 
 
-def counting_tracker(sqlite_uri, monkeypatch, tmp_path, **kwargs) -> tuple[Tracker, str, list[int]]:
+def counting_tracker(sqlite_uri, monkeypatch, tmp_path, **kwargs) -> tuple[MetricsShipper, str, list[int]]:
     client = MlflowClient(sqlite_uri)
     experiment = client.create_experiment("tracker", artifact_location=(tmp_path / "artifacts").as_uri())
     run_id = client.create_run(experiment).info.run_id
     monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri)
     monkeypatch.setenv("MLFLOW_RUN_ID", run_id)
     for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
-        monkeypatch.setenv(name, "")  # Tracker sets them (it owns its process); undone after the test
+        monkeypatch.setenv(name, "")  # MetricsShipper sets them (it owns its process); undone after the test
         monkeypatch.delenv(name)
-    tracker = Tracker(enabled=True, **kwargs)
+    tracker = MetricsShipper(enabled=True, **kwargs)
     sizes: list[int] = []
     log_batch = tracker.client.log_batch
 
@@ -61,7 +61,7 @@ def test_a_backlog_goes_in_calls_within_mlflows_limit(sqlite_uri, monkeypatch, t
     started = time.monotonic()
     tracker.close(True)
     assert time.monotonic() - started < 30, "close() cuts the flush wait short"
-    assert max(sizes) <= Tracker.MAX_METRICS_PER_CALL and sum(sizes) == 1800
+    assert max(sizes) <= MetricsShipper.MAX_METRICS_PER_CALL and sum(sizes) == 1800
     assert len(sizes) <= 3, sizes  # [3, 999, 798] or, if the shipper starts late, [999, 801]
     steps = [m.step for m in MlflowClient(sqlite_uri).get_metric_history(run_id, "a")]
     assert sorted(steps) == list(range(1, 601))
@@ -73,7 +73,7 @@ def test_a_refused_item_is_dropped_not_retried_and_metrics_behind_it_arrive(sqli
     tracker, run_id, _ = counting_tracker(sqlite_uri, monkeypatch, tmp_path, flush_s=0.1, drain_s=60.0)
     tracker.params({"learning_rate": 0.01}, {"train_batch_size": 16})
     tracker.close(True)
-    resumed = Tracker(enabled=True, flush_s=0.1, drain_s=60.0)  # same MLFLOW_RUN_ID, as a retried step
+    resumed = MetricsShipper(enabled=True, flush_s=0.1, drain_s=60.0)  # same MLFLOW_RUN_ID, as a retried step
     resumed.params({"learning_rate": 0.001}, {"train_batch_size": 16})
     resumed.tags({"resume.changed.train.learning_rate": "0.01 -> 0.001"})
     resumed.metrics({"train/loss": 4.0}, step=5)

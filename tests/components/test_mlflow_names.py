@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import _validate_metric_name, _validate_param_name, _validate_tag_name
 
-from components import shards, tracking
+from components import shards, mlflow_runs
 from components.manifest import Manifest, shard_info
 from components.shards import Document
 
@@ -32,10 +32,10 @@ HOSTILE = {
 
 
 def test_hostile_names_become_exact_valid_keys():
-    keys = tracking.mlflow_keys(HOSTILE)
+    keys = mlflow_runs.mlflow_keys(HOSTILE)
     assert keys == HOSTILE
     assert len(set(keys.values())) == len(keys), "two originals never share a key"
-    assert len(keys[LONG]) == tracking.KEY_MAX
+    assert len(keys[LONG]) == mlflow_runs.KEY_MAX
     for name, key in keys.items():  # the suffix is the original's sha256, so the same name always gets it
         assert key == name or key.endswith("-" + hashlib.sha256(name.encode()).hexdigest()[:8])
     for key in keys.values():  # MLflow's own checks, as the server runs them
@@ -43,37 +43,37 @@ def test_hostile_names_become_exact_valid_keys():
         _validate_param_name(key)
         _validate_tag_name(key)
     for odd in ("", ".", "..", "/abs", "a/", "a//b", "x:y"):
-        key = tracking.mlflow_key(odd)
+        key = mlflow_runs.mlflow_key(odd)
         _validate_metric_name(key)
-        assert key != odd and key == tracking.mlflow_key(odd)
+        assert key != odd and key == mlflow_runs.mlflow_key(odd)
 
 
 def test_names_from_data_log_into_a_real_store_with_the_originals_beside(sqlite_uri, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRUNCATE_LONG_VALUES", "false")  # too long values must be ours to cut, not MLflow's
-    parent = tracking.start_pipeline_run(
+    parent = mlflow_runs.start_pipeline_run(
         sqlite_uri, "exp", "run-1", {"homegrown.corpus": "c" * 9000, "lang@hint": "sr@latin"},
         {"clean": {"min_chars_by_lang": {"sr@latin": 20, "zh-Hant": 5}}, "note": "n" * 7000},
     )
     client = MlflowClient(sqlite_uri)
-    with tracking.step_run("evaluate", sqlite_uri, parent, "exp") as run:
+    with mlflow_runs.step_run("evaluate", sqlite_uri, parent, "exp") as run:
         metrics = {name: float(i) for i, name in enumerate(HOSTILE)}
-        tracking.log_metrics(client, run.info.run_id, metrics)
-        tracking.log_metrics(client, parent, {f"eval.{name}": 1.0 for name in ("bits_per_byte", "bits_per_byte_sr@latin")})
-        tracking.set_tags(client, parent, {"homegrown.gate": "passed", "gate.reason[sr@latin]": "ok"})
+        mlflow_runs.log_metrics(client, run.info.run_id, metrics)
+        mlflow_runs.log_metrics(client, parent, {f"eval.{name}": 1.0 for name in ("bits_per_byte", "bits_per_byte_sr@latin")})
+        mlflow_runs.set_tags(client, parent, {"homegrown.gate": "passed", "gate.reason[sr@latin]": "ok"})
 
     step = client.get_run(run.info.run_id).data
     assert step.metrics == {HOSTILE[name]: value for name, value in metrics.items()}
     renamed = {key: name for name, key in HOSTILE.items() if key != name}
-    assert tracking.read_names(client, run.info.run_id) == renamed
+    assert mlflow_runs.read_names(client, run.info.run_id) == renamed
 
     top = client.get_run(parent).data
     assert top.params == {"clean.min_chars_by_lang.sr_latin-2114632f": "20", "clean.min_chars_by_lang.zh-Hant": "5",
                           "note": "n" * 5974 + "... [cut: 7000 characters]"}  # fmt: skip
-    assert len(top.params["note"]) == tracking.PARAM_VALUE_MAX
+    assert len(top.params["note"]) == mlflow_runs.PARAM_VALUE_MAX
     assert top.metrics == {"eval.bits_per_byte": 1.0, "eval.bits_per_byte_sr_latin-5f918c72": 1.0}
     assert top.tags["lang_hint-0500f52f"] == "sr@latin" and top.tags["homegrown.gate"] == "passed"
-    assert len(top.tags["homegrown.corpus"]) == tracking.TAG_VALUE_MAX
-    assert tracking.read_names(client, parent) == {
+    assert len(top.tags["homegrown.corpus"]) == mlflow_runs.TAG_VALUE_MAX
+    assert mlflow_runs.read_names(client, parent) == {
         "lang_hint-0500f52f": "lang@hint",
         "clean.min_chars_by_lang.sr_latin-2114632f": "clean.min_chars_by_lang.sr@latin",
         "eval.bits_per_byte_sr_latin-5f918c72": "eval.bits_per_byte_sr@latin",
@@ -81,12 +81,12 @@ def test_names_from_data_log_into_a_real_store_with_the_originals_beside(sqlite_
     }
 
     # another process (a later KFP step) adds to the table; rows already there are not repeated
-    tracking._recorded.clear()
-    tracking.log_metrics(client, parent, {"eval.bits_per_byte_sr@latin": 2.0, "eval.bits_per_byte_中文": 3.0})
-    table = json.loads(Path(client.download_artifacts(parent, tracking.NAMES_ARTIFACT)).read_text())
+    mlflow_runs._recorded.clear()
+    mlflow_runs.log_metrics(client, parent, {"eval.bits_per_byte_sr@latin": 2.0, "eval.bits_per_byte_中文": 3.0})
+    table = json.loads(Path(client.download_artifacts(parent, mlflow_runs.NAMES_ARTIFACT)).read_text())
     assert table["columns"] == ["mlflow_key", "original"]
     assert [row[1] for row in table["data"]].count("eval.bits_per_byte_sr@latin") == 1
-    assert tracking.read_names(client, parent)["eval.bits_per_byte___-6d5d1df2"] == "eval.bits_per_byte_中文"
+    assert mlflow_runs.read_names(client, parent)["eval.bits_per_byte___-6d5d1df2"] == "eval.bits_per_byte_中文"
 
 
 def test_kfp_metrics_use_the_mlflow_keys():
@@ -124,9 +124,9 @@ def test_evaluate_command_with_hostile_languages_and_sources(tmp_path, sqlite_ur
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     originals = {k for k in results["metrics_flat"]}
     assert {"bits_per_byte_sr@latin", "bits_per_byte_source_../udhr/srp.txt", "bits_per_byte_source_a b/c"} <= originals
-    names = tracking.read_names(client, run.info.run_id)
-    assert set(run.data.metrics) == {tracking.mlflow_key(k) for k in originals}
-    assert names == {tracking.mlflow_key(k): k for k in originals if tracking.mlflow_key(k) != k}
+    names = mlflow_runs.read_names(client, run.info.run_id)
+    assert set(run.data.metrics) == {mlflow_runs.mlflow_key(k) for k in originals}
+    assert names == {mlflow_runs.mlflow_key(k): k for k in originals if mlflow_runs.mlflow_key(k) != k}
     assert names["bits_per_byte_sr_latin-90e88714"] == "bits_per_byte_sr@latin"
     assert run.data.metrics["bits_per_byte_sr_latin-90e88714"] == results["per_language"]["sr@latin"]["bits_per_byte"]
     assert "bits_per_byte_by_language.png" in {f.path for f in client.list_artifacts(run.info.run_id)}
