@@ -23,8 +23,10 @@ import torch
 
 from components.manifest import Manifest
 from components.train.ds_config import deepspeed_config
+from components.train.data import micro_batches
 from components.train.model import build_model
-from components.train.worker import load_run_config, lr_lambda, make_optimizer, micro_batches
+from components.train.optim import lr_lambda, make_optimizer
+from components.train.run_config import read_worker_config
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # as the worker: build nothing
     deepspeed.init_distributed(dist_backend="gloo", verbose=False)
 
-    train, model_cfg = load_run_config(args.config)
+    train, model_cfg = read_worker_config(args.config)
     manifest = Manifest.load(args.data)
     tokens = torch.from_numpy(np.concatenate([np.load(s.uri) for s in manifest.shards]).astype(np.int64))
     model = build_model(model_cfg, int(manifest.facts["vocab_size"]), train.seed, manifest.facts.get("eos_token_id"))
@@ -71,7 +73,8 @@ def extras(manifest: Manifest, tokens: torch.Tensor, train, accum: int, rank: in
     """Time, alone, what the worker's loop does per step beyond this one: read each micro batch
     from the memory-mapped shards (PackedSequences.take) instead of indexing a tensor, all-reduce
     the mean loss and .item() it, and all-reduce the SIGTERM flag (Preemption.agreed)."""
-    from components.train.worker import PackedSequences, Preemption
+    from components.train.data import PackedSequences
+    from components.train.preemption import Preemption
 
     data, preemption = PackedSequences(manifest), Preemption()
     batches = micro_batches(len(tokens), train.micro_batch_size, rank, world, train.seed)

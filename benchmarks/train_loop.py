@@ -224,7 +224,7 @@ def tracker_cost(calls: int = 30, interval_s: float = 0.2) -> dict:
     call per `interval_s` (a step) with the metrics the worker logs on CPU. Main thread:
     time.thread_time around each call; other threads: their CPU over the calls (10 ms ticks), a
     cross-check of the side CPU measured in the runs."""
-    from components.train.worker import MetricsShipper
+    from components.train.metrics_shipper import MetricsShipper
 
     me = psutil.Process()
 
@@ -372,6 +372,7 @@ def table(summary: dict) -> str:
 def main(rounds: int = 2, steps: int = 40, output: Path | None = None, patience_s: float = PATIENCE_S) -> dict:
     from components.train.config import ModelConfig, TrainConfig
     from components.train.model import build_model, parameter_count
+    from components.train.run_config import write_worker_config
 
     output = output or RESULTS / "train_loop.json"
     train = TrainConfig(max_steps=steps, **TRAIN)
@@ -386,7 +387,7 @@ def main(rounds: int = 2, steps: int = 40, output: Path | None = None, patience_
         work = Path(tmp)
         manifest_uri = build_dataset(work / "tok")
         config_path = work / "train.json"
-        config_path.write_text(json.dumps({"train": train.model_dump(), "model": model_cfg.model_dump()}))
+        write_worker_config(str(config_path), train, model_cfg)
         for r in range(rounds):
             for variant in VARIANTS:
                 for attempt in range(2):

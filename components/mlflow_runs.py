@@ -48,10 +48,6 @@ def default_tracking_uri(root: Path = DEFAULT_ROOT) -> str:
     return f"sqlite:///{(root / 'mlflow.db').resolve()}"
 
 
-def default_artifact_location(root: Path = DEFAULT_ROOT) -> str:
-    return (root / "mlartifacts").resolve().as_uri()
-
-
 def resolve_tracking_uri(configured: str | None = None) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 

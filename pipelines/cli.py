@@ -1,4 +1,5 @@
-"""`homegrown`: run the pipeline locally, compile or submit it, or run one step by hand."""
+"""`homegrown`: run the pipeline locally, compile, submit or upload it, or run one step by hand
+(the steps' own commands, from pipelines/steps/<step>.py's COMMAND, in the DAG's order)."""
 
 from __future__ import annotations
 
@@ -7,51 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
-from pipelines.config import ConfigError, RunConfig, load_config, parse_config
+from pipelines.config import ConfigError, RunConfig
+from pipelines.steps.common import config_from_args, print_values
 
 UI_HINT = "make ui   (or: mlflow ui --backend-store-uri {uri}), then open {url}"
-
-
-def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """`a.b=value` pairs as a nested dict; values parsed as YAML scalars."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set train.max_steps=10")
-        node = out
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(raw)
-    return out
-
-
-def _config(args: argparse.Namespace, **defaults: Any) -> RunConfig:
-    overrides = _overrides(getattr(args, "set", None) or [])
-    if getattr(args, "config", None):
-        return load_config(args.config, {**defaults, **overrides} if defaults else overrides)
-    return parse_config({**defaults, **overrides}, "<defaults>")
-
-
-def _tracking(args: argparse.Namespace, config: RunConfig):
-    from components import mlflow_runs
-    from pipelines.tasks import Tracking
-
-    if not (args.tracking_uri or config.mlflow.tracking_uri or args.mlflow):
-        return None
-    return Tracking(mlflow_runs.resolve_tracking_uri(args.tracking_uri or config.mlflow.tracking_uri), None,
-                    config.mlflow.experiment)
-
-
-def _print(title: str, values: dict[str, Any]) -> None:
-    print(f"\n{title}")
-    for key, value in values.items():
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        print(f"  {key:<28} {value:.4f}" if isinstance(value, float) else f"  {key:<28} {value}")
 
 
 # ---- pipeline commands ----------------------------------------------------------------
@@ -60,10 +20,10 @@ def _print(title: str, values: dict[str, Any]) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from pipelines.local import run_local
 
-    config = _config(args)
+    config = config_from_args(args)
     summary = run_local(config, args.run_name, args.tracking_uri, args.data_root, args.work_dir, args.verbose)
     m, t = summary.metrics, summary.tags
-    _print(f"pipeline run {summary.run_name}: {summary.status}", {
+    print_values(f"pipeline run {summary.run_name}: {summary.status}", {
         "documents in / kept": f"{m.get('clean.documents_in', 0):.0f} / {m.get('clean.documents_kept', 0):.0f}",
         "tokens trained": f"{m.get('train.tokens', 0):.0f}",
         "final train loss": m.get("train.final_loss", float("nan")),
@@ -82,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_compile(args: argparse.Namespace) -> int:
     from pipelines.dag import compile_pipeline
 
-    config = _config(args)
+    config = config_from_args(args)
     compile_pipeline(config, args.output)
     print(f"compiled pipeline for a cluster: {args.output} (config digest {config.digest[:12]})")
     return 0
@@ -90,7 +50,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 def submission(config: RunConfig, package: str, run_name: str | None) -> dict[str, Any]:
     """The arguments of kfp.Client.create_run_from_pipeline_package for this config."""
-    from pipelines.tasks import new_run_name
+    from pipelines.steps.start import new_run_name
 
     return {
         "pipeline_file": package,
@@ -106,7 +66,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     from pipelines.dag import compile_pipeline
 
-    config = _config(args)
+    config = config_from_args(args)
     package = args.output or str(Path("runs") / "pipeline.yaml")
     Path(package).parent.mkdir(parents=True, exist_ok=True)
     compile_pipeline(config, package)
@@ -125,7 +85,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
     from pipelines.dag import PIPELINE_NAME, compile_pipeline
 
-    config = _config(args)
+    config = config_from_args(args)
     name = args.pipeline_name or PIPELINE_NAME
     version = args.version_name or f"{config.name}-{config.digest[:12]}"
     with tempfile.TemporaryDirectory(prefix="homegrown-upload-") as tmp:
@@ -149,64 +109,6 @@ def cmd_upload(args: argparse.Namespace) -> int:
         except urllib3.exceptions.HTTPError as exc:
             raise RuntimeError(f"cannot reach KFP at {args.host}: {exc}") from None
     print(f"uploaded pipeline {name} version {version} ({result.pipeline_version_id}) to {args.host}")
-    return 0
-
-
-# ---- one step by hand ------------------------------------------------------------------
-
-
-def cmd_clean(args: argparse.Namespace) -> int:
-    from pipelines import tasks
-
-    config = _config(args, corpus=args.input)
-    result = tasks.clean(config, args.input, args.output, _tracking(args, config))
-    _print(f"clean: {result.manifest_uri}", {**result.stats.as_metrics(), "seconds": result.seconds,
-                                              "docs_per_s": result.docs_per_s, "docs_per_core_s": result.docs_per_core_s})
-    return 0
-
-
-def cmd_tokenize(args: argparse.Namespace) -> int:
-    from pipelines import tasks
-
-    config = _config(args, corpus=args.input)
-    result = tasks.tokenize(config, args.input, args.output, _tracking(args, config))
-    _print(f"tokenize: {result.manifest_uri}", result.metrics)
-    return 0
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from pipelines import tasks
-
-    config = _config(args, corpus=args.input)
-    result = tasks.train(config, args.input, args.output, _tracking(args, config))
-    _print(f"train: {result.model_uri}", {k: v for k, v in result.model_dump().items() if k != "losses"})
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from components.manifest import Manifest
-    from pipelines import tasks
-
-    config = _config(args, corpus=args.data)
-    manifest = Manifest.load(args.data)
-    eval_uri = manifest.facts.get("eval_manifest_uri", args.data)  # a packed manifest or an eval set
-    result = tasks.evaluate(config, args.model, eval_uri, args.output, _tracking(args, config), args.champion)
-    print(result.report_markdown)
-    return 0
-
-
-def cmd_register(args: argparse.Namespace) -> int:
-    from components import mlflow_runs
-    from pipelines import tasks
-
-    config = _config(args, corpus="-")
-    track = tasks.Tracking(mlflow_runs.resolve_tracking_uri(args.tracking_uri or config.mlflow.tracking_uri),
-                           None, config.mlflow.experiment)
-    outcome = tasks.register(config, args.model, args.results, {"code_version": tasks.code_version()}, track)
-    if outcome.decision == "passed" and not args.no_promote:
-        tasks.promote(config, outcome.version, track)
-    print(outcome.gate_markdown)
-    print(f"registered {config.registry.model_name} version {outcome.version}: gate {outcome.decision}")
     return 0
 
 
@@ -251,37 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version-name", help="new version name, unique per pipeline (default: <config name>-<digest>)")
     p.add_argument("--description", help="description shown in the KFP UI")
 
-    def track_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--tracking-uri", help="log this step to MLflow at this URI")
-        p.add_argument("--mlflow", action="store_true", help="log to MLflow at the default URI")
+    from pipelines.dag import STEPS
 
-    p = add("clean", cmd_clean, "clean a raw corpus (JSONL/JSONL.gz file or directory) into cleaned shards")
-    p.add_argument("--input", required=True, help="raw corpus URI")
-    p.add_argument("--output", required=True, help="output directory URI")
-    track_args(p)
-
-    p = add("tokenize", cmd_tokenize, "train a tokenizer on cleaned shards, hold out an eval split, pack sequences")
-    p.add_argument("--input", required=True, help="manifest.json written by `homegrown clean`")
-    p.add_argument("--output", required=True, help="output directory URI")
-    track_args(p)
-
-    p = add("train", cmd_train, "train the model with DeepSpeed on packed sequences (torchrun, N ranks)")
-    p.add_argument("--input", required=True, help="manifest.json written by `homegrown tokenize`")
-    p.add_argument("--output", required=True, help="output directory URI (checkpoints/, model/, result.json)")
-    track_args(p)
-
-    p = add("evaluate", cmd_evaluate, "score a model on the held-out set: loss, perplexity, bits per byte, samples")
-    p.add_argument("--model", required=True, help="Hugging Face model directory (train output model/)")
-    p.add_argument("--data", required=True, help="manifest.json from `homegrown tokenize` (or an eval set manifest)")
-    p.add_argument("--output", required=True, help="output directory URI (results.json, report.md)")
-    p.add_argument("--champion", help="another model directory to score on the same set")
-    track_args(p)
-
-    p = add("register", cmd_register, "register a model in MLflow (alias candidate) and apply the champion gate")
-    p.add_argument("--model", required=True, help="Hugging Face model directory")
-    p.add_argument("--results", required=True, help="results.json written by `homegrown evaluate`")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: config, $MLFLOW_TRACKING_URI, runs/mlflow.db)")
-    p.add_argument("--no-promote", action="store_true", help="never move the champion alias")
+    for step in STEPS:  # one step by hand: `homegrown clean`, `homegrown tokenize`, ...
+        if command := getattr(step, "COMMAND", None):
+            command.add_arguments(add(command.name, command.handler, command.help))
     return parser
 
 

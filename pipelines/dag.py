@@ -1,19 +1,23 @@
 """The homegrown DAG: one definition, run locally by kfp's SubprocessRunner or compiled for KFP.
 
-clean → tokenizer → train → evaluate → register → (gate passed) promote, wrapped in an
-exit handler that closes the pipeline's MLflow parent run whatever happens.
-Local and cluster differ only in `apply_cluster_settings`, applied at compile time.
+clean (plan → filter per shard → dedup → write per shard → collect) → tokenizer → train →
+evaluate → register → (gate passed) promote, wrapped in an exit handler (finish) that closes the
+pipeline's MLflow parent run whatever happens. Local and cluster differ only in
+pipelines.cluster.apply_cluster_settings, applied at compile time.
 """
 
 from typing import Callable, Literal
 
-from kfp import dsl, kubernetes
+from kfp import dsl
 
-from pipelines import ops
-from pipelines.config import ClusterConfig, RunConfig
+from pipelines.cluster import apply_cluster_settings
+from pipelines.config import RunConfig
+from pipelines.steps import clean, evaluate, finish, promote, register, start, tokenizer, train
 
 PIPELINE_NAME = "homegrown"
 Target = Literal["local", "cluster"]
+# The steps in run order; the CLI adds a `homegrown <command>` for each one with a COMMAND.
+STEPS = (start, clean, tokenizer, train, evaluate, register, promote, finish)
 
 
 def build_pipeline(config: RunConfig, target: Target = "local") -> Callable:
@@ -25,109 +29,74 @@ def build_pipeline(config: RunConfig, target: Target = "local") -> Callable:
         # A sub-pipeline, so the condition reads its own input: kfp's local runner cannot resolve
         # a sibling task's output in a condition nested in the exit handler, and skips the branch.
         with dsl.If(decision == "passed", name="gate-passed"):
-            promote = ops.promote_op(
+            promoted = promote.promote_op(
                 config_json=config_json, tracking_uri=tracking_uri, parent_run_id=parent_run_id, version=version
             )
-            promote.set_display_name("promote to champion").set_caching_options(False)
+            promoted.set_display_name("promote to champion").set_caching_options(False)
             if target == "cluster":
-                apply_cluster_settings(config.cluster, [promote])
+                apply_cluster_settings(config.cluster, [promoted])
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description="Clean a corpus, train a tokenizer, train a causal LM with DeepSpeed, evaluate, register.",
     )
     def homegrown(config_json: str = default_config, run_name: str = "", tracking_uri: str = "", data_root: str = ""):
-        finish = ops.finish_op(
+        finished = finish.finish_op(
             config_json=config_json, run_name=run_name,
             kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, tracking_uri=tracking_uri,
         )  # fmt: skip
-        finish.set_display_name("close MLflow run")
-        with dsl.ExitHandler(finish, name="homegrown-run"):
-            start = ops.start_op(
+        finished.set_display_name("close MLflow run")
+        with dsl.ExitHandler(finished, name="homegrown-run"):
+            started = start.start_op(
                 config_json=config_json, run_name=run_name, kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                 tracking_uri=tracking_uri, data_root=data_root,
             )  # fmt: skip
-            start.set_display_name("start MLflow run")
+            started.set_display_name("start MLflow run")
             common = dict(
-                config_json=config_json, tracking_uri=tracking_uri, parent_run_id=start.outputs["parent_run_id"]
+                config_json=config_json, tracking_uri=tracking_uri, parent_run_id=started.outputs["parent_run_id"]
             )
-            run_root = start.outputs["run_root"]
-            # clean fans out over the corpus's shards: stages per shard → corpus-wide dedup → write per shard
-            shards = ops.clean_plan_op(config_json=config_json, run_root=run_root).set_display_name("clean: shards")
-            with dsl.ParallelFor(shards.output, parallelism=config.clean.parallel_shards, name="clean-stages") as item:
-                prepare = ops.clean_shard_op(config_json=config_json, shard=item)
-                prepare.set_display_name("clean: stages")
-            dedup = ops.clean_dedup_op(config_json=config_json, run_root=run_root, shards=shards.output)
-            dedup.after(prepare).set_display_name("clean: dedup")
-            with dsl.ParallelFor(shards.output, parallelism=config.clean.parallel_shards, name="clean-write") as item:
-                write = ops.clean_write_op(config_json=config_json, shard=item)
-                write.after(dedup).set_display_name("clean: write")
-            clean = ops.clean_collect_op(**common, run_root=run_root, shards=shards.output)
-            clean.after(write).set_display_name("clean")
-            tokenize = ops.tokenize_op(**common, run_root=run_root, documents=clean.outputs["documents"])
-            tokenize.set_display_name("tokenizer")
-            train = ops.train_op(**common, run_root=run_root, packed=tokenize.outputs["packed"])
-            train.set_display_name("train")
-            evaluate = ops.evaluate_op(
-                **common, run_root=run_root, packed=tokenize.outputs["packed"], model=train.outputs["model"]
+            run_root = started.outputs["run_root"]
+            # clean fans out over the corpus's shards: filter per shard → corpus-wide dedup → write per shard
+            shards = clean.clean_plan_op(config_json=config_json, run_root=run_root).set_display_name("clean: plan")
+            parallelism = config.clean.parallel_shards
+            with dsl.ParallelFor(shards.output, parallelism=parallelism, name="clean-filter") as item:
+                filtered = clean.clean_filter_op(config_json=config_json, shard=item)
+                filtered.set_display_name("clean: filter")
+            dedup = clean.clean_dedup_op(config_json=config_json, run_root=run_root, shards=shards.output)
+            dedup.after(filtered).set_display_name("clean: dedup")
+            with dsl.ParallelFor(shards.output, parallelism=parallelism, name="clean-write") as item:
+                written = clean.clean_write_op(config_json=config_json, shard=item)
+                written.after(dedup).set_display_name("clean: write")
+            cleaned = clean.clean_collect_op(**common, run_root=run_root, shards=shards.output)
+            cleaned.after(written).set_display_name("clean: collect")
+            tokenized = tokenizer.tokenize_op(**common, run_root=run_root, documents=cleaned.outputs["documents"])
+            tokenized.set_display_name("tokenizer")
+            trained = train.train_op(
+                **common, run_root=run_root, run_name=started.outputs["run_name"], packed=tokenized.outputs["packed"]
+            ).set_display_name("train")
+            evaluated = evaluate.evaluate_op(
+                **common, run_root=run_root, packed=tokenized.outputs["packed"], model=trained.outputs["model"]
             ).set_display_name("evaluate")
-            register = ops.register_op(
-                **common, run_name=start.outputs["run_name"], documents=clean.outputs["documents"],
-                packed=tokenize.outputs["packed"], model=train.outputs["model"], results=evaluate.outputs["results"],
+            registered = register.register_op(
+                **common, run_name=started.outputs["run_name"], documents=cleaned.outputs["documents"],
+                packed=tokenized.outputs["packed"], model=trained.outputs["model"],
+                results=evaluated.outputs["results"],
             ).set_display_name("register")  # fmt: skip
             champion_gate(
-                **common, decision=register.outputs["decision"], version=register.outputs["version"]
+                **common, decision=registered.outputs["decision"], version=registered.outputs["version"]
             ).set_display_name("champion gate")
 
-        tasks = [finish, start, shards, prepare, dedup, write, clean, tokenize, train, evaluate, register]
-        for task in (finish, start, register):
+        tasks = [finished, started, shards, filtered, dedup, written, cleaned, tokenized, trained, evaluated, registered]
+        for task in (finished, started, registered):
             task.set_caching_options(False)  # side effects in MLflow: never reuse a cached result
         if target == "cluster":
-            apply_cluster_settings(config.cluster, tasks, train)
+            apply_cluster_settings(config.cluster, tasks, trained)
 
     return homegrown
 
 
-def apply_cluster_settings(cluster: ClusterConfig, tasks: list, train: dsl.PipelineTask | None = None) -> None:
-    """Images, env from ConfigMap/Secrets, volumes, and the train step's GPUs and placement.
-
-    With cluster.train_nodes > 1 the train step only launches and watches a TrainJob: it runs on
-    the CPU image with no GPUs (the run's ServiceAccount needs the TrainJob rights), and the GPU
-    settings go to the TrainJob's nodes instead.
-    """
-    multi_node = cluster.train_nodes > 1
-    for task in tasks:
-        task.set_container_image(cluster.train_image if task is train and not multi_node else cluster.image)
-        if cluster.config_map:
-            kubernetes.use_config_map_as_env(
-                task, cluster.config_map,
-                {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"},
-            )  # fmt: skip
-        for secret in cluster.secrets:
-            kubernetes.use_secret_as_env(task, secret.secret_name, dict(secret.keys))
-        if cluster.data_pvc:
-            kubernetes.mount_pvc(task, cluster.data_pvc, mount_path="/data")
-    for task in tasks:
-        # register is idempotent (a version per weights digest), so it is retried like the rest
-        if cluster.retries and task.component_spec.name not in ("start-op", "finish-op"):
-            task.set_retry(cluster.retries, backoff_duration="60s", backoff_factor=2)
-    if train is None:
-        return
-    if multi_node:
-        return
-    if cluster.gpus:
-        train.set_accelerator_type(cluster.accelerator_type).set_accelerator_limit(cluster.gpus)
-    if cluster.train_cpu:
-        train.set_cpu_request(cluster.train_cpu).set_cpu_limit(cluster.train_cpu)
-    if cluster.train_memory:
-        train.set_memory_request(cluster.train_memory).set_memory_limit(cluster.train_memory)
-    for tol in cluster.tolerations:
-        kubernetes.add_toleration(train, key=tol.key, operator=tol.operator, value=tol.value, effect=tol.effect)
-    for key, value in cluster.node_selector.items():
-        kubernetes.add_node_selector(train, key, value)
-
-
 def compile_pipeline(config: RunConfig, output: str) -> None:
+    """Compile the pipeline for a cluster (its Kubernetes settings applied) to a YAML package."""
     from kfp import compiler
 
     compiler.Compiler().compile(build_pipeline(config, "cluster"), output)

@@ -18,7 +18,7 @@ from components import storage, mlflow_runs
 from components.clean.clean import input_shards
 from pipelines.config import ConfigError, RunConfig
 from pipelines.dag import build_pipeline
-from pipelines.tasks import new_run_name
+from pipelines.steps.start import new_run_name
 
 LOCAL_ENV = {
     "MLFLOW_DISABLE_TELEMETRY": "true",

@@ -2,14 +2,18 @@
 
     clean_corpus("data/demo-corpus", "runs/x/clean", CleanConfig())
 
-Three phases, so a cluster can fan each shard out to its own pod and a crash costs one shard:
-  1. prepare (per shard, parallel): read → quarantine unreadable records → the stages of
-     `stages.build_stages` (normalise, length, …), each drop with a reason → staged shard +
-     dedup keys. A stats file written last marks the shard done; a rerun skips it.
-  2. plan (once): exact duplicates across all shards → a drop list per shard.
-  3. finalize (per shard, parallel): staged shard minus its drop list → final shards of at
-     most `shard_max_records`; a marker file makes it resumable too.
-Work files live under `work/<config digest>/`, so a rerun with another config starts afresh.
+Five phases, so a cluster can fan each shard out to its own pod and a crash costs one shard:
+  plan (once): the input shards → work items {index, uri} (`plan_shards`).
+  filter (per shard, parallel; `filter_shard`): read → quarantine unreadable records → the
+     stages of `stages.STAGES` (normalise, length, langid, quality, pii), each drop with a
+     reason → staged shard, exact-dedup keys and MinHash signatures. A marker written last
+     marks the shard done; a rerun skips it.
+  dedup (once; `dedup`): exact, then near duplicates across all shards → a drop list per shard.
+  write (per shard, parallel; `write_shard`): staged shard minus its drop list → final shards
+     of at most `shard_max_records`; a marker makes it resumable too.
+  collect (once; `collect`): stats, dropped samples and the manifest.
+Every file's path is built in components/clean/paths.py; work files live under
+`work/<config digest>/`, so a rerun with another config starts afresh.
 
 Output under `output_uri`:
   shards/part-IIIII-JJJ.jsonl.gz   kept documents {id, text, meta}
@@ -37,7 +41,8 @@ from typing import Any, BinaryIO, Callable, Iterator
 from components import shards, storage
 from components.clean import minhash
 from components.clean.config import CleanConfig
-from components.clean.dedup import plan_exact, save_keys, text_key
+from components.clean.dedup import exact_duplicates, save_keys, text_key
+from components.clean.paths import OUTPUT_DIRS, CleanPaths, part
 from components.clean.stages import build_stages, run_stages
 from components.manifest import Manifest, ShardInfo, shard_info
 from components.shards import Document, Quarantined
@@ -109,29 +114,20 @@ def _check_output_outside_input(input_uri: str, output_uri: str) -> None:
         raise CleanError(f"output {output_uri!r} is inside input {input_uri!r}: a rerun would read its own output; choose another output")
 
 
-def work_root(output_uri: str, config: CleanConfig) -> str:
-    digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
-    return storage.join(output_uri, "work", digest)
+# ---- filter: one shard through the stages -----------------------------------------------
 
 
-def _part(index: int) -> str:
-    return f"part-{index:05d}"
+def filter_shard(index: int, uri: str, output_uri: str, config: CleanConfig) -> StepStats:
+    """The filter phase of input shard `index` (file `uri`): its stats (records_in = kept + dropped
+    + quarantined); a KFP ParallelFor item on a cluster.
 
-
-def _staged_uri(work: str, index: int) -> str:
-    return storage.join(work, "staged", f"{_part(index)}.jsonl.gz")
-
-
-def _signature_uri(work: str, index: int) -> str:
-    return storage.join(work, "staged", f"{_part(index)}.minhash.npy")
-
-
-# ---- phase 1: prepare one shard ------------------------------------------------------------
-
-
-def prepare_shard(index: int, uri: str, work: str, output_uri: str, config: CleanConfig) -> StepStats:
-    """Run the per-document stages over one input shard; resumable via its stats marker."""
-    marker = storage.join(work, "staged", f"{_part(index)}.done.json")
+    Writes the staged shard, its dedup keys and signatures, dropped samples and the shard's
+    quarantine file; resumable: a marker holding the stats, written last, is reused while the
+    input file's fingerprint is unchanged. Raises CleanError for a shard in a format the
+    reader cannot take (e.g. a Parquet text column of another type).
+    """
+    paths = CleanPaths.of(output_uri, config)
+    marker = paths.filter_marker(index)
     source = {"uri": uri, "fingerprint": storage.fingerprint(uri)}
     if storage.exists(marker):
         done = json.loads(storage.read_text(marker))
@@ -163,16 +159,16 @@ def prepare_shard(index: int, uri: str, work: str, output_uri: str, config: Clea
                 yield item
 
         try:
-            stats.kept = shards.write_documents(_staged_uri(work, index), survivors())
+            stats.kept = shards.write_documents(paths.staged(index), survivors())
         except shards.ShardFormatError as exc:
             raise CleanError(str(exc)) from None
-        _publish(quarantined, storage.join(output_uri, "quarantine", f"{_part(index)}.jsonl"))
-    save_keys(storage.join(work, "staged", f"{_part(index)}.keys.npy"), keys)
+        _publish(quarantined, paths.quarantine(index))
+    save_keys(paths.keys(index), keys)
     if config.near_dedup is not None:
-        docs = ((d.id, d.text) for d in shards.iter_texts([_staged_uri(work, index)]))
-        minhash.write_signatures(_part(index), docs, _signature_uri(work, index), config.near_dedup)
+        docs = ((d.id, d.text) for d in shards.iter_texts([paths.staged(index)]))
+        minhash.write_signatures(part(index), docs, paths.signatures(index), config.near_dedup)
     for reason, docs in samples.items():
-        shards.write_documents(storage.join(work, "dropped", _part(index), f"{reason}.jsonl"), docs)
+        shards.write_documents(storage.join(paths.filter_samples(index), f"{reason}.jsonl"), docs)
     stats.check()
     # written last: marks the shard done for exactly this input file
     seconds = time.perf_counter() - started
@@ -203,25 +199,31 @@ def _sample(doc: Document, reason: str, max_chars: int) -> Document:
     return Document(doc.id, doc.text[:max_chars], meta)
 
 
-# ---- phase 3: finalize one shard -----------------------------------------------------------
+# ---- write: one shard minus its drop list --------------------------------------------------
 
 
-def finalize_shard(index: int, work: str, output_uri: str, drops: dict[int, str], config: CleanConfig) -> dict[str, Any]:
-    """Write the staged shard minus its drop list as final shards; resumable via a marker."""
-    marker = storage.join(work, "final", f"{_part(index)}.json")
+def write_shard(index: int, output_uri: str, config: CleanConfig) -> dict[str, Any]:
+    """The write phase of input shard `index`: its staged shard minus the dedup phase's drop list,
+    as final shards of at most `shard_max_records` documents; a KFP ParallelFor item on a cluster.
+
+    Returns the write marker {inputs, shards: [ShardInfo], dropped: {reason: n}, samples,
+    languages: {lang: kept}, seconds}; resumable: the marker is reused while the filter marker
+    and drop list it was made from are unchanged.
+    """
+    paths = CleanPaths.of(output_uri, config)
+    drops = load_drop_list(paths, index)
+    marker = paths.write_marker(index)
     inputs = hashlib.sha256(
-        (storage.read_text(storage.join(work, "staged", f"{_part(index)}.done.json"))
-         + json.dumps(sorted(drops.items()))).encode()
+        (storage.read_text(paths.filter_marker(index)) + json.dumps(sorted(drops.items()))).encode()
     ).hexdigest()
     if storage.exists(marker):
         done = json.loads(storage.read_text(marker))
         if done["inputs"] == inputs:
             return done
     started = time.perf_counter()
-    staged = shards.iter_texts([_staged_uri(work, index)])
+    staged = shards.iter_texts([paths.staged(index)])
     dropped: dict[str, int] = {}
     samples: dict[str, list[dict]] = {}
-
     languages: dict[str, int] = {}
 
     def kept() -> Iterator[Document]:
@@ -239,11 +241,11 @@ def finalize_shard(index: int, work: str, output_uri: str, drops: dict[int, str]
 
     infos: list[dict] = []
     docs = kept()
-    for part in itertools.count():
+    for number in itertools.count():
         first = next(docs, None)
         if first is None:
             break
-        uri = storage.join(output_uri, "shards", f"{_part(index)}-{part:03d}.jsonl.gz")
+        uri = paths.shard(index, number)
         count = shards.write_documents(uri, itertools.chain([first], itertools.islice(docs, config.shard_max_records - 1)))
         infos.append(shard_info(uri, count).model_dump())
     result = {"inputs": inputs, "shards": infos, "dropped": dropped, "samples": samples, "languages": languages,
@@ -277,139 +279,130 @@ def _map(func: Callable, calls: list[tuple], workers: int, desc: str) -> list:
 
 
 def plan_shards(input_uri: str, output_uri: str, config: CleanConfig) -> list[dict[str, Any]]:
-    """Phase 0: the input shards, as the work items of phases 1 and 3 ({index, uri})."""
+    """The plan phase: the input shards as the work items of the filter and write phases,
+    [{index, uri}] in input order. Raises CleanError for a missing input, one without document
+    shards, or an output inside the input."""
     shard_uris = input_shards(input_uri)
     _check_output_outside_input(input_uri, output_uri)
     return [{"index": i, "uri": uri} for i, uri in enumerate(shard_uris)]
 
 
-def plan_dedup(n_shards: int, output_uri: str, config: CleanConfig) -> None:
-    """Phase 2: corpus-wide duplicates → `work/plan/part-I.json` ({row: reason}) per shard."""
-    work = work_root(output_uri, config)
-    plan = plan_exact([storage.join(work, "staged", f"{_part(i)}.keys.npy") for i in range(n_shards)])
+def dedup(n_shards: int, output_uri: str, config: CleanConfig) -> None:
+    """The dedup phase, once over all `n_shards` filtered shards: a drop list per shard
+    ({row: "duplicate" | "near_duplicate"}); exact duplicates first, then MinHash LSH clusters
+    among the rest (when near_dedup is on). The first document in input order is kept."""
+    paths = CleanPaths.of(output_uri, config)
+    drop_lists = exact_duplicates([paths.keys(i) for i in range(n_shards)])
     if config.near_dedup is not None:
-        files = [_signature_uri(work, i) for i in range(n_shards)]
-        for shard, row in sorted(minhash.find_duplicates(files, config.near_dedup, exclude=[p.keys() for p in plan])):
-            plan[shard].setdefault(row, "near_duplicate")
-    for index, drops in enumerate(plan):
-        storage.write_text(storage.join(work, "plan", f"{_part(index)}.json"), json.dumps(drops))
+        files = [paths.signatures(i) for i in range(n_shards)]
+        exclude = [drops.keys() for drops in drop_lists]
+        for shard, row in sorted(minhash.find_duplicates(files, config.near_dedup, exclude=exclude)):
+            drop_lists[shard].setdefault(row, "near_duplicate")
+    for index, drops in enumerate(drop_lists):
+        storage.write_text(paths.drop_list(index), json.dumps(drops))
 
 
-def load_plan(output_uri: str, index: int, config: CleanConfig) -> dict[int, str]:
-    uri = storage.join(work_root(output_uri, config), "plan", f"{_part(index)}.json")
-    return {int(row): reason for row, reason in json.loads(storage.read_text(uri)).items()}
-
-
-def prepare(index: int, uri: str, output_uri: str, config: CleanConfig) -> StepStats:
-    """Phase 1 for one shard (a KFP ParallelFor item on a cluster)."""
-    return prepare_shard(index, uri, work_root(output_uri, config), output_uri, config)
-
-
-def finalize(index: int, output_uri: str, config: CleanConfig) -> dict[str, Any]:
-    """Phase 3 for one shard (a KFP ParallelFor item on a cluster)."""
-    return finalize_shard(index, work_root(output_uri, config), output_uri, load_plan(output_uri, index, config), config)
+def load_drop_list(paths: CleanPaths, index: int) -> dict[int, str]:
+    """The dedup phase's drop list of shard `index`: {row in the staged shard: reason}."""
+    return {int(row): reason for row, reason in json.loads(storage.read_text(paths.drop_list(index))).items()}
 
 
 def collect(input_uri: str, output_uri: str, n_shards: int, config: CleanConfig, seconds: float = 0.0) -> CleanResult:
-    """Phase 4: sum the per-shard stats, write samples, stats and the manifest."""
-    work = work_root(output_uri, config)
+    """The collect phase: sum the per-shard stats, write samples, stats and the manifest.
+
+    `seconds` is the step's wall time when it ran in one call (CleanResult.docs_per_s). Raises
+    CleanError when nothing was kept (stats.json is written first, for inspection).
+    """
+    paths = CleanPaths.of(output_uri, config)
     stats = StepStats()
-    finals = []
+    writes = []
     shard_seconds = 0.0
     for index in range(n_shards):
-        done = json.loads(storage.read_text(storage.join(work, "staged", f"{_part(index)}.done.json")))
-        shard_seconds += done["seconds"]
-        shard_stats = StepStats.model_validate(done["stats"])
-        final = json.loads(storage.read_text(storage.join(work, "final", f"{_part(index)}.json")))
-        finals.append(final)
-        shard_seconds += final["seconds"]
+        filtered = json.loads(storage.read_text(paths.filter_marker(index)))
+        shard_seconds += filtered["seconds"]
+        shard_stats = StepStats.model_validate(filtered["stats"])
+        written = json.loads(storage.read_text(paths.write_marker(index)))
+        writes.append(written)
+        shard_seconds += written["seconds"]
         staged = shard_stats.kept
-        for reason, count in final["dropped"].items():
+        for reason, count in written["dropped"].items():
             shard_stats.drop(reason, count)
             shard_stats.stage("dedup", reason, count)
-        shard_stats.kept = staged - sum(final["dropped"].values())
+        shard_stats.kept = staged - sum(written["dropped"].values())
         shard_stats.stage("dedup", "in", staged)
         shard_stats.stage("dedup", "out", shard_stats.kept)
-        for lang, count in final["languages"].items():
+        for lang, count in written["languages"].items():
             shard_stats.count(f"kept_lang_{lang}", count)
         stats = stats.merge(shard_stats)
     stats.check()
-    infos = [ShardInfo.model_validate(info) for final in finals for info in final["shards"]]
-    written = {info.uri for info in infos} | set(_write_samples(output_uri, work, n_shards, finals, config))
-    written |= set(_quarantine_files(output_uri, n_shards))
-    stats_uri = storage.join(output_uri, "stats.json")
-    storage.write_text(stats_uri, json.dumps(stats.model_dump(), indent=2, ensure_ascii=False) + "\n")
+    infos = [ShardInfo.model_validate(info) for written in writes for info in written["shards"]]
+    published = {info.uri for info in infos} | set(_write_samples(paths, n_shards, writes, config))
+    published |= {paths.quarantine(i) for i in range(n_shards) if storage.exists(paths.quarantine(i))}
+    storage.write_text(paths.stats, json.dumps(stats.model_dump(), indent=2, ensure_ascii=False) + "\n")
     if stats.kept == 0:
-        _remove_stale(output_uri, written)
-        raise _nothing_kept(input_uri, stats, output_uri)
+        _remove_stale(paths, published)
+        raise _nothing_kept(input_uri, stats, paths)
     manifest = Manifest(
         kind="documents",
         root=output_uri,
         shards=infos,
         facts={"stats": stats.model_dump(), "text_field": OUTPUT_TEXT_FIELD},
     )
-    manifest_uri = storage.join(output_uri, "manifest.json")
-    manifest.save(manifest_uri)
-    _remove_stale(output_uri, written | {manifest_uri})
-    return CleanResult(manifest, manifest_uri, stats, seconds, shard_seconds)
+    manifest.save(paths.manifest)
+    _remove_stale(paths, published | {paths.manifest})
+    return CleanResult(manifest, paths.manifest, stats, seconds, shard_seconds)
 
 
 def clean_corpus(input_uri: str, output_uri: str, config: CleanConfig) -> CleanResult:
-    """Clean every shard under `input_uri` into `output_uri`, shards in local processes."""
+    """Clean every shard under `input_uri` into `output_uri`: all five phases, shards in local processes."""
     started = time.perf_counter()
     items = plan_shards(input_uri, output_uri, config)
     workers = min(config.workers or os.cpu_count() or 1, len(items))
-    _map(prepare, [(it["index"], it["uri"], output_uri, config) for it in items], workers, "clean: stages")
-    plan_dedup(len(items), output_uri, config)
-    _map(finalize, [(it["index"], output_uri, config) for it in items], workers, "clean: write")
+    _map(filter_shard, [(it["index"], it["uri"], output_uri, config) for it in items], workers, "clean: filter")
+    dedup(len(items), output_uri, config)
+    _map(write_shard, [(it["index"], output_uri, config) for it in items], workers, "clean: write")
     return collect(input_uri, output_uri, len(items), config, time.perf_counter() - started)
 
 
-def _write_samples(output_uri: str, work: str, n_shards: int, finals: list[dict], config: CleanConfig) -> list[str]:
+def _write_samples(paths: CleanPaths, n_shards: int, writes: list[dict], config: CleanConfig) -> list[str]:
     """Up to `dropped_samples` dropped documents per reason, first in input order."""
     samples: dict[str, list[Document]] = {}
     for index in range(n_shards):
-        directory = storage.join(work, "dropped", _part(index))
+        directory = paths.filter_samples(index)
         for uri in storage.list_files(directory) if storage.exists(directory) else []:
             reason = uri.rsplit("/", 1)[-1].removesuffix(".jsonl")
             # read as plain JSON: a sample may be empty text, which the corpus reader quarantines;
             # split on b"\n" only: splitlines() would cut a record at a U+2028 inside a string
             rows = shards.read_json_lines(uri)
             samples.setdefault(reason, []).extend(Document(r["id"], r["text"], r["meta"]) for r in rows)
-    for final in finals:
-        for reason, docs in final["samples"].items():
+    for written in writes:
+        for reason, docs in written["samples"].items():
             samples.setdefault(reason, []).extend(Document(d["id"], d["text"], d["meta"]) for d in docs)
     uris = []
     for reason, docs in sorted(samples.items()):
-        uris.append(storage.join(output_uri, "dropped", f"{reason}.jsonl"))
+        uris.append(paths.dropped(reason))
         shards.write_documents(uris[-1], docs[: config.dropped_samples])
     return uris
 
 
-def _quarantine_files(output_uri: str, n_shards: int) -> list[str]:
-    uris = [storage.join(output_uri, "quarantine", f"{_part(i)}.jsonl") for i in range(n_shards)]
-    return [u for u in uris if storage.exists(u)]
-
-
-def _remove_stale(output_uri: str, written: set[str]) -> None:
-    """Delete files a previous run left under our subdirectories (local outputs only)."""
-    if storage.is_s3(output_uri):
+def _remove_stale(paths: CleanPaths, published: set[str]) -> None:
+    """Delete files a previous run left under our published folders (local outputs only)."""
+    if storage.is_s3(paths.output_uri):
         return  # storage has no delete; the manifest lists exactly this run's shards
-    root = storage.local_path(output_uri)
-    for sub in ("shards", "dropped", "quarantine"):
+    root = storage.local_path(paths.output_uri)
+    for sub in OUTPUT_DIRS:
         for path in (root / sub).glob("*") if (root / sub).is_dir() else ():
-            if path.is_file() and str(path) not in written:
+            if path.is_file() and str(path) not in published:
                 path.unlink()
-    if not any(w.endswith("manifest.json") for w in written):
-        (root / "manifest.json").unlink(missing_ok=True)
+    if paths.manifest not in published:
+        storage.local_path(paths.manifest).unlink(missing_ok=True)
 
 
-def _nothing_kept(input_uri: str, stats: StepStats, output_uri: str) -> CleanError:
+def _nothing_kept(input_uri: str, stats: StepStats, paths: CleanPaths) -> CleanError:
     if stats.records_in == 0:
         return CleanError(f"empty corpus: {input_uri!r} holds no records; check the input path and its files")
     reasons = {**stats.dropped, **{f"quarantined:{k}": v for k, v in stats.quarantined.items()}}
     return CleanError(
         f"all {stats.records_in} records of {input_uri!r} were dropped or quarantined: {reasons}; "
-        f"samples are under {storage.join(output_uri, 'dropped')} and "
-        f"{storage.join(output_uri, 'quarantine')} (check text_field/id_field and min_chars/max_chars)"
+        f"samples are under {paths.dropped_dir} and {paths.quarantine_dir} (check text_field/id_field and min_chars/max_chars)"
     )

@@ -1,7 +1,7 @@
 from pydantic import Field, model_validator
 
 from components.clean.langid import LangIdConfig
-from components.clean.minhash import NearDedupConfig
+from components.clean.minhash_config import NearDedupConfig
 from components.clean.normalize import NormalForm
 from components.clean.pii import PiiConfig
 from components.clean.quality import QualityConfig

@@ -1,9 +1,8 @@
-"""Corpus-wide deduplication, planned between the per-shard stages.
+"""Exact corpus-wide deduplication: the keys the filter phase writes, the drop lists of the dedup phase.
 
 Exact: the sha256 (first 16 bytes) of each staged document's normalised text; the first
-occurrence in input order (shard, row) is kept. Near: MinHash LSH over the same documents
-(components.clean.minhash), one document kept per cluster, again the first in input order.
-The plan is a drop list per shard: {row: reason}.
+occurrence in input order (shard, row) is kept. Near duplicates (MinHash LSH) are in
+components/clean/minhash.py; clean.dedup joins both into one drop list per shard: {row: reason}.
 """
 
 from __future__ import annotations
@@ -19,10 +18,12 @@ KEY_BYTES = 16
 
 
 def text_key(text: str) -> bytes:
+    """The exact-dedup key of a document: the first KEY_BYTES bytes of sha256(UTF-8 text)."""
     return hashlib.sha256(text.encode("utf-8")).digest()[:KEY_BYTES]
 
 
 def save_keys(uri: str, keys: list[bytes]) -> None:
+    """Write keys as a uint8 (documents, KEY_BYTES) .npy file (no pickle) to any storage URI."""
     array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, KEY_BYTES)
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
@@ -33,7 +34,7 @@ def load_keys(uri: str) -> np.ndarray:
     return np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False)
 
 
-def plan_exact(key_uris: list[str]) -> list[dict[int, str]]:
+def exact_duplicates(key_uris: list[str]) -> list[dict[int, str]]:
     """Rows to drop per shard as exact duplicates of an earlier document.
 
     One sort over all 16-byte digests (~50 bytes per document at the peak, 50 MB per million):
@@ -48,8 +49,8 @@ def plan_exact(key_uris: list[str]) -> list[dict[int, str]]:
     duplicate[first] = False
     rows = np.flatnonzero(duplicate)
     shard_of = np.searchsorted(offsets, rows, side="right") - 1
-    plan: list[dict[int, str]] = [{} for _ in key_uris]
+    drop_lists: list[dict[int, str]] = [{} for _ in key_uris]
     for row, shard in zip(rows.tolist(), shard_of.tolist()):
-        plan[shard][row - int(offsets[shard])] = "duplicate"
-    return plan
+        drop_lists[shard][row - int(offsets[shard])] = "duplicate"
+    return drop_lists
 

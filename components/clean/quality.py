@@ -2,7 +2,10 @@
 
     reason = quality_filter(text, lang, script, QualityConfig())   # None -> keep
 
-Checks run in this order; the first that fails names the drop (stable reason strings):
+One function per rule family (CHECKS: boilerplate, gopher_words, character_ratios,
+gopher_line_marks, gopher_repeated_blocks, gopher_ngrams, fineweb_short_lines,
+c4_line_punctuation), all reading one precomputed view of the text (quality_view.TextView).
+They run in this order; the first that fails names the drop (stable reason strings):
   boilerplate                        "lorem ipsum" anywhere, or too many boilerplate lines
   gopher_too_few_words               fewer than min_words words
   gopher_too_many_words              more than max_words words
@@ -22,7 +25,7 @@ Checks run in this order; the first that fails names the drop (stable reason str
 How the script changes the checks (decisions a reader might not guess):
 - Words: `str.split()` for space-delimited scripts. For scripts written without spaces
   (Han, Japanese, Thai, Lao, Khmer, Myanmar, Tibetan) the word count is letters divided by
-  CHARS_PER_WORD[script] (Chinese words average about 1.5 characters), so `min_words` means
+  quality_view.CHARS_PER_WORD[script] (Chinese words average about 1.5 characters), so `min_words` means
   the same amount of text in every language. Mean-word-length checks are skipped there.
   U+200B ZERO WIDTH SPACE counts as a space; where a writer separated words with it (Thai,
   Lao, Khmer, Myanmar), the word count is at least the number of separated tokens.
@@ -47,19 +50,14 @@ How the script changes the checks (decisions a reader might not guess):
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
+from typing import Callable
 
 from pydantic import Field, PrivateAttr, model_validator
 
-from components.clean.langid import is_space_delimited
+from components.clean.quality_view import TextView, text_view
 from components.config import Section
 
-# Letters per word for scripts written without spaces (rough means; CJK from segmented corpora).
-CHARS_PER_WORD: dict[str, float] = {
-    "Hani": 1.5, "Jpan": 2.0, "Hira": 2.0, "Kana": 2.0,
-    "Thai": 5.0, "Laoo": 5.0, "Khmr": 5.0, "Mymr": 4.0, "Tibt": 4.0,
-}
 _LATIN_CHARS_PER_WORD_AND_SPACE = 6
 
 _COMMON_TERMINAL = ".!?…"
@@ -101,9 +99,6 @@ BOILERPLATE_LINE = re.compile(
     re.IGNORECASE,
 )
 _LOREM = re.compile(r"lorem ipsum", re.IGNORECASE)
-# normalize.py keeps U+2028 LINE SEPARATOR, U+2029 PARAGRAPH SEPARATOR and U+0085 NEXT LINE as written
-_LINE_BREAK = re.compile("[\n\x85\u2028\u2029]")
-_PARAGRAPH_BREAK = re.compile("\n\n|\u2029")
 
 
 class QualityThresholds(Section):
@@ -179,32 +174,6 @@ class QualityConfig(Section):
         return merged
 
 
-def _class_table() -> dict[int, str]:
-    """BMP code point -> 'a' letter or mark, '0' digit, ' ' whitespace, '.' anything else."""
-    table: dict[int, str] = {}
-    for cp in range(0x10000):
-        ch = chr(cp)
-        if ch.isspace():
-            table[cp] = " "
-            continue
-        cat = unicodedata.category(ch)
-        table[cp] = "a" if cat[0] in "LM" else "0" if cat == "Nd" else "."
-    return table
-
-
-_CLASSES = _class_table()
-# Deletes everything but letters, marks and digits: the character stream of unspaced scripts.
-_TOKEN_CHARS = {cp: None for cp, cls in _CLASSES.items() if cls not in ("a", "0")}
-
-
-def _words(text: str, classes: str) -> list[str]:
-    """Space-separated tokens that hold a letter or digit, lower-cased.
-
-    `classes` has the same whitespace as `text`, so its tokens line up one to one.
-    """
-    return [w for w, k in zip(text.lower().split(), classes.split()) if "a" in k or "0" in k]
-
-
 def _ngrams(units: list[str] | str, n: int) -> list:
     """Word n-grams as tuples, character n-grams as strings."""
     if isinstance(units, str):
@@ -257,121 +226,140 @@ def _ends_in(line: str, marks: str) -> bool:
     return bool(line) and line[-1] in marks
 
 
-def is_boilerplate_line(line: str) -> bool:
-    return BOILERPLATE_LINE.search(line) is not None
+# ---- the checks, one per rule family: (view, thresholds) -> None to pass, else the reason ----
 
 
-def strip_boilerplate(text: str) -> tuple[str, int]:
-    """Text without its boilerplate lines, and how many lines went (C4 drops such lines)."""
-    lines = text.split("\n")
-    kept = [line for line in lines if not is_boilerplate_line(line)]
-    return "\n".join(kept), len(lines) - len(kept)
-
-
-def quality_filter(text: str, lang: str, script: str, config: QualityConfig | QualityThresholds) -> str | None:
-    """None to keep `text`, else the reason to drop it; thresholds from `config` for `lang`."""
-    t = config.thresholds_for(lang) if isinstance(config, QualityConfig) else config
-    spaced = is_space_delimited(script)
-    if script == "Ethi":
-        text = text.replace("\u1361", " ")  # Ethiopic wordspace separates words where spaces are not used
-    zwsp_separated = "\u200b" in text
-    if zwsp_separated:  # ZERO WIDTH SPACE separates words in Thai, Lao, Khmer, Myanmar (normalize keeps it there)
-        text = text.replace("\u200b", " ")
-    lines = [line.strip() for line in _LINE_BREAK.split(text)]
-    lines = [line for line in lines if line]
-    n_lines = len(lines) or 1
-
-    if t.drop_lorem_ipsum and _LOREM.search(text):
+def boilerplate(v: TextView, t: QualityThresholds) -> str | None:
+    """C4's "lorem ipsum" anywhere, or a share of site-furniture lines above the limit."""
+    if t.drop_lorem_ipsum and _LOREM.search(v.text):
         return "boilerplate"
     if t.max_boilerplate_lines_fraction is not None:
-        if sum(1 for line in lines if BOILERPLATE_LINE.search(line)) / n_lines > t.max_boilerplate_lines_fraction:
+        if sum(1 for line in v.lines if BOILERPLATE_LINE.search(line)) / v.n_lines_or_1 > t.max_boilerplate_lines_fraction:
             return "boilerplate"
+    return None
 
-    classes = text.translate(_CLASSES)
-    n_letters = classes.count("a")
-    n_digits = classes.count("0")
-    n_nonspace = len(text) - classes.count(" ")
-    if spaced:
-        words = _words(text, classes)
-        n_words = len(words)
-    else:
-        units = text.translate(_TOKEN_CHARS).lower()
-        n_words = round(n_letters / CHARS_PER_WORD.get(script, 1.0))
-        if zwsp_separated:  # the writer marked words: at least as many as the separated tokens
-            n_words = max(n_words, len(_words(text, classes)))
 
-    if t.min_words is not None and n_words < t.min_words:
+def gopher_words(v: TextView, t: QualityThresholds) -> str | None:
+    """Gopher's word rules: word count, mean word length (spaced scripts), symbols per word."""
+    if t.min_words is not None and v.n_words < t.min_words:
         return "gopher_too_few_words"
-    if t.max_words is not None and n_words > t.max_words:
+    if t.max_words is not None and v.n_words > t.max_words:
         return "gopher_too_many_words"
-    if spaced and n_words:
-        mean = (n_letters + n_digits) / n_words
+    if v.spaced and v.n_words:
+        mean = (v.n_letters + v.n_digits) / v.n_words
         if t.min_mean_word_length is not None and mean < t.min_mean_word_length:
             return "gopher_mean_word_length_low"
         if t.max_mean_word_length is not None and mean > t.max_mean_word_length:
             return "gopher_mean_word_length_high"
     if t.max_symbol_to_word_ratio is not None:
-        symbols = text.count("#") + text.count("...") + text.count("…")
-        if symbols / max(n_words, 1) > t.max_symbol_to_word_ratio:
+        symbols = v.text.count("#") + v.text.count("...") + v.text.count("…")
+        if symbols / max(v.n_words, 1) > t.max_symbol_to_word_ratio:
             return "gopher_symbol_ratio"
-    if t.max_digit_ratio is not None and n_digits / max(n_nonspace, 1) > t.max_digit_ratio:
-        return "high_digit_ratio"
-    if t.min_alpha_ratio is not None and n_letters / max(n_nonspace, 1) < t.min_alpha_ratio:
-        return "low_alpha_ratio"
-    line_ratios = len(lines) >= t.line_ratios_min_lines
-    if line_ratios and t.max_bullet_lines_ratio is not None:
-        if sum(1 for line in lines if line.startswith(_BULLETS)) / n_lines > t.max_bullet_lines_ratio:
-            return "gopher_bullet_lines"
-    if line_ratios and t.max_ellipsis_lines_ratio is not None:
-        if sum(1 for line in lines if line.endswith(_ELLIPSES)) / n_lines > t.max_ellipsis_lines_ratio:
-            return "gopher_ellipsis_lines"
+    return None
 
+
+def character_ratios(v: TextView, t: QualityThresholds) -> str | None:
+    """Digits and letters (any script) per non-space character."""
+    if t.max_digit_ratio is not None and v.n_digits / max(v.n_nonspace, 1) > t.max_digit_ratio:
+        return "high_digit_ratio"
+    if t.min_alpha_ratio is not None and v.n_letters / max(v.n_nonspace, 1) < t.min_alpha_ratio:
+        return "low_alpha_ratio"
+    return None
+
+
+def gopher_line_marks(v: TextView, t: QualityThresholds) -> str | None:
+    """Gopher's shares of lines starting with a bullet and ending in an ellipsis."""
+    if len(v.lines) < t.line_ratios_min_lines:
+        return None
+    if t.max_bullet_lines_ratio is not None:
+        if sum(1 for line in v.lines if line.startswith(_BULLETS)) / v.n_lines_or_1 > t.max_bullet_lines_ratio:
+            return "gopher_bullet_lines"
+    if t.max_ellipsis_lines_ratio is not None:
+        if sum(1 for line in v.lines if line.endswith(_ELLIPSES)) / v.n_lines_or_1 > t.max_ellipsis_lines_ratio:
+            return "gopher_ellipsis_lines"
+    return None
+
+
+def gopher_repeated_blocks(v: TextView, t: QualityThresholds) -> str | None:
+    """Gopher's repeated paragraphs, then repeated lines: by count and by characters."""
     if t.max_duplicate_paragraph_fraction is not None or t.max_duplicate_paragraph_char_fraction is not None:
-        paragraphs = [p.strip() for p in _PARAGRAPH_BREAK.split(text)]
-        paragraphs = [p for p in paragraphs if p]
+        paragraphs = v.paragraphs
         if len(paragraphs) > 1:
             dup, dup_chars = _duplicates(paragraphs)
             if t.max_duplicate_paragraph_fraction is not None and dup / len(paragraphs) > t.max_duplicate_paragraph_fraction:
                 return "gopher_dup_para_frac"
-            if t.max_duplicate_paragraph_char_fraction is not None and dup_chars / len(text) > t.max_duplicate_paragraph_char_fraction:
+            if t.max_duplicate_paragraph_char_fraction is not None and dup_chars / len(v.text) > t.max_duplicate_paragraph_char_fraction:
                 return "gopher_dup_para_char_frac"
-    if len(lines) > 1:
-        dup, dup_chars = _duplicates(lines)
-        if t.max_duplicate_line_fraction is not None and dup / len(lines) > t.max_duplicate_line_fraction:
+    if len(v.lines) > 1:
+        dup, dup_chars = _duplicates(v.lines)
+        if t.max_duplicate_line_fraction is not None and dup / len(v.lines) > t.max_duplicate_line_fraction:
             return "gopher_dup_line_frac"
-        if t.max_duplicate_line_char_fraction is not None and dup_chars / len(text) > t.max_duplicate_line_char_fraction:
+        if t.max_duplicate_line_char_fraction is not None and dup_chars / len(v.text) > t.max_duplicate_line_char_fraction:
             return "gopher_dup_line_char_frac"
+    return None
 
-    if t.top_ngram_max_share or t.duplicate_ngram_max_share:
-        if spaced:
-            units, scale = words, 1.0
-            total = sum(map(len, words))
-        else:
-            scale = CHARS_PER_WORD.get(script, 1.0)
-            total = len(units)
-        top = t.top_ngram_max_share if n_words >= t.top_ngram_min_words else None
-        for n, limit in sorted((top or {}).items()):
-            size = n if spaced else max(n + 1, round(n * scale))
-            if len(units) >= size and _top_ngram_share(units, size, total) > limit:
-                return f"gopher_top_{n}gram"
-        for n, limit in sorted((t.duplicate_ngram_max_share or {}).items()):
-            size = n if spaced else max(n + 1, round(n * scale))
-            if len(units) < size:
-                break
-            share = _dup_ngram_share(units, size, total)
-            if share > limit:
-                return f"gopher_dup_{n}gram"
-            if share == 0.0:
-                break  # nothing repeats at this length, so nothing longer repeats either
 
-    if line_ratios and t.short_line_chars is not None and t.max_short_lines_fraction is not None:
-        limit = t.short_line_chars if spaced else round(t.short_line_chars * CHARS_PER_WORD.get(script, 1.0) / _LATIN_CHARS_PER_WORD_AND_SPACE)
-        if sum(1 for line in lines if len(line) < limit) / n_lines > t.max_short_lines_fraction:
-            return "fineweb_short_lines"
-    if line_ratios and t.min_lines_ending_in_punctuation is not None:
-        marks = TERMINAL_PUNCTUATION.get(script, _COMMON_TERMINAL)
-        if marks is not None and lines:
-            ending = sum(1 for line in lines if _ends_in(line, marks))
-            if ending / len(lines) < t.min_lines_ending_in_punctuation:
-                return "c4_line_punctuation"
+def gopher_ngrams(v: TextView, t: QualityThresholds) -> str | None:
+    """Gopher's repetition: the most frequent n-gram's share, then the repeated n-grams' share."""
+    units, total = v.units, v.unit_chars
+    top = t.top_ngram_max_share if v.n_words >= t.top_ngram_min_words else None
+    for n, limit in sorted((top or {}).items()):
+        size = v.ngram_size(n)
+        if len(units) >= size and _top_ngram_share(units, size, total) > limit:
+            return f"gopher_top_{n}gram"
+    for n, limit in sorted((t.duplicate_ngram_max_share or {}).items()):
+        size = v.ngram_size(n)
+        if len(units) < size:
+            break
+        share = _dup_ngram_share(units, size, total)
+        if share > limit:
+            return f"gopher_dup_{n}gram"
+        if share == 0.0:
+            break  # nothing repeats at this length, so nothing longer repeats either
+    return None
+
+
+def fineweb_short_lines(v: TextView, t: QualityThresholds) -> str | None:
+    """FineWeb's share of short lines; the length is scaled to the same words for unspaced scripts."""
+    if len(v.lines) < t.line_ratios_min_lines or t.short_line_chars is None or t.max_short_lines_fraction is None:
+        return None
+    limit = t.short_line_chars if v.spaced else round(t.short_line_chars * v.chars_per_word / _LATIN_CHARS_PER_WORD_AND_SPACE)
+    if sum(1 for line in v.lines if len(line) < limit) / v.n_lines_or_1 > t.max_short_lines_fraction:
+        return "fineweb_short_lines"
+    return None
+
+
+def c4_line_punctuation(v: TextView, t: QualityThresholds) -> str | None:
+    """C4/FineWeb's share of lines ending in the script's terminal punctuation (off for Thai, Lao)."""
+    if len(v.lines) < t.line_ratios_min_lines or t.min_lines_ending_in_punctuation is None:
+        return None
+    marks = TERMINAL_PUNCTUATION.get(v.script, _COMMON_TERMINAL)
+    if marks is not None and v.lines:
+        ending = sum(1 for line in v.lines if _ends_in(line, marks))
+        if ending / len(v.lines) < t.min_lines_ending_in_punctuation:
+            return "c4_line_punctuation"
+    return None
+
+
+Check = Callable[[TextView, QualityThresholds], "str | None"]
+# In this order: the first failing check names the drop (the order of the module docstring's table).
+CHECKS: tuple[Check, ...] = (
+    boilerplate, gopher_words, character_ratios, gopher_line_marks, gopher_repeated_blocks, gopher_ngrams,
+    fineweb_short_lines, c4_line_punctuation,
+)
+
+
+def quality_filter(text: str, lang: str, script: str, config: QualityConfig | QualityThresholds) -> str | None:
+    """None to keep `text`, else the reason to drop it (the first failing check of CHECKS).
+
+    `lang` picks the thresholds from `config` (QualityConfig.thresholds_for); `script` is the
+    text's dominant ISO 15924 script (langid.detect_script), which sets how words, n-grams,
+    short lines and terminal punctuation are counted.
+    """
+    t = config.thresholds_for(lang) if isinstance(config, QualityConfig) else config
+    view = text_view(text, script)
+    for check in CHECKS:
+        reason = check(view, t)
+        if reason is not None:
+            return reason
     return None

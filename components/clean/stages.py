@@ -1,13 +1,16 @@
-"""The per-document stages of the clean step, run in order on every record.
+"""The per-document stages of the clean step's filter phase, run in order on every record.
 
 A stage is a callable that may rewrite `doc.text` / `doc.meta` in place and returns None to
-keep the document or a reason string to drop it. A pipeline is a plain list of stages built
-from the config; `run_stages` counts, per stage, documents in, out and dropped by reason.
+keep the document or a reason string to drop it. STAGES lists them in order; `build_stages`
+builds those the config turns on, `run_stages` counts, per stage, documents in, out and
+dropped by reason. Adding a stage: one factory function and one STAGES line (and, for a stage
+that can be turned off, its section in CleanConfig).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from components.clean.config import CleanConfig
 from components.clean.filters import length_filter
@@ -38,7 +41,7 @@ def normalise_stage(config: CleanConfig, stats: StepStats) -> Stage:
     return stage
 
 
-def length_stage(config: CleanConfig) -> Stage:
+def length_stage(config: CleanConfig, stats: StepStats) -> Stage:
     def stage(doc: Document) -> str | None:
         return length_filter(doc.text, config.min_chars, config.max_chars)
 
@@ -60,7 +63,7 @@ def langid_stage(config: LangIdConfig, stats: StepStats) -> Stage:
     return stage
 
 
-def quality_stage(config: QualityConfig) -> Stage:
+def quality_stage(config: QualityConfig, stats: StepStats) -> Stage:
     def stage(doc: Document) -> str | None:
         script = doc.meta.get("script") or detect_script(doc.text)
         return quality_filter(doc.text, doc.meta.get("lang", "und"), script, config)
@@ -79,15 +82,30 @@ def pii_stage(config: PiiConfig, stats: StepStats) -> Stage:
     return stage
 
 
+@dataclass(frozen=True)
+class StageEntry:
+    name: str  # the stage's key in StepStats.stages
+    section: str | None  # the CleanConfig field that turns it on when not None; None: always on
+    build: Callable[[Any, StepStats], Stage]  # (that section, or the CleanConfig if None; stats) -> stage
+
+
+# In order: langid tags lang/script for quality and pii; PII after the filters, which its masks would skew.
+STAGES: tuple[StageEntry, ...] = (
+    StageEntry("normalise", None, normalise_stage),
+    StageEntry("length", None, length_stage),
+    StageEntry("langid", "langid", langid_stage),
+    StageEntry("quality", "quality", quality_stage),
+    StageEntry("pii", "pii", pii_stage),
+)
+
+
 def build_stages(config: CleanConfig, stats: StepStats) -> list[tuple[str, Stage]]:
-    """The stages this config turns on, in order (PII after the filters, which it would skew)."""
-    stages: list[tuple[str, Stage]] = [("normalise", normalise_stage(config, stats)), ("length", length_stage(config))]
-    if config.langid is not None:
-        stages.append(("langid", langid_stage(config.langid, stats)))
-    if config.quality is not None:
-        stages.append(("quality", quality_stage(config.quality)))
-    if config.pii is not None:
-        stages.append(("pii", pii_stage(config.pii, stats)))
+    """(name, stage) for each entry of STAGES this config turns on, in order; only those are built."""
+    stages: list[tuple[str, Stage]] = []
+    for entry in STAGES:
+        section = config if entry.section is None else getattr(config, entry.section)
+        if section is not None:
+            stages.append((entry.name, entry.build(section, stats)))
     return stages
 
 

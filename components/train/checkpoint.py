@@ -34,6 +34,8 @@ from deepspeed.checkpoint.constants import (
 )
 
 from components import storage
+from components.train.config import ModelConfig, TrainConfig
+from components.train.data import data_position
 
 STEP_TAG = re.compile(r"^step-(\d+)$")
 RANK_FILE = re.compile(r"^rank-(\d+)-of-(\d+)\.pt$")
@@ -156,17 +158,42 @@ def to_universal(ckpt_dir: Path, tag: str) -> str:
     return universal
 
 
-def remap_position(
-    position: tuple[int, int], saved_world: int, world: int, micro: int
-) -> tuple[tuple[int, int], int]:
-    """A data position (epoch, micro batch index per rank) written by saved_world ranks, on
-    world ranks: the same epoch and the same number of sequences taken in it, rounded up to a
-    whole micro batch per rank. Returns the position and the sequences skipped by rounding."""
-    epoch, index = position
-    taken = index * micro * saved_world
-    per_pass = micro * world
-    new_index = -(-taken // per_pass)
-    return (epoch, new_index), new_index * per_pass - taken
+class Checkpointer:
+    """Saves the run's tag step-N (every rank calls `save`) with the client state a resume needs:
+    the step, the data position, the loss history, the world size and the run's config; with a
+    mirror, uploads it in the background."""
+
+    def __init__(
+        self, engine, ckpt_dir: Path, mirror: RemoteMirror | None, train: TrainConfig, model: ModelConfig,
+        sequences: int, accum: int, rank: int, world: int,
+    ) -> None:  # fmt: skip
+        self.engine, self.ckpt_dir, self.mirror = engine, ckpt_dir, mirror
+        self.train, self.model = train, model
+        self.sequences, self.accum, self.rank, self.world = sequences, accum, rank, world
+
+    def client_state(self, step: int, losses: list[float]) -> dict[str, Any]:
+        micro = self.train.micro_batch_size
+        return {
+            "step": step,
+            "data_position": list(data_position(step * self.accum, self.sequences, micro, self.world)),
+            "losses": list(losses),
+            "world_size": self.world,
+            "train": self.train.model_dump(),
+            "model": self.model.model_dump(),
+        }
+
+    def save(self, step: int, losses: list[float]) -> float:
+        """Save (and start mirroring) tag step-N after `step` optimizer steps; the seconds the save took."""
+        if self.mirror:
+            self.mirror.flush()  # the previous upload is done before its local files can be pruned
+        started = time.perf_counter()
+        state = self.client_state(step, losses)
+        keep = self.train.keep_checkpoints
+        tag = save_checkpoint(self.engine, self.ckpt_dir, step, state, keep, self.rank, self.world)
+        save_s = time.perf_counter() - started
+        if self.mirror:
+            self.mirror.push(tag)
+        return save_s
 
 
 class RemoteMirror:

@@ -1,11 +1,12 @@
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from components.config import Section
+from components.train.architectures import ARCHITECTURES
 
-
-ARCHITECTURE = ("n_layer", "n_head", "n_embd", "n_positions", "dropout")
+# The keys that shape a model built from scratch; a pretrained base brings its own.
+FROM_SCRATCH = ("architecture", "n_layer", "n_head", "n_embd", "n_positions", "dropout")
 
 
 class LoraConfig(Section):
@@ -23,19 +24,32 @@ class LoraConfig(Section):
 
 
 class ModelConfig(Section):
-    """A GPT-2 style decoder built from scratch (random init), or a pretrained `base` to continue."""
+    """A decoder of the family `architecture` built from scratch (random init), or a pretrained
+    `base` to continue."""
 
-    n_layer: int = Field(2, ge=1)
-    n_head: int = Field(4, ge=1)
-    n_embd: int = Field(128, ge=8)
+    architecture: str = Field(
+        "gpt2",
+        description="model family built from scratch, a name in components/train/architectures.py ARCHITECTURES "
+        "(gpt2: GPT-2, learned positions, untied output head)",
+    )
+    n_layer: int = Field(2, ge=1, description="transformer blocks")
+    n_head: int = Field(4, ge=1, description="attention heads per block; must divide n_embd")
+    n_embd: int = Field(128, ge=8, description="hidden size (width of the residual stream)")
     n_positions: int = Field(256, ge=8, description="context length; must be >= tokenizer.seq_len")
-    dropout: float = Field(0.0, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout probability on embeddings, attention and residuals")
     base: str | None = Field(
         None,
         description="continue training a pretrained model: models:/name@alias, runs:/..., s3:// prefix or a local "
         "Hugging Face directory (safetensors); its architecture and tokenizer are used",
     )
     lora: LoraConfig | None = Field(None, description="train LoRA adapters on the base instead of all weights")
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_architecture(cls, name: str) -> str:
+        if name not in ARCHITECTURES:
+            raise ValueError(f"unknown model.architecture {name!r}; known: {', '.join(sorted(ARCHITECTURES))}")
+        return name
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelConfig":
@@ -48,7 +62,7 @@ class ModelConfig(Section):
         if self.base:
             # Compared with the defaults, not model_fields_set: a dumped-and-reloaded config sets every key.
             defaults = type(self).model_fields
-            if given := [name for name in ARCHITECTURE if getattr(self, name) != defaults[name].default]:
+            if given := [name for name in FROM_SCRATCH if getattr(self, name) != defaults[name].default]:
                 raise ValueError(f"{', '.join(given)}: the architecture comes from model.base; remove these keys")
         elif self.lora is not None:
             raise ValueError("model.lora needs model.base: LoRA adapts a pretrained model")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import os
 import re
 import signal
@@ -21,11 +20,11 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from components import storage
 from components.train.config import ModelConfig, TrainConfig
 from components.train.ds_config import check_precision
+from components.train.result import TrainResult
+from components.train.run_config import write_worker_config
 
 TAIL_LINES = 40
 # A Python exception's last traceback line, e.g. "ValueError: seq_len (32) exceeds ...".
@@ -50,35 +49,6 @@ class TrainError(RuntimeError):
         super().__init__(
             f"training failed with exit code {returncode}:\n{cause}last output:\n" + "".join(tail)
         )
-
-
-class TrainResult(BaseModel):
-    """What the worker wrote to `{output}/result.json`."""
-
-    model_config = ConfigDict(extra="ignore", protected_namespaces=())
-
-    final_loss: float
-    losses: list[float] = Field(description="mean loss across ranks, one per optimizer step")
-    steps: int
-    tokens: int
-    tokens_per_s: float
-    mfu: float | None = Field(None, description="model FLOPs utilisation over the run (None: peak unknown)")
-    flops_per_token: float = 0.0
-    device: str = ""
-    steps_per_s: float
-    world_size: int
-    zero_stage: int
-    precision: str
-    parameters: int
-    tokens_per_step: int
-    fixed_batch_loss_engine: float = Field(description="loss of the DeepSpeed engine on the first micro batch")
-    fixed_batch_loss_consolidated: float = Field(description="same batch, consolidated fp32 model")
-    model_uri: str = Field(description="save_pretrained dir (safetensors) with the tokenizer beside it")
-    checkpoint_uri: str = Field(description="DeepSpeed checkpoint dir (holds `latest`)")
-    checkpoint_tag: str
-    data_digest: str
-    duration_s: float
-    resumed_from_step: int | None = Field(None, description="checkpoint step this run resumed from, if any")
 
 
 class Progress:
@@ -152,7 +122,7 @@ def train_local(
         check_precision(train.precision, "cpu")
     with tempfile.TemporaryDirectory(prefix="homegrown-train-cfg-") as tmp:
         config_path = Path(tmp) / "train.json"
-        config_path.write_text(json.dumps({"train": train.model_dump(), "model": model.model_dump()}, indent=2))
+        write_worker_config(str(config_path), train, model)
         command = [
             sys.executable, "-m", "torch.distributed.run", *torchrun_args(train), "-m", "components.train.worker",
             "--data", data_manifest_uri, "--output", output_uri, "--config", str(config_path),

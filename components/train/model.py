@@ -1,41 +1,30 @@
-"""The model: a GPT-2 style decoder built from `ModelConfig` and randomly initialised from a
-seed, or a pretrained base (optionally with LoRA adapters) to continue training."""
+"""The model: a decoder of `model.architecture` built from `ModelConfig` and randomly
+initialised from a seed, or a pretrained base (optionally with LoRA adapters) to continue
+training; and the loss of one fixed batch, the check that consolidation kept the weights."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import AutoModelForCausalLM, PreTrainedModel
 
+from components import storage
 from components.hf_model import load_causal_lm
+from components.train.architectures import model_config
 from components.train.config import LoraConfig, ModelConfig
 
 
-def gpt2_config(model: ModelConfig, vocab_size: int, eos_token_id: int | None = None) -> GPT2Config:
-    return GPT2Config(
-        vocab_size=vocab_size,
-        n_positions=model.n_positions,
-        n_layer=model.n_layer,
-        n_head=model.n_head,
-        n_embd=model.n_embd,
-        resid_pdrop=model.dropout,
-        embd_pdrop=model.dropout,
-        attn_pdrop=model.dropout,
-        # Untied: zero_to_fp32 / safetensors reject the shared wte/lm_head storage.
-        tie_word_embeddings=False,
-        bos_token_id=eos_token_id,
-        eos_token_id=eos_token_id,
-        attn_implementation="sdpa",
-    )
-
-
-def build_model(model: ModelConfig, vocab_size: int, seed: int, eos_token_id: int | None = None) -> GPT2LMHeadModel:
-    """A freshly initialised model; the same seed gives the same weights on every rank."""
-    if vocab_size < 1:
-        raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+def build_model(
+    model: ModelConfig, vocab_size: int, seed: int, eos_token_id: int | None = None
+) -> PreTrainedModel:
+    """A freshly initialised model of `model.architecture` (architectures.ARCHITECTURES) in fp32;
+    the same seed gives the same weights on every rank. Raises ValueError for vocab_size < 1."""
+    config = model_config(model, vocab_size, eos_token_id)
     torch.manual_seed(seed)
-    return GPT2LMHeadModel(gpt2_config(model, vocab_size, eos_token_id))
+    return AutoModelForCausalLM.from_config(config)
 
 
 def parameter_count(module: torch.nn.Module) -> int:
@@ -55,6 +44,24 @@ def apply_lora(module: torch.nn.Module, lora: LoraConfig) -> torch.nn.Module:
         task_type="CAUSAL_LM",
     )
     return get_peft_model(module, config)
+
+
+def fetch_base(uri: str, local_rank: int) -> Path:
+    """The base model as a local directory on this node: local rank 0 downloads, the others wait
+    (a collective: every rank calls it). Raises hf_model.ModelDirError for a directory that
+    cannot be loaded (pickled weights, remote code, no config.json)."""
+    from components.hf_model import check_model_dir, fetch_model_dir
+
+    if not (uri.startswith(("models:/", "runs:/")) or storage.is_s3(uri)):
+        check_model_dir(storage.local_path(uri), uri)
+        return storage.local_path(uri)
+    dest = Path(tempfile.gettempdir()) / f"homegrown-base-{os.environ.get('TORCHELASTIC_RUN_ID', os.getpid())}"
+    pointer = dest / "model_dir.txt"
+    if local_rank == 0:
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        storage.write_text(str(pointer), str(fetch_model_dir(uri, dest)))
+    torch.distributed.barrier()
+    return Path(pointer.read_text())
 
 
 def build_or_load(
@@ -88,3 +95,14 @@ def load_consolidated(module: torch.nn.Module, state: dict[str, torch.Tensor]) -
             f"the consolidated checkpoint does not match the model: missing {sorted(set(missing) - tied)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]}"
         )
+
+
+@torch.no_grad()
+def fixed_batch_loss(module, batch: torch.Tensor) -> float:
+    """Mean next-token loss (nats) of module on batch, LongTensor [rows, seq_len], in eval mode
+    (no dropout); the module's train/eval mode is restored. module: a model or DeepSpeed engine."""
+    was_training = module.training
+    module.eval()
+    loss = module(input_ids=batch, labels=batch).loss.item()
+    module.train(was_training)
+    return loss

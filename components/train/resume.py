@@ -1,14 +1,31 @@
-"""What a resumed run may change: each TrainConfig key is either applied from the resumed step
-on, or must match the checkpoint (the run is refused, naming the key). Nothing is ignored.
+"""Resuming a run: which checkpoint (`pick_resume`), loading it into the engine with this run's
+config (`load_resume`), and what a resumed run may change (`resume_changes`): each
+TrainConfig key is either applied from the resumed step on, or must match the checkpoint (the
+run is refused, naming the key). Nothing is ignored.
 
 The checkpoint's client state holds the config it was written with ("train", "model").
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import torch
+
+from components.train.checkpoint import (
+    find_resume_tag,
+    load_rank_state,
+    remove_tag,
+    set_rng_states,
+    step_tags,
+    to_universal,
+    to_universal_tag,
+)
 from components.train.config import ModelConfig, TrainConfig
+from components.train.data import remap_position
+from components.train.optim import apply_config_after_load
 
 # Applied from the resumed step on: the optimizer/schedule values through
 # optim.apply_config_after_load (the schedule is recomputed at the resumed step), the rest are
@@ -69,7 +86,9 @@ def resume_changes(
     changed = {f"train.{k}": (saved[k], v) for k, v in train.model_dump().items() if saved[k] != v}
     refused = {k: values for k, values in changed.items() if k.removeprefix("train.") in MUST_MATCH}
     if saved_model is not None:
-        before, now = flat(saved_model), flat(model.model_dump())
+        # a key the checkpoint does not record (written before the key existed) counts as its default
+        recorded = {key: saved_model.get(key, info.default) for key, info in ModelConfig.model_fields.items()}
+        before, now = flat(recorded), flat(model.model_dump())
         for key in sorted(set(before) | set(now)):
             if key not in MODEL_MAY_CHANGE and before.get(key) != now.get(key):
                 refused[f"model.{key}"] = (before.get(key), now.get(key))
@@ -84,3 +103,102 @@ def resume_changes(
         raise ValueError(f"cannot resume from {where}: {', '.join(unknown)} changed and is not known to be safe to "
                          "change on resume; restore it or set train.resume=false")  # fmt: skip
     return changed
+
+
+@dataclass
+class ResumePoint:
+    """The checkpoint a run resumes from."""
+
+    tag: str  # step-N
+    saved_world: int  # ranks that wrote it
+    load_tag: str  # what the engine loads: tag, or its universal conversion when the world size changed
+
+    @property
+    def universal(self) -> bool:
+        return self.load_tag != self.tag
+
+
+@dataclass
+class Resumed:
+    """Where training goes on from: nothing done yet, or a loaded checkpoint's state."""
+
+    step: int = 0  # optimizer steps done
+    losses: list[float] = field(default_factory=list)  # mean loss of each step done
+    position: tuple[int, int] = (0, 0)  # data position (epoch, micro batch index per rank), this world size
+    changed: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # resume_changes
+    point: ResumePoint | None = None
+
+
+def pick_resume(ckpt_dir: Path, train: TrainConfig, rank: int, world: int, converts: bool) -> ResumePoint | None:
+    """The checkpoint under ckpt_dir to resume from (rank 0 decides, every rank gets its answer),
+    or None: train.resume is off (rank 0 then removes the earlier run's tags, which would be
+    pruned against and mixed with this run's) or there is no complete tag.
+
+    A tag written by another number of ranks is converted to a universal checkpoint once per
+    directory, by the rank where `converts` is true. A collective: every rank calls it.
+    """
+    point = None
+    if rank == 0 and train.resume and (found := find_resume_tag(ckpt_dir)):
+        tag, saved_world = found
+        # Optimizer state partitioned over another number of ranks: re-shard through DeepSpeed's
+        # universal checkpoint format.
+        partitioned = saved_world != world and list((ckpt_dir / tag).glob("*optim_states.pt"))
+        point = ResumePoint(tag, saved_world, to_universal_tag(tag) if partitioned else tag)
+    if rank == 0 and not train.resume and step_tags(ckpt_dir):
+        print(f"[train] resume=false: removing the checkpoints under {ckpt_dir}", flush=True)
+        for _, tag in step_tags(ckpt_dir):
+            remove_tag(ckpt_dir, tag)
+        (ckpt_dir / "latest").unlink(missing_ok=True)
+    picked = [point]
+    torch.distributed.broadcast_object_list(picked, src=0)
+    point = picked[0]
+    if point and point.universal:
+        if converts:
+            print(f"[train] {point.tag} was written by {point.saved_world} ranks, this run has {world}: "
+                  "converting it to a universal checkpoint", flush=True)  # fmt: skip
+            to_universal(ckpt_dir, point.tag)
+        torch.distributed.barrier()
+    return point
+
+
+def load_resume(
+    engine, scheduler: torch.optim.lr_scheduler.LambdaLR, point: ResumePoint, ckpt_dir: Path, train: TrainConfig,
+    model: ModelConfig, weight_decays: list[float], rank: int, world: int,
+) -> Resumed:  # fmt: skip
+    """Load point into the engine: weights, optimizer, then this run's learning rate, schedule,
+    weight decay and clipping (optim.apply_config_after_load), the data position on this world
+    size, this rank's RNG states. Rank 0 removes tags past the one resumed and prints what
+    changed. A collective: every rank calls it.
+
+    Raises RuntimeError when DeepSpeed cannot load the tag, ValueError when the checkpoint is
+    past train.max_steps or a setting that must match changed (resume_changes).
+    """
+    _, state = engine.load_checkpoint(str(ckpt_dir), tag=point.load_tag)
+    if state is None:
+        raise RuntimeError(f"{ckpt_dir / point.load_tag}: DeepSpeed could not load this checkpoint")
+    step = int(state["step"])
+    changed = resume_changes(state.get("train", {}), state.get("model"), train, model, str(ckpt_dir / point.tag))
+    if step > train.max_steps:
+        raise ValueError(f"checkpoint {point.tag} is past max_steps={train.max_steps}: raise max_steps")
+    losses = [float(x) for x in state["losses"]]
+    # DeepSpeed restored the checkpoint's lr, schedule, weight decay and clipping: this run's config rules.
+    next_lr = apply_config_after_load(engine.optimizer, scheduler, train, step, weight_decays)[0]
+    position, skipped = remap_position(tuple(state["data_position"]), point.saved_world, world, train.micro_batch_size)
+    if mine := load_rank_state(ckpt_dir / point.tag, rank, point.saved_world):
+        set_rng_states(mine["rng"])  # a rank the saved run did not have keeps its fresh seed
+    if rank == 0:
+        # Tags past the one resumed (cut short, or not yet named by `latest`) would mix with
+        # the ones this run writes: drop them.
+        for step_n, later in step_tags(ckpt_dir):
+            if step_n > step:
+                remove_tag(ckpt_dir, later)
+        moved = f", {skipped} sequences skipped to re-deal the batch over {world} ranks" if skipped else ""
+        print(f"[train] resumed from {ckpt_dir / point.tag} ({point.saved_world} ranks): step {step}, data position "
+              f"epoch {position[0]} micro batch {position[1]}{moved}", flush=True)  # fmt: skip
+        for key, (old, new) in changed.items():
+            print(f"[train] resume: {key} changed since {point.tag}: {old!r} -> {new!r}, applied from step "
+                  f"{step + 1}", flush=True)  # fmt: skip
+        print(f"[train] resume: learning rate for step {step + 1}: {next_lr:.6g} (schedule from this "
+              "run's config)", flush=True)  # fmt: skip
+    torch.distributed.barrier()
+    return Resumed(step, losses, position, changed, point)

@@ -9,6 +9,7 @@ weight-gradient one: 4 FLOPs per weight and token instead of 6.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -62,7 +63,12 @@ def matmul_parameters(module: torch.nn.Module) -> tuple[int, int]:
 
 
 def flops_per_token(module: torch.nn.Module, config: Any, seq_len: int) -> float:
-    """Training FLOPs per token (forward + backward) of a Hugging Face decoder."""
+    """Training FLOPs per token (forward + backward) of a Hugging Face decoder.
+
+    Read from the built model and its transformers config (num_hidden_layers,
+    num_attention_heads, head_dim or hidden_size / heads: names every family's config answers),
+    so it holds for any entry of architectures.ARCHITECTURES and for a pretrained base alike.
+    """
     trainable, frozen = matmul_parameters(module)
     layers = config.num_hidden_layers
     heads = config.num_attention_heads
@@ -94,3 +100,36 @@ def memory_metrics(accelerator: str) -> dict[str, float]:
         "train/gpu_mem_peak_gib": torch.cuda.max_memory_allocated() / gib,
         "train/gpu_mem_reserved_gib": torch.cuda.memory_reserved() / gib,
     }
+
+
+class StepMeter:
+    """Throughput over the steps since the last log line (not just the last step), and that
+    line with the metrics logged beside it. Call `stepped()` after every optimizer step."""
+
+    def __init__(self, tokens_per_step: int, per_token_flops: float, world: int, peak: float | None,
+                 accelerator: str, max_steps: int) -> None:  # fmt: skip
+        self.tokens_per_step, self.per_token_flops = tokens_per_step, per_token_flops
+        self.world, self.peak, self.accelerator, self.max_steps = world, peak, accelerator, max_steps
+        self.started = time.perf_counter()
+        self.steps = 0
+
+    def stepped(self) -> None:
+        self.steps += 1
+
+    def report(self, step: int, loss: float, lr: float, grad_norm: float | None) -> tuple[str, dict[str, float]]:
+        """(the log line, {MLflow metric name: value}) for `step`; restarts the interval."""
+        now = time.perf_counter()
+        step_s = (now - self.started) / self.steps
+        self.started, self.steps = now, 0
+        tokens_per_s = self.tokens_per_step / step_s
+        metrics = {"train/loss": loss, "train/lr": lr, "train/tokens_per_s": tokens_per_s}
+        metrics.update(memory_metrics(self.accelerator))
+        if grad_norm is not None:
+            metrics["train/grad_norm"] = float(grad_norm)
+        if (utilisation := mfu(tokens_per_s, self.per_token_flops, self.world, self.peak)) is not None:
+            metrics["train/mfu"] = utilisation
+        norm = f" | grad_norm {float(grad_norm):.3f}" if grad_norm is not None else ""
+        shown_mfu = f" | MFU {utilisation:.1%}" if utilisation is not None else ""
+        line = (f"[train] step {step}/{self.max_steps} | loss {loss:.4f} | lr {lr:.2e}{norm} | "
+                f"{tokens_per_s:,.0f} tok/s{shown_mfu} | {step_s * 1000:.0f} ms/step")  # fmt: skip
+        return line, metrics

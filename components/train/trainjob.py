@@ -13,13 +13,20 @@ node, torchrun reads them as its defaults, so each node runs
 settings `spec.trainer` has no field for (volumes, tolerations, node selector, service account,
 pod labels) go in one `spec.runtimePatches` entry that patches the runtime's `node` job.
 
-Lifecycle: preflight -> create -> poll the conditions (Complete / Failed), printing status
+Lifecycle: check_spec -> create -> poll the conditions (Complete / Failed), printing status
 changes and rank 0's log -> return, or raise. The TrainJob is deleted whenever launch() leaves
 while it may still be running -- SIGTERM from a cancelled KFP run, a timeout, any error -- which
 frees its GPUs (the workers get SIGTERM and checkpoint). A finished job is deleted too unless
 `keep_finished`: rank 0's log is already in the KFP step's log and the reason in the exception.
-A launcher killed outright cleans nothing up: `delete_unfinished(namespace, labels)` in the
-pipeline's exit handler removes what it left, found by the labels it was given (e.g. the run id).
+
+A launcher killed outright (SIGKILL, OOM, its node lost) cleans nothing up itself; two things do:
+- the TrainJob's ownerReference to the launcher's pod (`TrainJobSpec.owner`, from the downward-API
+  variables POD_NAME_ENV / POD_UID_ENV via `owner_from_env`): when that pod object is deleted
+  (Argo's pod GC, the run deleted, an evicted pod removed) Kubernetes' garbage collector deletes
+  the TrainJob, and with it its JobSet and pods;
+- the pipeline's exit handler (its finish step, which runs however the run ended, while the dead
+  launcher's pod object may still exist) calls `delete_unfinished(namespace, {RUN_LABEL: run name})`:
+  every TrainJob of that run that is neither Complete nor Failed is deleted.
 """
 
 from __future__ import annotations
@@ -34,9 +41,11 @@ import signal
 import string
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Literal
 
 from kubeflow_trainer_api import models as m
@@ -66,6 +75,13 @@ RANK0_SELECTOR = (
     "jobset.sigs.k8s.io/jobset-name={name},jobset.sigs.k8s.io/replicatedjob-name=" + NODE
     + ",batch.kubernetes.io/job-completion-index=0"
 )  # fmt: skip
+# The launcher pod's name and uid, set on the train task from the downward API (metadata.name,
+# metadata.uid); its namespace is the one its service account token is mounted for.
+POD_NAME_ENV, POD_UID_ENV = "HOMEGROWN_POD_NAME", "HOMEGROWN_POD_UID"
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+# On every TrainJob of a pipeline run (value: the run's name): what the exit handler deletes by.
+RUN_LABEL = "homegrown/pipeline-run"
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 TAIL_LINES = 40
 LOG_OVERLAP_S = 10  # re-read this much of rank 0's log each poll; lines already printed are skipped
 
@@ -76,8 +92,21 @@ class PvcMount(Section):
     read_only: bool = False
 
 
+class OwnerPod(Section):
+    """The pod a TrainJob belongs to (the KFP task's launcher pod): deleting that pod object
+    deletes the TrainJob. Build it with owner_from_env()."""
+
+    name: str = Field(description="the pod's metadata.name (downward API, env HOMEGROWN_POD_NAME)")
+    uid: str = Field(description="the pod's metadata.uid (env HOMEGROWN_POD_UID); a uid that is not the "
+                     "pod's makes the garbage collector delete the TrainJob at once")  # fmt: skip
+    namespace: str | None = Field(
+        None, description="the pod's namespace; None (unknown): build_trainjob sets no owner reference, since "
+        "one to a pod in another namespace counts as absent and gets the TrainJob deleted at once",
+    )  # fmt: skip
+
+
 class TrainJobSpec(Section):
-    """Everything the TrainJob forwards. `preflight` checks values; pydantic checks types and keys."""
+    """Everything the TrainJob forwards. `check_spec` checks values; pydantic checks types and keys."""
 
     name: str = Field(description="TrainJob (and JobSet) name: a DNS-1035 label, see job_name()")
     namespace: str
@@ -106,6 +135,11 @@ class TrainJobSpec(Section):
     preemption_grace_s: int | None = Field(
         None, ge=1, description="SIGTERM to SIGKILL for the ranks (torchrun's shutdown timeout); the pods get "
         f"{GRACE_MARGIN_S} s more as terminationGracePeriodSeconds, for torchrun itself to finish",
+    )  # fmt: skip
+    owner: OwnerPod | None = Field(
+        None, description="the launcher's pod, set as the TrainJob's ownerReference when it is in the TrainJob's "
+        "namespace (else skipped, with a printed note); None: the TrainJob outlives a killed launcher until "
+        "delete_unfinished or kubectl removes it",
     )  # fmt: skip
 
     @property
@@ -228,6 +262,14 @@ def check_spec(spec: TrainJobSpec) -> None:
     for key, value in spec.labels.items():
         if not LABEL_VALUE.match(value) or len(value) > 63:
             bad(f"labels.{key}", f"{value!r} is not a label value (<= 63 of A-Z a-z 0-9 - _ .): use an annotation")
+    if spec.owner is not None:
+        if not DNS1123_SUBDOMAIN.match(spec.owner.name) or len(spec.owner.name) > 253:
+            bad("owner.name", f"{spec.owner.name!r} is not a pod name: set {POD_NAME_ENV} from the pod's metadata.name")
+        try:
+            uuid.UUID(spec.owner.uid)
+        except ValueError:
+            bad("owner.uid", f"{spec.owner.uid!r} is not a pod uid (a UUID): set {POD_UID_ENV} from the pod's "
+                "metadata.uid; a wrong uid gets the TrainJob garbage-collected at once")  # fmt: skip
     if problems:
         raise TrainJobSpecError(f"TrainJob {spec.namespace}/{spec.name}: invalid spec\n" + "\n".join(problems))
 
@@ -294,8 +336,53 @@ def _runtime_patch(spec: TrainJobSpec) -> m.TrainerV1alpha1RuntimePatch | None:
     )
 
 
-def build_trainjob(spec: TrainJobSpec) -> m.TrainerV1alpha1TrainJob:
-    """The TrainJob object (the Trainer API's own models); `.to_dict()` is the request body."""
+def pod_namespace(path: Path = SERVICE_ACCOUNT_NAMESPACE) -> str | None:
+    """This pod's namespace (its service account's, mounted with the API token); None outside a pod."""
+    return (path.read_text().strip() or None) if path.is_file() else None
+
+
+def owner_from_env(environ: Mapping[str, str], namespace_file: Path = SERVICE_ACCOUNT_NAMESPACE) -> OwnerPod | None:
+    """The launcher's pod from POD_NAME_ENV / POD_UID_ENV (downward API) and its namespace from
+    `namespace_file`; None when neither variable is set (not started by the pipeline). Raises
+    TrainJobSpecError when only one is set: the task's env wiring is incomplete."""
+    name, uid = environ.get(POD_NAME_ENV, ""), environ.get(POD_UID_ENV, "")
+    if not name and not uid:
+        return None
+    if not (name and uid):
+        missing = POD_UID_ENV if name else POD_NAME_ENV
+        raise TrainJobSpecError(f"{missing} is not set but {POD_NAME_ENV if name else POD_UID_ENV} is: set both "
+                                "on the train task from the pod's metadata.name and metadata.uid")  # fmt: skip
+    return OwnerPod(name=name, uid=uid, namespace=pod_namespace(namespace_file))
+
+
+OwnerReference = m.IoK8sApimachineryPkgApisMetaV1OwnerReference
+
+
+def _owner_references(spec: TrainJobSpec, log: Callable[[str], None]) -> list[OwnerReference] | None:
+    owner = spec.owner
+    if owner is None:
+        return None
+    if owner.namespace != spec.namespace:
+        # Owners cannot cross namespaces: the garbage collector would treat this one as absent and
+        # delete the TrainJob as soon as it is created.
+        where = f"in namespace {owner.namespace}" if owner.namespace else "in an unknown namespace"
+        log(f"[trainjob] note: no ownerReference to pod {owner.name}: it is {where}, the TrainJob in "
+            f"{spec.namespace}; if this launcher is killed, only the exit handler's delete_unfinished "
+            "removes the TrainJob")  # fmt: skip
+        return None
+    # controller=false: the pod does not reconcile the TrainJob, and a controller reference would make
+    # tools that follow "Controlled By" (Kueue's parent-workload check) treat the job as a pod's child.
+    # blockOwnerDeletion=false: true would only make a foreground delete of the pod wait for the
+    # TrainJob, and under the OwnerReferencesPermissionEnforcement admission plugin it needs update on
+    # pods/finalizers, which the steps' Role does not grant. Setting ownerReferences at all needs
+    # delete on trainjobs there, which it does.
+    return [OwnerReference(api_version="v1", kind="Pod", name=owner.name, uid=owner.uid, controller=False,
+                           block_owner_deletion=False)]  # fmt: skip
+
+
+def build_trainjob(spec: TrainJobSpec, log: Callable[[str], None] = print) -> m.TrainerV1alpha1TrainJob:
+    """The TrainJob object (the Trainer API's own models); `.to_dict()` is the request body.
+    Raises TrainJobSpecError (check_spec); `log` gets the note when the owner pod is skipped."""
     check_spec(spec)
     quantities = _quantities(spec)
     trainer = m.TrainerV1alpha1Trainer(
@@ -319,6 +406,7 @@ def build_trainjob(spec: TrainJobSpec) -> m.TrainerV1alpha1TrainJob:
             namespace=spec.namespace,
             labels=spec.labels or None,
             annotations=spec.annotations or None,
+            owner_references=_owner_references(spec, log),
         ),
         spec=m.TrainerV1alpha1TrainJobSpec(
             runtime_ref=m.TrainerV1alpha1RuntimeRef(name=spec.runtime, kind=spec.runtime_kind, api_group=GROUP),
@@ -454,7 +542,7 @@ def launch(
 ) -> TrainJobOutcome:
     """Create the TrainJob, wait for Complete and return; raise TrainJobFailed (Failed),
     TrainJobTimeout (timeout_s), TrainJobCancelled (SIGTERM/SIGINT) or TrainJobError."""
-    body = build_trainjob(spec).to_dict()
+    body = build_trainjob(spec, log).to_dict()
     api = api if api is not None else load_client()
     custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
     where = f"{spec.namespace}/{spec.name}"
@@ -470,8 +558,9 @@ def launch(
         except client.ApiException as exc:
             submitted = exc.status >= 500  # a 4xx created nothing (a 409 is someone else's job)
             raise TrainJobError(_create_error(exc, spec), spec.name, spec.namespace, str(exc.status)) from None
+        owned = [f"pod {o['name']}" for o in body["metadata"].get("ownerReferences") or []]
         log(f"[trainjob] created {where}: {spec.num_nodes} node(s) x {spec.nproc_per_node} rank(s), "
-            f"runtime {spec.runtime}, image {spec.image}")  # fmt: skip
+            f"runtime {spec.runtime}, image {spec.image}" + (f", owned by {owned[0]}" if owned else ""))  # fmt: skip
         last = None
         while True:
             obj = _get(custom, spec)
@@ -554,12 +643,26 @@ def _delete(custom: client.CustomObjectsApi, namespace: str, name: str, log: Cal
 def delete_unfinished(
     namespace: str, labels: dict[str, str], api: client.ApiClient | None = None, log: Callable[[str], None] = print
 ) -> list[str]:
-    """Delete the TrainJobs carrying all `labels` that have not finished; their names. For a
-    pipeline's exit handler: a cancelled run whose launcher never saw SIGTERM (or was killed)
-    must not leave GPUs allocated."""
+    """Delete the TrainJobs in `namespace` carrying all `labels` that are neither Complete nor
+    Failed; their names. For the pipeline's exit handler, with {RUN_LABEL: run name}: a run whose
+    launcher was killed (no SIGTERM, or its pod object still there) must not leave GPUs allocated.
+    Raises TrainJobSpecError for no labels (that would select every TrainJob in the namespace) or a
+    label that is not a valid selector term, TrainJobError when the TrainJobs cannot be listed."""
+    problems = [f"  labels.{k}: {v!r} is not a label value (<= 63 of A-Z a-z 0-9 - _ .)"
+                for k, v in labels.items() if not LABEL_VALUE.match(v) or len(v) > 63]  # fmt: skip
+    if not labels:
+        problems.append(f"  labels: empty, which would select every TrainJob in {namespace}: "
+                        f"pass {{{RUN_LABEL!r}: run name}}")
+    if problems:
+        raise TrainJobSpecError("delete_unfinished: invalid labels\n" + "\n".join(problems))
     custom = client.CustomObjectsApi(api if api is not None else load_client())
     selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-    listed = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, label_selector=selector)
+    try:
+        listed = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, label_selector=selector)
+    except client.ApiException as exc:
+        raise TrainJobError(f"cannot list TrainJobs in {namespace} ({selector}): {exc.status} {exc.reason}: "
+                            f"{_message(exc)}; `kubectl delete trainjob -n {namespace} -l {selector}` frees "
+                            "their GPUs", namespace=namespace, reason=str(exc.status)) from None  # fmt: skip
     deleted = []
     for obj in listed.get("items") or []:
         name = obj["metadata"]["name"]

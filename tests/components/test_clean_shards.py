@@ -50,7 +50,7 @@ def test_crash_mid_run_resumes_and_matches_a_clean_run(tmp_path, monkeypatch):
     inp = corpus(tmp_path)
     reference = clean_corpus(str(inp), str(tmp_path / "ref"), CleanConfig(**BASIC, workers=1))
 
-    real = clean_mod.prepare_shard
+    real = clean_mod.filter_shard
     calls: list[int] = []
 
     def crash_on_third(index, *args):
@@ -59,10 +59,10 @@ def test_crash_mid_run_resumes_and_matches_a_clean_run(tmp_path, monkeypatch):
             raise KeyboardInterrupt("worker killed")
         return real(index, *args)
 
-    monkeypatch.setattr(clean_mod, "prepare_shard", crash_on_third)
+    monkeypatch.setattr(clean_mod, "filter_shard", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         clean_corpus(str(inp), str(tmp_path / "out"), CleanConfig(**BASIC, workers=1))
-    monkeypatch.setattr(clean_mod, "prepare_shard", real)
+    monkeypatch.setattr(clean_mod, "filter_shard", real)
 
     done = sorted(p.name for p in (tmp_path / "out").rglob("*.done.json"))
     assert done == ["part-00000.done.json", "part-00001.done.json"]
@@ -157,8 +157,8 @@ def test_line_separators_in_metadata_survive_in_kept_dropped_and_quarantined_rec
     inp = tmp_path / "in.jsonl"
     records = [
         {"id": "kept", "text": f"{LONG} kept", "title": SEPARATORS},
-        {"id": "dup", "text": f"{LONG} kept", "title": SEPARATORS + " dup"},  # dropped at finalize
-        {"id": "short", "text": "Too short.", "title": SEPARATORS + " short"},  # dropped at prepare
+        {"id": "dup", "text": f"{LONG} kept", "title": SEPARATORS + " dup"},  # dropped in the dedup phase
+        {"id": "short", "text": "Too short.", "title": SEPARATORS + " short"},  # dropped in the filter phase
         {"id": "q", "body": "no text field", "title": SEPARATORS + " quarantined"},
     ]
     inp.write_bytes(jsonl(*records))

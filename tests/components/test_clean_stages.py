@@ -8,7 +8,9 @@ from pathlib import Path
 from components import shards
 from components.clean.clean import clean_corpus
 from components.clean.config import CleanConfig
+from components.clean.stages import STAGES, build_stages
 from components.shards import read_json_lines
+from components.stats import StepStats
 
 DATA = Path(__file__).parent / "data"
 
@@ -69,3 +71,12 @@ def test_language_allow_list_drops_the_rest_with_a_reason(tmp_path):
     kept_langs = {d.meta["lang"] for d in shards.iter_texts(s.uri for s in result.manifest.shards)}
     assert kept_langs == {"zh", "hi"}
     assert result.stats.dropped["language_not_wanted"] == sum(r["lang_hint"] in ("en", "ru") for r in rows)
+
+
+def test_stage_registry_builds_what_the_config_turns_on_in_order():
+    assert [e.name for e in STAGES] == ["normalise", "length", "langid", "quality", "pii"]
+    assert {e.section for e in STAGES} - {None} <= set(CleanConfig.model_fields)  # a typo'd section fails here
+    off = CleanConfig(langid=None, quality=None, pii=None, near_dedup=None)
+    assert [name for name, _ in build_stages(off, StepStats())] == ["normalise", "length"]
+    some = CleanConfig(langid=None, pii={})
+    assert [name for name, _ in build_stages(some, StepStats())] == ["normalise", "length", "quality", "pii"]

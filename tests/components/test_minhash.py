@@ -14,25 +14,25 @@ import pytest
 from pydantic import ValidationError
 
 from components.clean.minhash import (
-    NearDedupConfig,
     candidate_pairs,
+    cluster_signatures,
     compute_signatures,
     estimated_jaccard,
     find_duplicates,
-    load_drop_list,
-    near_duplicates,
-    optimal_bands,
     permutations,
-    shingle_plan,
-    shingles,
-    signature,
-    write_drop_lists,
     write_signatures,
 )
+from components.clean.minhash_config import NearDedupConfig, optimal_bands
+from components.clean.shingles import shingle_hashes, shingle_plan
 from tests.components import neardup_set
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = NearDedupConfig()
+
+
+def shingles(text: str, cfg: NearDedupConfig) -> set[int]:
+    """The shingle set as Python ints, for exact comparisons."""
+    return set(shingle_hashes(text, cfg).tolist())
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +79,13 @@ def test_shingle_settings_per_script():
 def test_signature_equals_reference_arithmetic():
     cfg = NearDedupConfig(num_perm=16)
     a, b = permutations(cfg)
-    xs = sorted(shingles("the quick brown fox jumps over the lazy dog again and again", cfg))
-    folded = [(x ^ (x >> 32)) & 0xFFFFFFFF for x in xs]
+    text = "the quick brown fox jumps over the lazy dog again and again"
+    folded = [(x ^ (x >> 32)) & 0xFFFFFFFF for x in sorted(shingles(text, cfg))]
     expected = [min(((int(ai) * x + int(bi)) % 2**64) >> 32 for x in folded) for ai, bi in zip(a, b)]
-    assert signature(set(xs), (a, b)).tolist() == expected
-    assert signature(set(), (a, b)).tolist() == [2**32 - 1] * 16
+    ids, sigs = compute_signatures([("d", text), ("empty", "")], cfg)
+    assert sigs.dtype == np.uint32 and sigs.shape == (2, 16)
+    assert sigs[0].tolist() == expected
+    assert sigs[1].tolist() == [2**32 - 1] * 16  # no shingles: EMPTY, never a candidate
 
 
 # per script at the defaults: (positive pairs, recalled, flagged pairs, false positives); see
@@ -137,19 +139,16 @@ def test_first_in_input_order_is_kept_across_shards(tmp_path, labelled):
     other = labelled[6].text
     files = write_shards(tmp_path, [[other, a_edit, "", ""], [a, a, other]])
     assert find_duplicates(files, CFG) == {(1, 0), (1, 1), (1, 2)}  # empty texts never dropped
-    uris = write_drop_lists(files, str(tmp_path / "drop"), CFG)
-    assert [load_drop_list(u) for u in uris] == [set(), {0, 1, 2}]
-    record = json.loads(Path(uris[1]).read_text())
-    assert record["duplicate_of"] == ["s0-1", "s0-1", "s0-0"]
-    summary = json.loads((tmp_path / "drop" / "summary.json").read_text())
-    assert summary["documents"] == 7 and summary["dropped"] == 3 and summary["clusters"] == 2
-    result = near_duplicates(files[::-1], CFG)  # input order decides which one survives
-    assert {result.locate(int(g)) for g in result.dropped()} == {(0, 1), (1, 0), (1, 1)}
+    ids = [i for f in files for i in json.loads(Path(f).with_suffix(".json").read_text())["ids"]]
+    keep_of = cluster_signatures(np.concatenate([np.load(f) for f in files]), CFG)
+    assert {ids[g]: ids[k] for g, k in enumerate(keep_of.tolist()) if g != k} == {"s1-0": "s0-1", "s1-1": "s0-1", "s1-2": "s0-0"}
+    assert sorted(set(keep_of.tolist())) == [0, 1, 2, 3]  # 2 clusters (kept: rows 0, 1) and the 2 empty texts alone
+    assert find_duplicates(files[::-1], CFG) == {(0, 1), (1, 0), (1, 1)}  # input order decides which one survives
 
 
 def test_mismatched_settings_fail_fast(tmp_path):
     files = write_shards(tmp_path, [["some text here"]], NearDedupConfig(seed=1))
-    with pytest.raises(ValueError, match="recompute stage 1"):
+    with pytest.raises(ValueError, match="recompute the signatures"):
         find_duplicates(files, CFG)
 
 
@@ -158,7 +157,8 @@ def test_deterministic_across_processes(tmp_path, labelled):
     files = write_shards(tmp_path, [texts[: len(texts) // 2], texts[len(texts) // 2 :]])
     here = sorted(find_duplicates(files, CFG))
     code = (
-        "import json,sys;from components.clean.minhash import *;"
+        "import json,sys;from components.clean.minhash import find_duplicates;"
+        "from components.clean.minhash_config import NearDedupConfig;"
         "print(json.dumps(sorted(find_duplicates(sys.argv[1:], NearDedupConfig()))))"
     )
     for hash_seed in ("1", "12345"):
@@ -168,7 +168,8 @@ def test_deterministic_across_processes(tmp_path, labelled):
         out = subprocess.run([sys.executable, "-c", code, *other], env=env, cwd=ROOT, check=True, capture_output=True, text=True)
         assert [tuple(p) for p in json.loads(out.stdout)] == here
     sig_code = (
-        "import sys,hashlib;from components.clean.minhash import *;"
+        "import sys,hashlib;from components.clean.minhash import compute_signatures;"
+        "from components.clean.minhash_config import NearDedupConfig;"
         "ids,s=compute_signatures([('a',sys.argv[1])],NearDedupConfig());print(hashlib.sha256(s.tobytes()).hexdigest())"
     )
     out = subprocess.run([sys.executable, "-c", sig_code, texts[5]], env={**os.environ, "PYTHONHASHSEED": "99"},

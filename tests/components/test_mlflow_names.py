@@ -92,10 +92,10 @@ def test_names_from_data_log_into_a_real_store_with_the_originals_beside(sqlite_
 def test_kfp_metrics_use_the_mlflow_keys():
     from kfp.dsl import Metrics
 
-    from pipelines.adapters import _metrics
+    from pipelines.steps.common import StepResult, publish
 
     artifact = Metrics(name="metrics", uri="", metadata={})
-    _metrics(artifact, {"kept_lang_sr@latin": 3, "kept": 5, LONG: 1})
+    publish(StepResult(None, "clean: test", {"kept_lang_sr@latin": 3, "kept": 5, LONG: 1}), artifact)
     assert artifact.metadata == {"kept_lang_sr_latin-88de67d8": 3.0, "kept": 5.0, HOSTILE[LONG]: 1.0}
 
 

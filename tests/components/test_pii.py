@@ -13,7 +13,10 @@ from pydantic import ValidationError
 
 from components.clean.normalize import normalize
 from components.clean.phone_regions import LANGUAGE_REGIONS
-from components.clean.pii import ORDER, PiiConfig, fold, fold_table, iban_ok, luhn_ok, mask_pii, phone_regions
+from components.clean.pii import ORDER, PiiConfig, mask_pii
+from components.clean.pii_context import phone_regions
+from components.clean.pii_fold import fold, fold_table
+from components.clean.pii_patterns import iban_ok, luhn_ok
 
 LABELLED = Path(__file__).parent / "data" / "pii_labelled.jsonl"
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import json
+import hashlib
+import random
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ from pydantic import ValidationError
 
 from components.clean.langid import detect_script
 from components.clean.normalize import normalize
-from components.clean.quality import QualityConfig, QualityThresholds, quality_filter, strip_boilerplate
+from components.clean.quality import CHECKS, QualityConfig, QualityThresholds, quality_filter
 from components.shards import read_json_lines
 
 DATA = Path(__file__).parent / "data"
@@ -93,11 +95,6 @@ def test_multilingual_boilerplate():
 
 def test_lorem_ipsum_anywhere():
     assert check(EN[3] + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit.", "en") == "boilerplate"
-
-
-def test_boilerplate_lines_are_stripped():
-    text, removed = strip_boilerplate(EN[3] + "\nPrivacy policy\nSkip to content")
-    assert (text, removed) == (EN[3], 2)
 
 
 def test_paragraph_repeated_five_times():
@@ -213,11 +210,75 @@ def test_config_rejects_unknown_and_bad_values():
         QualityThresholds(top_ngram_max_share={0: 0.2})
 
 
-def test_speed_sanity():
-    texts = [normalize(r["text"]) for r in REVIEWS + UDHR]
-    pairs = [(t, detect_script(t)) for t in texts]
-    start = time.perf_counter()
-    reasons = [quality_filter(t, "xx", s, CONFIG) for t, s in pairs]
-    rate = len(pairs) / (time.perf_counter() - start)
-    print(f"quality_filter {rate:.0f} docs/s")
-    assert len(reasons) == len(pairs)
+# --- the checks kept quality_filter's decisions when it was split into CHECKS (issue 13) -----------
+
+
+def random_thresholds(rng: random.Random) -> dict:
+    """About half the fields set: checks off, tight or loose, so that every reason occurs."""
+    drawn: dict = {}
+    for name, field in QualityThresholds.model_fields.items():
+        r = rng.random()
+        if r < 0.5:
+            continue
+        optional = "None" in str(field.annotation)
+        if name in ("top_ngram_max_share", "duplicate_ngram_max_share"):
+            drawn[name] = None if r < 0.6 else {rng.randint(1, 10): rng.random() * 0.3 for _ in range(rng.randint(1, 4))}
+        elif name == "drop_lorem_ipsum":
+            drawn[name] = rng.random() < 0.5
+        elif field.annotation in (int, int | None):
+            drawn[name] = None if r < 0.6 and optional else rng.randint(1, 60)
+        else:
+            drawn[name] = None if r < 0.6 else rng.random() * (20 if "mean_word" in name else 1)
+    return drawn
+
+
+def junk_variant(text: str, rng: random.Random) -> str:
+    """`text` with boilerplate, bullets, ellipses, digits, separators and repeats mixed in."""
+    extras = ["Accept all cookies", "Privacy policy", "Lorem ipsum dolor", "• item", "- dash item", "and then…", "wait...",
+              "###", "12345 6789", "Home", "\u2029", "\n\n", "\u200b", "\u1361", "!!! ???", "隐私政策"]
+    parts = [text]
+    for _ in range(rng.randint(0, 6)):
+        k = rng.random()
+        parts.append(rng.choice(extras) if k < 0.4 else rng.choice(parts) if k < 0.7 else rng.choice(parts)[: rng.randint(1, 200)])
+    return normalize(rng.choice(["\n", "\n\n", " ", ""]).join(parts))
+
+
+# quality_filter before the split (commit of issue 12), over decision_rows()
+DIGEST = "5efec668837f0936e505281aaf47d8ffed5bc0a24cf1dab23d22f9580da18973"
+REASONS_JUNK = {
+    None: 45, "boilerplate": 72, "gopher_too_few_words": 135, "gopher_too_many_words": 96, "gopher_mean_word_length_low": 17,
+    "gopher_mean_word_length_high": 30, "gopher_symbol_ratio": 5, "low_alpha_ratio": 4, "gopher_ellipsis_lines": 2,
+    "gopher_dup_para_frac": 14, "gopher_dup_para_char_frac": 5, "gopher_dup_line_frac": 26, "gopher_dup_line_char_frac": 14,
+    "gopher_top_1gram": 1, "gopher_top_3gram": 1, "gopher_top_4gram": 4, "gopher_top_5gram": 1, "gopher_top_6gram": 2,
+    "gopher_top_7gram": 2, "gopher_dup_1gram": 4, "gopher_dup_2gram": 5, "gopher_dup_3gram": 1, "gopher_dup_4gram": 2,
+    "gopher_dup_5gram": 25, "gopher_dup_7gram": 2, "fineweb_short_lines": 2,
+}
+
+
+def decision_rows() -> list[tuple]:
+    """(id, reason at the defaults, reason for a junk variant of it under random thresholds)."""
+    rng = random.Random(13)
+    rows = []
+    for r in UDHR + REVIEWS:
+        text = normalize(r["text"])
+        lang, script = r.get("lang_hint", "zh"), detect_script(text)
+        junk = junk_variant(text, rng)
+        junk_script = rng.choice([detect_script(junk), "Ethi", "Thai", "Hani", "Latn", "Zyyy"])
+        junk_thresholds = QualityThresholds(**random_thresholds(rng))
+        rows.append((r["id"], quality_filter(text, lang, script, CONFIG), quality_filter(junk, lang, junk_script, junk_thresholds)))
+    return rows
+
+
+def test_decisions_are_those_of_the_unsplit_filter():
+    """The digest was taken from quality_filter before its split into CHECKS; the counts say which
+    reasons the sample reaches (every reason of the module docstring's table)."""
+    started = time.perf_counter()
+    rows = decision_rows()
+    print(f"quality_filter {2 * len(rows) / (time.perf_counter() - started):.0f} docs/s")
+    assert Counter(row[1] for row in rows) == {None: 516, "gopher_top_4gram": 1}
+    assert Counter(row[2] for row in rows) == REASONS_JUNK
+    assert hashlib.sha256(repr(rows).encode()).hexdigest() == DIGEST
+    assert [check.__name__ for check in CHECKS] == [  # the order of the module docstring's table
+        "boilerplate", "gopher_words", "character_ratios", "gopher_line_marks", "gopher_repeated_blocks", "gopher_ngrams",
+        "fineweb_short_lines", "c4_line_punctuation",
+    ]

@@ -132,8 +132,8 @@ def test_fertility_reaches_the_tokenizer_run_in_mlflow(tmp_path, sqlite_uri):
     from mlflow.tracking import MlflowClient
 
     from components import mlflow_runs
-    from pipelines import tasks
     from pipelines.config import parse_config
+    from pipelines.steps import common, tokenizer
 
     records = [r for r in UDHR if r["lang_hint"] in ("hi", "en")]
     records += [{"id": "sr-0", "text": "Сва људска бића рађају се слободна. Sva ljudska bića rađaju se slobodna.",
@@ -144,7 +144,7 @@ def test_fertility_reaches_the_tokenizer_run_in_mlflow(tmp_path, sqlite_uri):
         "tokenizer": {"vocab_size": 400, "seq_len": 16, "min_vocab_fill": 0.01},
     })  # fmt: skip
     experiment = mlflow_runs.ensure_experiment(sqlite_uri, "fertility")
-    result = tasks.tokenize(config, source, str(tmp_path / "out"), tasks.Tracking(sqlite_uri, None, "fertility"))
+    result = tokenizer.run(config, source, str(tmp_path / "out"), common.MlflowTarget(sqlite_uri, None, "fertility")).value
     client = MlflowClient(sqlite_uri)
     [run] = client.search_runs([experiment])
     logged = run.data.metrics

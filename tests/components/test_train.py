@@ -14,7 +14,8 @@ from components.manifest import Manifest, shard_info
 from components.train.config import ModelConfig, TrainConfig
 from components.train.ds_config import deepspeed_config, gradient_accumulation_steps
 from components.train.model import build_model
-from components.train.worker import PackedSequences, lr_lambda, micro_batches
+from components.train.data import PackedSequences, micro_batches
+from components.train.optim import lr_lambda
 
 VOCAB = 64
 SEQ_LEN = 32
@@ -57,7 +58,7 @@ def make_packed_dataset(root: Path, sequences: int = 512, shards: int = 2, token
 
 def first_batch_loss(model, tok_root: Path, rows: int) -> float:
     """The loss the worker reports as fixed_batch_loss: its first micro batch (rows of shard 0)."""
-    from components.train.worker import fixed_batch_loss
+    from components.train.model import fixed_batch_loss
 
     return fixed_batch_loss(model, torch.from_numpy(np.load(tok_root / "train" / "part-00000.npy")[:rows]).long())
 
@@ -162,6 +163,7 @@ def test_torchrun_zero2_trains_checkpoints_and_consolidates(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from components.train.launch import train_local
+    from components.train.result import TrainResult
 
     manifest_uri = make_packed_dataset(tmp_path / "tok")
     out = tmp_path / "train"
@@ -182,10 +184,14 @@ def test_torchrun_zero2_trains_checkpoints_and_consolidates(tmp_path):
     assert (out / "checkpoints" / "latest").read_text().strip() == "step-40"
     assert (out / "model" / "model.safetensors").exists()
     assert not list((out / "model").glob("*.bin"))
-    saved = json.loads((out / "result.json").read_text())
+    text = (out / "result.json").read_text()
+    saved = json.loads(text)
     for key in ("final_loss", "losses", "steps", "tokens", "tokens_per_s", "world_size", "zero_stage", "duration_s",
                 "parameters", "fixed_batch_loss_engine", "fixed_batch_loss_consolidated"):  # fmt: skip
         assert key in saved, key
+    assert list(saved) == list(TrainResult.model_fields)  # written from a TrainResult: every field, in order
+    assert TrainResult.model_validate_json(text).to_json() == text
+    assert saved["accelerator"] == "cpu" and saved["gradient_accumulation_steps"] == 1
 
     model = AutoModelForCausalLM.from_pretrained(out / "model", use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(out / "model")

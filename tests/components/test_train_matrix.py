@@ -13,7 +13,8 @@ import torch
 from pydantic import ValidationError
 
 from components.train.config import LoraConfig, ModelConfig, TrainConfig
-from components.train.launch import TrainResult, train_local
+from components.train.launch import train_local
+from components.train.result import TrainResult
 from tests.components.test_train import SEQ_LEN, first_batch_loss, make_packed_dataset
 from tests.components.test_train_base import make_base
 from tests.components.train_cases import case, launch_cases

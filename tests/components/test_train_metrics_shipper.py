@@ -6,7 +6,7 @@ import time
 
 from mlflow.tracking import MlflowClient
 
-from components.train.worker import MetricsShipper
+from components.train.metrics_shipper import MetricsShipper
 
 
 def counting_tracker(sqlite_uri, monkeypatch, tmp_path, **kwargs) -> tuple[MetricsShipper, str, list[int]]:

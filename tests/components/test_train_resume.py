@@ -17,8 +17,9 @@ import pytest
 
 from components.train.config import ModelConfig, TrainConfig
 from components.train.launch import TrainError, torchrun_args, train_local, worker_env
-from components.train.checkpoint import find_resume_tag, remap_position, step_tags, tag_world
-from components.train.worker import micro_batches
+from components.train.run_config import write_worker_config
+from components.train.checkpoint import find_resume_tag, step_tags, tag_world
+from components.train.data import micro_batches, remap_position
 from tests.components.test_train import SEQ_LEN, make_packed_dataset
 from tests.loopback import free_port
 
@@ -41,7 +42,7 @@ def start(manifest_uri: str, out: Path | str, tmp: Path, launcher: list[str] | N
     """The torchrun command train_local runs, in its own process group so it can be killed whole.
     slow_save_s: each checkpoint save pauses this long after the model states are written."""
     config = tmp / f"train-{time.monotonic_ns()}.json"
-    config.write_text(json.dumps({"train": train.model_dump(), "model": model.model_dump()}))
+    write_worker_config(str(config), train, model)
     launcher = launcher or torchrun_args(train)  # train_local's
     command = [
         sys.executable, "-m", "torch.distributed.run", *launcher,
@@ -322,14 +323,15 @@ def children(pid: int) -> list[int]:
 
 if __name__ == "__main__":  # one rank of a slowed-down worker, run by start() under torchrun
     from components.train import worker
+    from components.train.data import PackedSequences
 
-    take = worker.PackedSequences.take
+    take = PackedSequences.take
 
     def slow_take(self, indices):
         time.sleep(SLOW_TAKE_S)
         return take(self, indices)
 
-    worker.PackedSequences.take = slow_take
+    PackedSequences.take = slow_take
     if pause := float(os.environ.get(SLOW_SAVE_ENV) or 0):  # model states on disk, optimizer states not yet
         from deepspeed.runtime.engine import DeepSpeedEngine
 
@@ -357,6 +359,8 @@ def test_every_train_key_is_applied_or_must_match_on_resume():
         "train.learning_rate": (3e-3, 1e-4), "train.max_steps": (24, 30), "train.grad_clip": (1.0, 0.5)}  # fmt: skip
     old = {k: v for k, v in saved.items() if k != "peak_tflops"}  # written before the key existed: its default
     assert resume_changes(old, None, TRAIN, MODEL, "ckpt") == {}
+    old_model = {k: v for k, v in MODEL.model_dump().items() if k != "architecture"}  # before the registry: gpt2
+    assert resume_changes(saved, old_model, TRAIN, MODEL, "ckpt") == {}
     with pytest.raises(ValueError, match=r"^cannot resume from ckpt: it was written with train\.seed=1234 \(now 7\), "
                        r"train\.offload_optimizer=False \(now True\); restore"):  # fmt: skip
         resume_changes(saved, None, TRAIN.model_copy(update={"seed": 7, "offload_optimizer": True}), MODEL, "ckpt")
@@ -371,7 +375,7 @@ def test_resume_applies_changed_hyperparameters_and_refuses_the_rest(tmp_path):
     a changed seed is refused naming the key. All in one launch (tests/components/train_cases.py)."""
     from mlflow.tracking import MlflowClient
 
-    from components.train.launch import TrainResult
+    from components.train.result import TrainResult
     from components.train.optim import lr_lambda
     from components.mlflow_runs import ensure_experiment
     from tests.components.train_cases import case, launch_cases

@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
+import jsonschema
+import kubernetes_validate
 import pytest
 import urllib3
+import yaml
 from kubeflow_trainer_api import models as m
 from kubernetes import client, config
 
@@ -32,6 +36,11 @@ from components.train.trainjob import (
 
 NS = "ml"
 TRAINJOBS = f"/apis/trainer.kubeflow.org/v1alpha1/namespaces/{NS}/trainjobs"
+CRDS = Path(__file__).resolve().parents[3] / "shared" / "crds"  # ../shared/crds/ from the repository
+CRD = CRDS / "kubeflow-trainer-v2.3.0-trainer.kubeflow.org_trainjobs.yaml"
+# the launcher pod, as the downward API gives it
+POD = {trainjob.POD_NAME_ENV: "homegrown-pipeline-x7k2p-system-container-impl-2214580871",
+       trainjob.POD_UID_ENV: "1b4e28ba-2fa1-11d2-883f-0016e3f5a1b2"}  # fmt: skip
 
 
 def full_spec(**overrides) -> TrainJobSpec:
@@ -167,7 +176,7 @@ def test_job_name_is_a_dns_label_that_leaves_room_for_pod_names():
         check_spec(full_spec(name=name, num_nodes=1000))
 
 
-def test_preflight_names_every_problem_and_the_fix():
+def test_check_spec_names_every_problem_and_the_fix():
     spec = full_spec(
         name="Run_7", namespace="", num_nodes=0, nproc_per_node=4, gpus_per_node=8, image=" ",
         env={"PET_NNODES": "2", "AWS_ACCESS_KEY_ID": "x"}, volumes=[PvcMount(claim_name="d", mount_path="data")],
@@ -194,6 +203,80 @@ def test_preflight_names_every_problem_and_the_fix():
         check_spec(full_spec(name="a" * 47, num_nodes=1000))
 
 
+def pruned(obj: object, schema: dict, path: str) -> list[str]:
+    """Paths in `obj` that a structural schema does not declare: the API server drops them silently."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    if isinstance(obj, list):
+        return [p for i, item in enumerate(obj) for p in pruned(item, schema.get("items", {}), f"{path}[{i}]")]
+    if not isinstance(obj, dict):
+        return []
+    found = []
+    for key, value in obj.items():
+        sub = schema.get("properties", {}).get(key, schema.get("additionalProperties"))
+        if isinstance(sub, dict):
+            found += pruned(value, sub, f"{path}.{key}")
+        elif sub is not True:
+            found.append(f"{path}.{key}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def crd_schema() -> dict:
+    if not CRD.is_file():
+        pytest.fail(f"{CRD} is missing: the released Trainer CRDs are read from ../shared/crds/")
+    crd = yaml.load(CRD.read_text(), Loader=yaml.CSafeLoader)
+    [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
+    return version["schema"]["openAPIV3Schema"]
+
+
+def crd_problems(body: dict, schema: dict) -> list[str]:
+    """Schema errors and pruned fields of a TrainJob against the released CRD; its metadata (which
+    the CRD leaves to the API server) against the strict ObjectMeta schema."""
+    errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+              for e in jsonschema.Draft4Validator(schema).iter_errors(body)]  # fmt: skip
+    rest = {k: v for k, v in body.items() if k != "metadata"}
+    try:
+        holder = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": body["metadata"]}
+        kubernetes_validate.validate(holder, kubernetes_validate.latest_version(), strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        errors.append(f"metadata: {str(exc).splitlines()[0]}")
+    return errors + [f"pruned: {p}" for p in pruned(rest, schema, "")]
+
+
+def test_the_trainjob_matches_the_released_crd_and_nothing_is_pruned(crd_schema, tmp_path):
+    (tmp_path / "namespace").write_text(NS + "\n")
+    spec = full_spec(owner=trainjob.owner_from_env(POD, tmp_path / "namespace"))
+    body = json.loads(json.dumps(build_trainjob(spec).to_dict()))
+    assert body["metadata"]["ownerReferences"]
+    assert crd_problems(body, crd_schema) == []
+    # the check sees a misplaced field, a misspelt one in metadata and a wrong type
+    body["spec"]["trainer"]["ownerReferences"] = body["metadata"]["ownerReferences"]
+    body["metadata"]["ownerReference"] = body["metadata"].pop("ownerReferences")
+    body["spec"]["trainer"]["numNodes"] = "4"
+    assert crd_problems(body, crd_schema) == [
+        "spec.trainer.numNodes: '4' is not of type 'integer'",
+        "metadata: Additional properties are not allowed ('ownerReference' was unexpected)",
+        "pruned: .spec.trainer.ownerReferences",
+    ]
+
+
+def test_owner_from_the_environment_and_what_check_spec_refuses(tmp_path):
+    namespace = tmp_path / "namespace"
+    namespace.write_text(NS + "\n")
+    owner = trainjob.owner_from_env(POD, namespace)
+    assert owner == trainjob.OwnerPod(name=POD[trainjob.POD_NAME_ENV], uid=POD[trainjob.POD_UID_ENV], namespace=NS)
+    assert trainjob.owner_from_env({}, namespace) is None  # not started by the pipeline: no owner
+    assert trainjob.owner_from_env(POD, tmp_path / "absent").namespace is None  # not in a pod
+    with pytest.raises(TrainJobSpecError, match="HOMEGROWN_POD_UID is not set but HOMEGROWN_POD_NAME is"):
+        trainjob.owner_from_env({trainjob.POD_NAME_ENV: "p"}, namespace)
+    bad = trainjob.OwnerPod(name="Launcher_Pod", uid="$(HOMEGROWN_POD_UID)", namespace=NS)
+    with pytest.raises(TrainJobSpecError) as caught:
+        build_trainjob(full_spec(owner=bad))
+    assert "owner.name: 'Launcher_Pod' is not a pod name: set HOMEGROWN_POD_NAME" in str(caught.value)
+    assert "owner.uid: '$(HOMEGROWN_POD_UID)' is not a pod uid (a UUID)" in str(caught.value)
+
+
 # ---- the wire: a fake API server behind the client's urllib3 pool manager -------------------
 
 
@@ -217,6 +300,8 @@ class FakeApiServer:
         self.job: dict | None = None
         self.gets = 0
         self.on_get = None
+        self.others: dict[str, dict] = {}  # more TrainJobs in the namespace, with their status
+        self.list_error: int | None = None
 
     def request(self, method, url, fields=None, body=None, headers=None, preload_content=True, timeout=None, **kw):
         parts = urlsplit(url)
@@ -232,7 +317,12 @@ class FakeApiServer:
             self.job = body | {"metadata": body["metadata"] | created}
             return reply(201, self.job)
         if path == TRAINJOBS and method == "GET":
-            items = [self.job | {"status": self.statuses[-1]}] if self.job else []
+            if self.list_error:
+                return reply(self.list_error, error(self.list_error, "Forbidden", "trainjobs is forbidden"))
+            items = ([self.job | {"status": self.statuses[-1]}] if self.job else []) + list(self.others.values())
+            selector = query.get("labelSelector")
+            wanted = dict(term.split("=", 1) for term in selector.split(",")) if selector else {}
+            items = [i for i in items if wanted.items() <= (i["metadata"].get("labels") or {}).items()]
             return reply(200, {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJobList", "items": items})
         if path.startswith(TRAINJOBS + "/") and method == "GET":
             self.gets += 1
@@ -244,6 +334,8 @@ class FakeApiServer:
             self.log_lines.append(f"2026-01-01T00:00:{self.gets:02d}.5Z [train] poll {self.gets}")
             return reply(200, self.job | {"status": current})
         if path.startswith(TRAINJOBS + "/") and method == "DELETE":
+            if self.others.pop(path.rsplit("/", 1)[1], None):
+                return reply(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
             if self.job is None:
                 return reply(404, error(404, "NotFound", "not found"))
             self.job = None
@@ -379,15 +471,63 @@ def test_a_job_deleted_by_someone_else_fails_the_step(server):
     assert len(server.calls("DELETE")) == 1  # tried, got 404, no harm
 
 
+def test_the_created_trainjob_is_owned_by_the_launchers_pod(server, tmp_path):
+    (tmp_path / "namespace").write_text(NS)
+    _, lines = run(server, full_spec(owner=trainjob.owner_from_env(POD, tmp_path / "namespace")))
+    [(_, _, _, body)] = server.calls("POST")
+    assert body["metadata"]["ownerReferences"] == [{
+        "apiVersion": "v1", "kind": "Pod", "name": "homegrown-pipeline-x7k2p-system-container-impl-2214580871",
+        "uid": "1b4e28ba-2fa1-11d2-883f-0016e3f5a1b2", "controller": False, "blockOwnerDeletion": False,
+    }]  # fmt: skip
+    assert lines[0].endswith(", owned by pod homegrown-pipeline-x7k2p-system-container-impl-2214580871")
+
+
+@pytest.mark.parametrize("pod_namespace", [None, "kubeflow-user-example-com", "no pod"])
+def test_no_owner_without_the_pod_or_across_namespaces(pod_namespace, server, tmp_path):
+    environ = {} if pod_namespace is None else POD
+    if pod_namespace and pod_namespace != "no pod":
+        (tmp_path / "namespace").write_text(pod_namespace)
+    _, lines = run(server, full_spec(owner=trainjob.owner_from_env(environ, tmp_path / "namespace")))
+    [(_, _, _, body)] = server.calls("POST")
+    assert "ownerReferences" not in body["metadata"]
+    notes = [x for x in lines if "note: no ownerReference" in x]
+    where = {None: None, "no pod": "in an unknown namespace", "kubeflow-user-example-com":
+             "in namespace kubeflow-user-example-com"}[pod_namespace]  # fmt: skip
+    assert notes == ([] if where is None else [
+        f"[trainjob] note: no ownerReference to pod {POD[trainjob.POD_NAME_ENV]}: it is {where}, the TrainJob in ml; "
+        "if this launcher is killed, only the exit handler's delete_unfinished removes the TrainJob"
+    ])  # fmt: skip
+
+
 @pytest.mark.parametrize("finished", [False, True])
 def test_an_exit_handler_deletes_what_a_killed_launcher_left_running(finished):
     server = FakeApiServer([status("Complete" if finished else None, ready=1)])
-    server.job = build_trainjob(full_spec()).to_dict()
-    deleted = trainjob.delete_unfinished(NS, {"pipeline/runid": "9f1c"}, api_for(server), log=lambda _: None)
+    run_7, run_8 = {trainjob.RUN_LABEL: "homegrown-run-7"}, {trainjob.RUN_LABEL: "homegrown-run-8"}
+    server.job = build_trainjob(full_spec(labels=run_7 | {"app.kubernetes.io/part-of": "homegrown"})).to_dict()
+    # the run's earlier job that failed, and another run's job still running
+    earlier = build_trainjob(full_spec(name="homegrown-run-7-first", labels=run_7)).to_dict()
+    other = build_trainjob(full_spec(name="homegrown-run-8-abcde", labels=run_8)).to_dict()
+    server.others = {"homegrown-run-7-first": earlier | {"status": status("Failed", "FailedJobs", "node-0 failed")},
+                     "homegrown-run-8-abcde": other | {"status": status(None, ready=1)}}  # fmt: skip
+    deleted = trainjob.delete_unfinished(NS, run_7, api_for(server), log=lambda _: None)
     [(_, _, query, _)] = server.calls("GET", TRAINJOBS)
-    assert query == {"labelSelector": "pipeline/runid=9f1c"}
+    assert query == {"labelSelector": "homegrown/pipeline-run=homegrown-run-7"}
     assert deleted == ([] if finished else ["homegrown-run-7-abcde"])
-    assert len(server.calls("DELETE")) == (0 if finished else 1)
+    deletes = [path for _, path, _, _ in server.calls("DELETE")]
+    assert deletes == ([] if finished else [TRAINJOBS + "/homegrown-run-7-abcde"])
+    assert set(server.others) == {"homegrown-run-7-first", "homegrown-run-8-abcde"}
+
+
+def test_an_exit_handler_never_deletes_by_an_empty_or_broken_selector(server):
+    with pytest.raises(TrainJobSpecError, match="labels: empty, which would select every TrainJob in ml"):
+        trainjob.delete_unfinished(NS, {}, api_for(server))
+    with pytest.raises(TrainJobSpecError, match="labels.homegrown/pipeline-run: 'run 7' is not a label value"):
+        trainjob.delete_unfinished(NS, {trainjob.RUN_LABEL: "run 7"}, api_for(server))
+    assert server.requests == []
+    server.list_error = 403
+    with pytest.raises(TrainJobError, match=r"cannot list TrainJobs in ml \(homegrown/pipeline-run=r7\): 403 .*"
+                       r"`kubectl delete trainjob -n ml -l homegrown/pipeline-run=r7`"):  # fmt: skip
+        trainjob.delete_unfinished(NS, {trainjob.RUN_LABEL: "r7"}, api_for(server))
 
 
 # ---- credentials ---------------------------------------------------------------------------

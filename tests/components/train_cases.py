@@ -18,6 +18,7 @@ from typing import Any
 
 from components.train.config import ModelConfig, TrainConfig
 from components.train.launch import worker_env
+from components.train.run_config import write_worker_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,7 +64,8 @@ def _run(plan: Path, manifest_uri: str, root: Path) -> None:
             shutil.copytree(source / spec["copy_tag"], out / "checkpoints" / spec["copy_tag"])
             (out / "checkpoints" / "latest").write_text(spec["copy_tag"])
         config = root / f"{spec['name']}-rank{rank}.json"
-        config.write_text(json.dumps({"train": spec["train"], "model": spec["model"]}))
+        train, model = TrainConfig.model_validate(spec["train"]), ModelConfig.model_validate(spec["model"])
+        write_worker_config(str(config), train, model)
         os.environ.pop("MLFLOW_RUN_ID", None)
         if spec["mlflow_run_id"]:
             os.environ["MLFLOW_RUN_ID"] = spec["mlflow_run_id"]

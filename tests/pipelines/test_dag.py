@@ -38,6 +38,14 @@ def test_dag_shape_and_gate(compiled):
     for loop in loops:
         assert handler[loop]["parameterIterator"]["items"]["inputParameter"].endswith("clean-plan-op-Output")
     assert loops[0] in handler["clean-dedup-op"]["dependentTasks"]
+    # the clean phases by one name each: plan → filter → dedup → write → collect
+    shown = {task: body["taskInfo"]["name"] for task, body in handler.items()}
+    for loop in loops:
+        shown.update({t: b["taskInfo"]["name"] for t, b in spec["components"][f"comp-{loop}"]["dag"]["tasks"].items()})
+    assert {t: n for t, n in shown.items() if n.startswith("clean")} == {
+        "clean-plan-op": "clean: plan", "for-loop-2": "clean-filter", "clean-filter-op": "clean: filter",
+        "clean-dedup-op": "clean: dedup", "for-loop-3": "clean-write", "clean-write-op": "clean: write",
+        "clean-collect-op": "clean: collect"}  # fmt: skip
     assert "clean-collect-op" in handler["tokenize-op"]["dependentTasks"]
     assert "tokenize-op" in handler["train-op"]["dependentTasks"]
     assert "train-op" in handler["evaluate-op"]["dependentTasks"]
@@ -60,10 +68,11 @@ def test_cluster_settings_reach_the_train_step(compiled):
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert k8s["exec-train-op"]["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert k8s["exec-train-op"]["nodeSelector"]["labels"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
-    for name in ("exec-clean-shard-op", "exec-train-op", "exec-register-op"):
+    for name in ("exec-clean-filter-op", "exec-train-op", "exec-register-op"):
         assert k8s[name]["secretAsEnv"][0]["secretName"] == "homegrown-s3"
         assert k8s[name]["configMapAsEnv"][0]["configMapName"] == "homegrown-steps"
-    assert "tolerations" not in k8s["exec-clean-shard-op"]
+    assert "tolerations" not in k8s["exec-clean-filter-op"]
+    assert "fieldPathAsEnv" not in k8s["exec-train-op"]  # one node: no TrainJob to own
 
 
 def test_local_config_compiles_without_cluster_settings(tmp_path):

@@ -1,0 +1,126 @@
+"""One precomputed view of a document for the quality checks (components/clean/quality.py).
+
+    view = text_view(text, script)   # lines, words or letter units, letter/digit counts, once
+
+Every check reads the same view, so the text is split into lines and classified character by
+character once per document, whatever checks are on. The counting rules (what a word, a
+letter, a line is per script) are described in quality.py's docstring.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import cached_property
+
+from components.clean.langid import is_space_delimited
+
+# Letters per word for scripts written without spaces (rough means; CJK from segmented corpora).
+CHARS_PER_WORD: dict[str, float] = {
+    "Hani": 1.5, "Jpan": 2.0, "Hira": 2.0, "Kana": 2.0,
+    "Thai": 5.0, "Laoo": 5.0, "Khmr": 5.0, "Mymr": 4.0, "Tibt": 4.0,
+}
+# normalize.py keeps U+2028 LINE SEPARATOR, U+2029 PARAGRAPH SEPARATOR and U+0085 NEXT LINE as written
+_LINE_BREAK = re.compile("[\n\x85\u2028\u2029]")
+_PARAGRAPH_BREAK = re.compile("\n\n|\u2029")
+
+
+def _class_table() -> dict[int, str]:
+    """BMP code point -> 'a' letter or mark, '0' digit, ' ' whitespace, '.' anything else."""
+    table: dict[int, str] = {}
+    for cp in range(0x10000):
+        ch = chr(cp)
+        if ch.isspace():
+            table[cp] = " "
+            continue
+        cat = unicodedata.category(ch)
+        table[cp] = "a" if cat[0] in "LM" else "0" if cat == "Nd" else "."
+    return table
+
+
+_CLASSES = _class_table()
+# Deletes everything but letters, marks and digits: the character stream of unspaced scripts.
+_TOKEN_CHARS = {cp: None for cp, cls in _CLASSES.items() if cls not in ("a", "0")}
+
+
+def _words(text: str, classes: str) -> list[str]:
+    """Space-separated tokens that hold a letter or digit, lower-cased.
+
+    `classes` has the same whitespace as `text`, so its tokens line up one to one.
+    """
+    return [w for w, k in zip(text.lower().split(), classes.split()) if "a" in k or "0" in k]
+
+
+@dataclass
+class TextView:
+    """What the quality checks count in one document (built by `text_view`).
+
+    `units` are the n-gram units: the words (list[str]) for a space-delimited script, else
+    the lower-cased letters and digits as one string; `unit_chars` is their character count.
+    """
+
+    text: str  # the text with word separators that are not spaces (U+1361, U+200B) made spaces
+    script: str  # ISO 15924, as langid.detect_script names it
+    spaced: bool  # the script separates words with spaces
+    chars_per_word: float  # CHARS_PER_WORD[script], 1.0 for scripts not listed
+    lines: list[str]  # stripped, non-empty lines
+    n_letters: int  # letters and combining marks of every script (BMP)
+    n_digits: int  # decimal digits (Unicode Nd, BMP)
+    n_nonspace: int  # characters that are not whitespace
+    n_words: int  # words, or letters / chars_per_word for unspaced scripts
+    units: list[str] | str
+    unit_chars: int
+
+    @property
+    def n_lines_or_1(self) -> int:
+        """The denominator of line shares (1 for a text without lines, so shares are 0)."""
+        return len(self.lines) or 1
+
+    @cached_property
+    def paragraphs(self) -> list[str]:
+        """Stripped, non-empty paragraphs (split at a blank line or U+2029); computed on first use."""
+        paragraphs = [p.strip() for p in _PARAGRAPH_BREAK.split(self.text)]
+        return [p for p in paragraphs if p]
+
+    def ngram_size(self, n: int) -> int:
+        """Units in a word n-gram: n words, or n words' worth of characters (at least n + 1)."""
+        return n if self.spaced else max(n + 1, round(n * self.chars_per_word))
+
+
+def text_view(text: str, script: str) -> TextView:
+    """The view of `text` whose dominant script is `script` (ISO 15924); O(len(text))."""
+    spaced = is_space_delimited(script)
+    if script == "Ethi":
+        text = text.replace("\u1361", " ")  # Ethiopic wordspace separates words where spaces are not used
+    zwsp_separated = "\u200b" in text
+    if zwsp_separated:  # ZERO WIDTH SPACE separates words in Thai, Lao, Khmer, Myanmar (normalize keeps it there)
+        text = text.replace("\u200b", " ")
+    lines = [line.strip() for line in _LINE_BREAK.split(text)]
+    classes = text.translate(_CLASSES)
+    n_letters = classes.count("a")
+    chars_per_word = CHARS_PER_WORD.get(script, 1.0)
+    units: list[str] | str
+    if spaced:
+        units = _words(text, classes)
+        n_words = len(units)
+        unit_chars = sum(map(len, units))
+    else:
+        units = text.translate(_TOKEN_CHARS).lower()
+        n_words = round(n_letters / chars_per_word)
+        if zwsp_separated:  # the writer marked words: at least as many as the separated tokens
+            n_words = max(n_words, len(_words(text, classes)))
+        unit_chars = len(units)
+    return TextView(
+        text=text,
+        script=script,
+        spaced=spaced,
+        chars_per_word=chars_per_word,
+        lines=[line for line in lines if line],
+        n_letters=n_letters,
+        n_digits=classes.count("0"),
+        n_nonspace=len(text) - classes.count(" "),
+        n_words=n_words,
+        units=units,
+        unit_chars=unit_chars,
+    )

@@ -1,0 +1,136 @@
+"""Step `evaluate`: bits-per-byte, perplexity and samples on the held-out set, for the new model
+and the registry's champion (whose scores on a frozen set are computed once and kept on its
+version). By hand: `homegrown evaluate`."""
+
+import argparse
+import json
+import tempfile
+from typing import TYPE_CHECKING, Any
+
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+
+from components import mlflow_runs, storage
+from components.manifest import Manifest
+from pipelines.config import RunConfig
+from pipelines.steps import common
+
+if TYPE_CHECKING:
+    from components.evaluate.step import EvalResult
+
+
+@common.component
+def evaluate_op(
+    config_json: str, run_root: str, tracking_uri: str, parent_run_id: str,
+    packed: Input[Dataset], model: Input[Model],
+    results: Output[Artifact], report: Output[Markdown], plots: Output[HTML], metrics: Output[Metrics],
+):  # fmt: skip
+    """Bits-per-byte, perplexity and samples on the held-out set, challenger and champion."""
+    from pipelines.steps import evaluate
+
+    evaluate.evaluate(config_json, run_root, tracking_uri, parent_run_id, packed, model, results, report, plots,
+                      metrics)  # fmt: skip
+
+
+def run(config: RunConfig, model_uri: str, eval_manifest_uri: str, output_uri: str,
+        target: common.MlflowTarget | None = None, champion_uri: str | None = None,
+        losses: list[float] | None = None) -> "common.StepResult[EvalResult]":
+    """Score the model; the champion is `champion_uri` if given, else the registry's (when tracked).
+    `losses` (the training curve) is drawn in the report."""
+    from components.evaluate import plots
+    from components.evaluate.step import evaluate_model
+    from components.register import registry
+
+    with common.step_run("evaluate", target, config.evaluate.model_dump()), mlflow_runs.fail_fast(), \
+            tempfile.TemporaryDirectory() as tmp:
+        champion_version = cached = cache_key = None
+        name = config.registry.model_name
+        if champion_uri is None and config.evaluate.compare_champion and target is not None:
+            # The champion's scores on this frozen set are kept on its model version: computed once.
+            cache_key = registry.eval_cache_key(Manifest.load(eval_manifest_uri).digest, config.evaluate.stride)
+            current = registry.champion_version(name)
+            if current is not None and current.tags.get(cache_key):
+                champion_version, cached = str(current.version), json.loads(current.tags[cache_key])
+            elif (found := registry.champion_model_dir(name, tmp, current)) is not None:
+                champion_uri, champion_version = str(found[0]), found[1]
+        # the champion is named by its registry URI, not the folder it was downloaded to
+        label = f"models:/{name}@champion (version {champion_version})" if champion_version else None
+        value = evaluate_model(model_uri, eval_manifest_uri, output_uri, config.evaluate, champion_uri, label, cached)
+        results_text = storage.read_text(value.results_uri)
+        scores = json.loads(results_text)
+        if champion_version and cached is None and cache_key:
+            registry.cache_scores(name, champion_version, cache_key, scores["champion"])
+        page = plots.report_html(scores, losses)
+        storage.write_text(storage.join(output_uri, "report.html"), page)
+        if target is not None:
+            _log_report(target, value, page, scores, losses, storage.join(output_uri, "samples.json"), champion_version)
+        m = value.metrics
+        champion = m.get("champion_bits_per_byte")
+        return common.logged(target, common.StepResult(
+            value,
+            f"evaluate: bits/byte {m['bits_per_byte']:.4f}, perplexity {m['perplexity']:.1f}"
+            + (f"; champion {champion:.4f}" if champion is not None else "; no champion yet"),
+            m,
+            headline={f"eval.{k}": v for k, v in m.items() if k.startswith("bits_per_byte") or k in ("loss", "perplexity")},
+            artifacts=[value.results_uri],
+            outputs={"results": common.Output(results_text), "report": common.Output(value.report_markdown),
+                     "plots": common.Output(page)},
+        ))  # fmt: skip
+
+
+def _log_report(target: common.MlflowTarget, value: "EvalResult", page: str, scores: dict[str, Any],
+                losses: list[float] | None, samples_uri: str, champion_version: str | None) -> None:
+    """The report, its figures and the samples table into the active step run."""
+    import mlflow
+
+    from components.evaluate import plots
+
+    mlflow.log_text(value.report_markdown, "report.md")
+    mlflow.log_text(page, "report.html")
+    if losses:
+        mlflow.log_figure(plots.loss_figure(losses), "loss_curve.png")
+    if scores.get("per_language"):
+        mlflow.log_figure(plots.languages_figure(scores), "bits_per_byte_by_language.png")
+    samples = json.loads(storage.read_text(samples_uri))
+    if samples:
+        mlflow.log_table({k: [s.get(k) for s in samples] for k in samples[0]}, "samples.json")
+    if champion_version:
+        from mlflow.tracking import MlflowClient
+
+        mlflow_runs.set_tags(MlflowClient(target.uri), mlflow.active_run().info.run_id,
+                             {"homegrown.champion_version": champion_version})  # fmt: skip
+
+
+def evaluate(config_json: str, run_root: str, tracking_uri: str, parent_run_id: str,
+             packed: Any, model: Any, results: Any, report: Any, plots: Any, metrics: Any) -> None:
+    """The KFP task: the eval set named by the tokenizer's manifest, the model by train's artifact."""
+    from pipelines.steps import train
+
+    config = common.config_from_json(config_json)
+    trained = train.read_model(model.path)
+    result = run(config, trained.model_uri, Manifest.load(packed.path).facts["eval_manifest_uri"],
+                 common.step_dir(run_root, "evaluate"), common.mlflow_target(config, tracking_uri, parent_run_id),
+                 losses=trained.losses)  # fmt: skip
+    common.publish(result, metrics, results=results, report=report, plots=plots)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`homegrown evaluate`'s own arguments."""
+    parser.add_argument("--model", required=True, help="Hugging Face model directory (train output model/)")
+    parser.add_argument("--data", required=True, help="manifest.json from `homegrown tokenize` (or an eval set manifest)")
+    parser.add_argument("--output", required=True, help="output directory URI (results.json, report.md)")
+    parser.add_argument("--champion", help="another model directory to score on the same set")
+    common.add_tracking_arguments(parser)
+
+
+def by_hand(args: argparse.Namespace) -> int:
+    """`homegrown evaluate`: prints the report."""
+    config = common.config_from_args(args, corpus=args.data)
+    eval_uri = Manifest.load(args.data).facts.get("eval_manifest_uri", args.data)  # a packed manifest or an eval set
+    result = run(config, args.model, eval_uri, args.output, common.target_from_args(args, config), args.champion)
+    print(result.value.report_markdown)
+    return 0
+
+
+COMMAND = common.StepCommand(
+    "evaluate", "score a model on the held-out set: loss, perplexity, bits per byte, samples", add_arguments, by_hand
+)

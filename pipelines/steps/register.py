@@ -1,0 +1,167 @@
+"""Step `register`: log the model to the MLflow registry with alias `candidate` and its lineage,
+write its model card, decide the champion gate. By hand: `homegrown register` (then promote)."""
+
+import argparse
+import json
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
+
+from components import mlflow_runs, storage
+from components.manifest import Manifest
+from pipelines.config import RunConfig
+from pipelines.steps import common
+
+
+@common.component
+def register_op(
+    config_json: str, run_name: str, tracking_uri: str, parent_run_id: str,
+    documents: Input[Dataset], packed: Input[Dataset], model: Input[Model], results: Input[Artifact],
+    gate: Output[Markdown],
+) -> NamedTuple("RegisterOutputs", [("decision", str), ("version", str)]):  # fmt: skip
+    """Register the model with alias `candidate` and decide the champion gate."""
+    from collections import namedtuple
+
+    from pipelines.steps import register
+
+    outputs = namedtuple("RegisterOutputs", ["decision", "version"])
+    return outputs(*register.register(config_json, run_name, tracking_uri, parent_run_id,
+                                      documents, packed, model, results, gate))  # fmt: skip
+
+
+@dataclass
+class RegisterOutcome:
+    """The registered version and the champion gate's decision."""
+
+    version: str
+    decision: str  # "passed" | "failed"
+    reason: str
+    gate_markdown: str
+
+
+def run(config: RunConfig, model_uri: str, results_uri: str, lineage: dict[str, str], target: common.MlflowTarget,
+        train_result: dict[str, Any] | None = None) -> "common.StepResult[RegisterOutcome]":
+    """Register the model (alias `candidate`) and decide whether it may become champion.
+    `results_uri`: evaluate's results.json; `lineage`: model-version tags; `train_result`: the
+    TrainResult as a dict, for the model card."""
+    from mlflow.tracking import MlflowClient
+
+    from components.register import registry
+    from components.register.card import model_card
+
+    results = json.loads(storage.read_text(results_uri))
+    challenger = float(results["metrics"]["bits_per_byte"])
+    champion = results.get("champion", {}).get("metrics", {}).get("bits_per_byte")
+
+    def languages(block: dict[str, Any]) -> dict[str, float]:
+        return {lang: float(m["bits_per_byte"]) for lang, m in block.get("per_language", {}).items()}
+
+    # an unanswered tracking call fails in seconds naming the server, not after MLflow's ~4 minutes
+    with common.step_run("register", target, config.registry.model_dump()), mlflow_runs.fail_fast():
+        name = config.registry.model_name
+        decision = registry.decide(challenger, champion, config.registry, languages(results),
+                                   languages(results.get("champion", {})))  # fmt: skip
+        tags = {
+            **lineage,
+            "bits_per_byte": f"{challenger:.6f}",
+            "eval_digest": results["eval_digest"],
+            "validation_status": decision.status,
+            "validation_reason": decision.reason,
+        }
+        if target.parent_run_id:
+            tags.update(upstream_lineage(target))
+        version_id, created = registry.log_and_register(model_uri, config.registry, tags)
+        # its scores on this set, so that as champion it is not scored again on it
+        registry.cache_scores(name, version_id, registry.eval_cache_key(results["eval_digest"], config.evaluate.stride),
+                              results)  # fmt: skip
+        if not created:
+            print(f"[register] these weights are already version {version_id} of {name}: "
+                  "tags and the candidate alias refreshed, no new version")  # fmt: skip
+        import mlflow
+
+        mlflow.log_text(decision.markdown(), "gate.md")
+        card = model_card(name, version_id, results, decision.markdown(), tags, train_result,
+                          config.model.base, config.model.lora is not None)  # fmt: skip
+        mlflow.log_text(card, "model_card.md")
+        # the description column holds 5000 characters; the full card is the run's model_card.md
+        description = mlflow_runs.fit_value(card, mlflow_runs.DESCRIPTION_MAX - 80)
+        if description != card:
+            description += f"\n\nFull card: model_card.md of MLflow run {mlflow.active_run().info.run_id}."
+        MlflowClient(target.uri).update_model_version(name, version_id, description=description)
+        outcome = RegisterOutcome(version_id, decision.status, decision.reason, decision.markdown())
+        return common.logged(target, common.StepResult(
+            outcome,
+            f"register: {name} v{version_id} (candidate); gate {decision.status}: {decision.reason}",
+            {"gate_passed": float(decision.passed), "challenger_bits_per_byte": challenger},
+            headline={"gate.passed": float(decision.passed)},
+            parent_tags={"homegrown.gate": decision.status, "homegrown.model_version": version_id,
+                         "homegrown.registered_model": name},
+            outputs={"gate": common.Output(outcome.gate_markdown)},
+        ))  # fmt: skip
+
+
+def upstream_lineage(target: common.MlflowTarget) -> dict[str, str]:
+    """The pipeline's MLflow run, each step's run and the KFP run, as model-version tags."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(target.uri)
+    parent = client.get_run(target.parent_run_id)
+    tags = {"pipeline_mlflow_run_id": parent.info.run_id}
+    if kfp_run := parent.data.tags.get("kfp.run_name"):
+        tags["kfp_run_name"] = kfp_run
+    steps = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    for run in steps:
+        if step := run.data.tags.get("homegrown.step"):
+            tags[f"mlflow_run.{step}"] = run.info.run_id
+    return tags
+
+
+def register(config_json: str, run_name: str, tracking_uri: str, parent_run_id: str,
+             documents: Any, packed: Any, model: Any, results: Any, gate: Any) -> tuple[str, str]:
+    """The KFP task, lineage from the upstream manifests; returns (decision, version)."""
+    from pipelines.steps import train
+
+    config = common.config_from_json(config_json)
+    packed_manifest, documents_manifest = Manifest.load(packed.path), Manifest.load(documents.path)
+    lineage = {
+        "data_manifest_digest": documents_manifest.digest,
+        "cleaning_stats": json.dumps(documents_manifest.facts.get("stats", {}), sort_keys=True)[:4000],
+        "tokenizer_digest": str(packed_manifest.facts.get("tokenizer_digest", "")),
+        "packed_data_digest": packed_manifest.digest,
+        "config_digest": config.digest,
+        "code_version": common.code_version(),
+        "pipeline_run_name": run_name,
+    }
+    trained = train.read_model(model.path)
+    result = run(config, trained.model_uri, results.path, lineage,
+                 common.mlflow_target(config, tracking_uri, parent_run_id), trained.model_dump(mode="json"))
+    common.publish(result, gate=gate)
+    return result.value.decision, result.value.version
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`homegrown register`'s own arguments."""
+    parser.add_argument("--model", required=True, help="Hugging Face model directory")
+    parser.add_argument("--results", required=True, help="results.json written by `homegrown evaluate`")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: config, $MLFLOW_TRACKING_URI, runs/mlflow.db)")
+    parser.add_argument("--no-promote", action="store_true", help="never move the champion alias")
+
+
+def by_hand(args: argparse.Namespace) -> int:
+    """`homegrown register`: promotes when the gate passed unless --no-promote; prints the gate."""
+    from pipelines.steps import promote
+
+    config = common.config_from_args(args, corpus="-")
+    target = common.mlflow_target(config, args.tracking_uri or "")  # the registry is MLflow's: always tracked
+    outcome = run(config, args.model, args.results, {"code_version": common.code_version()}, target).value
+    if outcome.decision == "passed" and not args.no_promote:
+        promote.run(config, outcome.version, target)
+    print(outcome.gate_markdown)
+    print(f"registered {config.registry.model_name} version {outcome.version}: gate {outcome.decision}")
+    return 0
+
+
+COMMAND = common.StepCommand(
+    "register", "register a model in MLflow (alias candidate) and apply the champion gate", add_arguments, by_hand
+)
