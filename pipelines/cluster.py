@@ -150,21 +150,21 @@ def trainjob_spec(config: RunConfig, packed_manifest_uri: str, output_uri: str, 
 def train_on_trainjob(config: RunConfig, packed_manifest_uri: str, output_uri: str, env: dict[str, str],
                       run_name: str = "") -> TrainResult:
     """Write the worker's config beside its output, run the TrainJob, read its result.json.
-    Raises trainjob.TrainJobError (failed, timed out, refused) and what reading the result raises."""
-    from components.train import trainjob
+    Raises trainjob_launch.TrainJobError (failed, timed out, refused) and what reading the result raises."""
+    from components.train import trainjob_launch
     from components.train.result import TrainResult
     from components.train.run_config import write_worker_config
 
     config_uri = storage.join(output_uri, "train-config.json")
     write_worker_config(config_uri, config.train, config.model)
-    trainjob.launch(trainjob_spec(config, packed_manifest_uri, output_uri, config_uri, env, run_name=run_name))
+    trainjob_launch.launch(trainjob_spec(config, packed_manifest_uri, output_uri, config_uri, env, run_name=run_name))
     return TrainResult.model_validate_json(storage.read_text(storage.join(output_uri, "result.json")))
 
 
 def delete_unfinished_trainjobs(config: RunConfig, run_name: str) -> list[str]:
     """For the exit handler: delete the pipeline run's TrainJobs that are neither Complete nor
     Failed (their launcher was killed before it could); returns their names. Raises ValueError
-    without a namespace, trainjob.TrainJobError without Kubernetes credentials."""
-    from components.train import trainjob
+    without a namespace, trainjob_launch.TrainJobError without Kubernetes credentials."""
+    from components.train import trainjob, trainjob_launch
 
-    return trainjob.delete_unfinished(namespace(config.cluster), {trainjob.RUN_LABEL: run_label(run_name)})
+    return trainjob_launch.delete_unfinished(namespace(config.cluster), {trainjob.RUN_LABEL: run_label(run_name)})

@@ -17,21 +17,22 @@ import yaml
 from kubeflow_trainer_api import models as m
 from kubernetes import client, config
 
-from components.train import trainjob
+from components.k8s import SecretEnv, Toleration
+from components.train import trainjob, trainjob_launch
 from components.train.trainjob import (
     PvcMount,
-    SecretEnv,
-    Toleration,
+    TrainJobSpec,
+    TrainJobSpecError,
+    build_trainjob,
+    job_name,
+    check_spec,
+)
+from components.train.trainjob_launch import (
     TrainJobCancelled,
     TrainJobError,
     TrainJobFailed,
-    TrainJobSpec,
-    TrainJobSpecError,
     TrainJobTimeout,
-    build_trainjob,
-    job_name,
     launch,
-    check_spec,
 )
 
 NS = "ml"
@@ -509,7 +510,7 @@ def test_an_exit_handler_deletes_what_a_killed_launcher_left_running(finished):
     other = build_trainjob(full_spec(name="homegrown-run-8-abcde", labels=run_8)).to_dict()
     server.others = {"homegrown-run-7-first": earlier | {"status": status("Failed", "FailedJobs", "node-0 failed")},
                      "homegrown-run-8-abcde": other | {"status": status(None, ready=1)}}  # fmt: skip
-    deleted = trainjob.delete_unfinished(NS, run_7, api_for(server), log=lambda _: None)
+    deleted = trainjob_launch.delete_unfinished(NS, run_7, api_for(server), log=lambda _: None)
     [(_, _, query, _)] = server.calls("GET", TRAINJOBS)
     assert query == {"labelSelector": "homegrown/pipeline-run=homegrown-run-7"}
     assert deleted == ([] if finished else ["homegrown-run-7-abcde"])
@@ -520,14 +521,14 @@ def test_an_exit_handler_deletes_what_a_killed_launcher_left_running(finished):
 
 def test_an_exit_handler_never_deletes_by_an_empty_or_broken_selector(server):
     with pytest.raises(TrainJobSpecError, match="labels: empty, which would select every TrainJob in ml"):
-        trainjob.delete_unfinished(NS, {}, api_for(server))
+        trainjob_launch.delete_unfinished(NS, {}, api_for(server))
     with pytest.raises(TrainJobSpecError, match="labels.homegrown/pipeline-run: 'run 7' is not a label value"):
-        trainjob.delete_unfinished(NS, {trainjob.RUN_LABEL: "run 7"}, api_for(server))
+        trainjob_launch.delete_unfinished(NS, {trainjob.RUN_LABEL: "run 7"}, api_for(server))
     assert server.requests == []
     server.list_error = 403
     with pytest.raises(TrainJobError, match=r"cannot list TrainJobs in ml \(homegrown/pipeline-run=r7\): 403 .*"
                        r"`kubectl delete trainjob -n ml -l homegrown/pipeline-run=r7`"):  # fmt: skip
-        trainjob.delete_unfinished(NS, {trainjob.RUN_LABEL: "r7"}, api_for(server))
+        trainjob_launch.delete_unfinished(NS, {trainjob.RUN_LABEL: "r7"}, api_for(server))
 
 
 # ---- credentials ---------------------------------------------------------------------------
@@ -537,7 +538,7 @@ def test_client_from_kubeconfig_and_a_clear_error_without_one(tmp_path, monkeypa
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     with pytest.raises(TrainJobError, match="no Kubernetes credentials.*KUBECONFIG"):
-        trainjob.load_client()
+        trainjob_launch.load_client()
 
     kubeconfig = tmp_path / "config"
     kubeconfig.write_text(json.dumps({
@@ -547,7 +548,7 @@ def test_client_from_kubeconfig_and_a_clear_error_without_one(tmp_path, monkeypa
         "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
     }))  # fmt: skip
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    api = trainjob.load_client()
+    api = trainjob_launch.load_client()
     assert api.configuration.host == "https://k8s.example:6443"
     assert api.configuration.api_key["authorization"] == "Bearer t0ken"
 
@@ -560,6 +561,6 @@ def test_client_in_a_pod_uses_its_service_account(tmp_path, monkeypatch):
     monkeypatch.setattr(config.incluster_config, "SERVICE_CERT_FILENAME", str(ca))
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
-    api = trainjob.load_client()
+    api = trainjob_launch.load_client()
     assert api.configuration.host == "https://10.96.0.1:443"
     assert api.configuration.api_key["authorization"].lower() == "bearer sa-token"

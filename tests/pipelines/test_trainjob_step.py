@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.train import trainjob
+from components.train import trainjob, trainjob_launch
 from components.train.run_config import read_worker_config
 from pipelines import cli, cluster
 from pipelines.config import RunConfig, load_config
@@ -128,8 +128,9 @@ def test_train_step_runs_the_trainjob_and_reads_its_result(tmp_path, monkeypatch
             (out / "result.json").write_text(json.dumps(RESULT | {"model_uri": str(out / "model")}))
 
     server.on_get = worker_finished
-    monkeypatch.setattr(trainjob, "launch", functools.partial(
-        trainjob.launch, api=api_for(server), poll_s=0.01, handle_signals=False, log=lambda line: None))  # fmt: skip
+    monkeypatch.setattr(trainjob_launch, "launch", functools.partial(
+        trainjob_launch.launch, api=api_for(server), poll_s=0.01, handle_signals=False,
+        log=lambda line: None))  # fmt: skip
     monkeypatch.setattr(cluster, "SERVICE_ACCOUNT_NAMESPACE", tmp_path / "absent")
     result = cluster.train_on_trainjob(config, "/data/tok/manifest.json", str(out), {"MLFLOW_RUN_ID": "r1"},
                                        "nightly-7")  # fmt: skip
@@ -166,7 +167,7 @@ def closing(monkeypatch) -> list[tuple[str, str]]:
 
 def test_exit_handler_deletes_the_runs_unfinished_trainjob_then_closes_the_mlflow_run(monkeypatch):
     server = FakeApiServer([status(None, ready=4)])
-    monkeypatch.setattr(trainjob, "load_client", lambda: api_for(server))
+    monkeypatch.setattr(trainjob_launch, "load_client", lambda: api_for(server))
     closed = closing(monkeypatch)
     for config, run_name in ((multinode(namespace=NS), "nightly-7"), (load_config(CONFIGS / "gpu.yaml"), "single-1")):
         server.job, server.requests, closed[:] = running_job(run_name), [], []
@@ -182,11 +183,11 @@ def test_exit_handler_deletes_the_runs_unfinished_trainjob_then_closes_the_mlflo
 
 def test_exit_handler_closes_the_mlflow_run_even_when_kubernetes_refuses(monkeypatch):
     def no_credentials():
-        raise trainjob.TrainJobError("no Kubernetes credentials", "", "")
+        raise trainjob_launch.TrainJobError("no Kubernetes credentials", "", "")
 
-    monkeypatch.setattr(trainjob, "load_client", no_credentials)
+    monkeypatch.setattr(trainjob_launch, "load_client", no_credentials)
     closed = closing(monkeypatch)
-    with pytest.raises(trainjob.TrainJobError, match="no Kubernetes credentials"):
+    with pytest.raises(trainjob_launch.TrainJobError, match="no Kubernetes credentials"):
         finish.finish(multinode(namespace=NS).model_dump_json(), "nightly-8", "kfp-run-1", "", "SUCCEEDED")
     assert closed == [("nightly-8", "FINISHED")]
 
