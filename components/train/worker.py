@@ -282,4 +282,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: gloo's worker threads can still hold tensors whose release during
+    # finalization aborts the process ("terminate called without an active exception", SIGABRT)
+    # after a run that finished and wrote everything (pytorch/pytorch#179291).
+    os._exit(status)
