@@ -1,8 +1,9 @@
-"""Entry point of `make bench`: python -m benchmarks.run [--quick] [--only clean|train]
+"""Entry point of `make bench`: python -m benchmarks.run [--quick] [--only clean|train|families]
 
 Runs in .venv-bench (benchmarks/setup_env.sh), never in the project's .venv. The training-loop
-benchmark (benchmarks.train_loop) runs as a subprocess in the project's .venv when there is one
-(where training runs, with the same torch / DeepSpeed / MLflow), else in this interpreter.
+benchmark (benchmarks.train_loop) and the model-family comparison (benchmarks.model_families)
+run as subprocesses in the project's .venv when there is one (where training runs, with the same
+torch / DeepSpeed / MLflow), else in this interpreter.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def train_python() -> str:
     if project.exists():
         return str(project)
     if importlib.util.find_spec("deepspeed") is None:
-        raise SystemExit("benchmarks.train_loop needs deepspeed: run `make install` (the project's .venv) first")
+        raise SystemExit("the training benchmarks need deepspeed: run `make install` (the project's .venv) first")
     return sys.executable
 
 
@@ -30,9 +31,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="shorter runs: clean x1 rows at workers=1 and flatness x1 vs x3; train 1 round of 20 steps",
+        help="shorter runs: clean x1 rows at workers=1 and flatness x1 vs x3; train 1 round of 20 steps; "
+        "families 100 steps per model",
     )
-    parser.add_argument("--only", choices=("clean", "train"), default=None, help="run one benchmark only")
+    parser.add_argument("--only", choices=("clean", "train", "families"), default=None, help="run one benchmark only")
     parser.add_argument(
         "--output", type=Path, default=None, help="clean results JSON (default benchmarks/results/clean.json)"
     )
@@ -44,6 +46,10 @@ def main(argv: list[str] | None = None) -> None:
         clean_vs_datatrove.main(quick=args.quick, output=args.output)
     if args.only in (None, "train"):
         command = [train_python(), "-m", "benchmarks.train_loop", *(["--quick"] if args.quick else [])]
+        print(f"[bench] {' '.join(command)}", flush=True)
+        subprocess.run(command, cwd=ROOT, check=True)
+    if args.only in (None, "families"):
+        command = [train_python(), "-m", "benchmarks.model_families", *(["--quick"] if args.quick else [])]
         print(f"[bench] {' '.join(command)}", flush=True)
         subprocess.run(command, cwd=ROOT, check=True)
 

@@ -1,10 +1,9 @@
 """Training telemetry: model FLOPs utilisation (MFU) and accelerator memory.
 
-MFU follows PaLM (Chowdhery et al. 2022, appendix B): FLOPs per token = 6N + 12·L·H·Q·T, with
-N the parameters that take part in matmuls (token and position embeddings are lookups),
-L layers, H heads, Q head size, T sequence length; achieved FLOP/s over the peak of all
-devices. Frozen weights (LoRA) do the forward and input-gradient matmuls but not the
-weight-gradient one: 4 FLOPs per weight and token instead of 6.
+FLOPs per token follow PaLM (Chowdhery et al. 2022, appendix B), the estimate nanoGPT's
+`estimate_mfu` and llm-foundry/torchtitan use: 6·N + 12·L·H·Q·T, generalised to every decoder
+family by counting N from the built model's matmul weights instead of from a closed form (see
+flops_per_token). Achieved FLOP/s over the peak of all devices is MFU.
 """
 
 from __future__ import annotations
@@ -49,25 +48,74 @@ def peak_flops(device_name: str, precision: str, override_tflops: float | None =
 
 
 def matmul_parameters(module: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, frozen) parameter counts, leaving out embedding tables."""
+    """(trainable, frozen) weights that a token's forward pass multiplies by: every parameter of
+    two or more dimensions (Linear, GPT-2's Conv1D, LoRA's A and B), each shared tensor once,
+    embedding tables left out (a lookup, no matmul) except the output head's: a head tied to the
+    token embedding is still a (hidden x vocab) matmul in forward and backward, so it counts once
+    more here although its parameter is the embedding's. Biases and norm scales (1-D,
+    elementwise) are left out, as the FLOP counter leaves them out.
+    """
     embeddings = {id(m.weight) for m in module.modules() if isinstance(m, torch.nn.Embedding)}
     trainable = frozen = 0
-    for p in module.parameters():
-        if id(p) in embeddings:
+    for p in module.parameters():  # yields a shared (tied) parameter once
+        if id(p) in embeddings or p.dim() < 2:
             continue
         if p.requires_grad:
             trainable += p.numel()
         else:
             frozen += p.numel()
+    head = _tied_head(module, embeddings)
+    if head is not None:
+        if head.requires_grad:
+            trainable += head.numel()
+        else:
+            frozen += head.numel()
     return trainable, frozen
 
 
-def flops_per_token(module: torch.nn.Module, config: Any, seq_len: int) -> float:
-    """Training FLOPs per token (forward + backward) of a Hugging Face decoder.
+def _tied_head(module: torch.nn.Module, embeddings: set[int]) -> torch.nn.Parameter | None:
+    """The output head's weight when it is an embedding table's (tie_word_embeddings), else None."""
+    get_head = getattr(module, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    weight = getattr(head, "weight", None)
+    return weight if weight is not None and id(weight) in embeddings else None
 
-    Read from the built model and its transformers config (num_hidden_layers,
-    num_attention_heads, head_dim or hidden_size / heads: names every family's config answers),
-    so it holds for any entry of architectures.ARCHITECTURES and for a pretrained base alike.
+
+def flops_per_token(module: torch.nn.Module, config: Any, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward) of a Hugging Face decoder at `seq_len`.
+
+    6 FLOPs per trainable matmul weight (forward 2, input gradient 2, weight gradient 2), 4 per
+    frozen one (no weight gradient: LoRA's base), plus attention over the sequence,
+    12·L·H·Q·T: per layer and token, QK^T and AV are T·H·Q multiply-adds (2·T·H·Q FLOPs) each
+    forward, twice that backward. Sources: PaLM (Chowdhery et al. 2022, appendix B: 6N + 12·L·H·Q·T, the
+    estimate in nanoGPT's `estimate_mfu`); Megatron-LM (Narayanan et al. 2021, section 5.1)
+    and Chinchilla (Hoffmann et al. 2022, appendix F) decompose the same way.
+    What each family's shape adds is read from the built model, not a closed form:
+    - SwiGLU's three matrices (gate, up, down; Llama, Mistral, Qwen) and GPT-2's two are all
+      matmul weights, counted by matmul_parameters;
+    - grouped-query attention: K and V projections are num_key_value_heads·head_dim wide, and
+      are counted at their size; QK^T and AV run for every query head (K/V are shared, not
+      fewer), so the attention term uses num_attention_heads (H) and head_dim (Q, which
+      Qwen3 sets apart from hidden_size / H);
+    - the output head counts once whether tied or not (matmul_parameters); the token and
+      position embedding lookups do not count.
+    Attention counts the full T x T scores, causal masking not subtracted, as
+    torch.utils.flop_counter.FlopCounterMode counts it (eager bmm, and its SDPA formula, which
+    says "we aren't accounting for causal attention"), as PaLM and the published MFU figures
+    (llm-foundry, torchtitan) do. (The counter has no entry for the CPU flash kernel SDPA runs on
+    CPU, torch 2.13: there it counts no attention at all; the test maps it to the counter's own
+    SDPA formula.) Not counted: softmax, norms, activations, rotary (elementwise),
+    and recomputation (activation checkpointing, or the QK^T a flash kernel recomputes in
+    backward, which the counter adds: its SDPA count is 14·L·H·Q·T), since MFU counts the model's
+    FLOPs, not the hardware's. Sliding-window attention (Mistral) is taken as full: exact for
+    seq_len <= sliding_window.
+
+    Reads num_hidden_layers, num_attention_heads and head_dim (or hidden_size / heads) from
+    `config`, names every family's transformers config answers (GPT-2 maps n_layer and n_head
+    to them), so it holds for every entry of architectures.ARCHITECTURES and a pretrained base.
+    Checked against FlopCounterMode on a real forward+backward of each family, tied and untied,
+    in tests/components/test_train_telemetry.py (within 5 %; exact with eager attention).
+    Returns FLOPs per token (a float). Raises AttributeError when `config` lacks those names.
     """
     trainable, frozen = matmul_parameters(module)
     layers = config.num_hidden_layers
