@@ -72,10 +72,11 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":
         # With model.base the context length is the base's: the train step checks it.
-        if not self.model.base and self.tokenizer.seq_len > self.model.n_positions:
+        if not self.model.base and self.tokenizer.seq_len > self.model.context_length:
+            key = "n_positions" if self.model.architecture == "gpt2" else "max_position_embeddings"
             raise ValueError(
-                f"tokenizer.seq_len ({self.tokenizer.seq_len}) exceeds model.n_positions "
-                f"({self.model.n_positions}): raise n_positions or lower seq_len"
+                f"tokenizer.seq_len ({self.tokenizer.seq_len}) exceeds model.{key} "
+                f"({self.model.context_length}): raise {key} or lower seq_len"
             )
         if self.cluster.train_nodes > 1 and not (self.cluster.data_pvc or self.data_root.startswith("s3://")):
             raise ValueError(

@@ -4,7 +4,8 @@ ZeRO 1-3 (and DeepSpeed's bf16 optimizer) partition fp32 master weights over the
 `*optim_states.pt`; DeepSpeed's zero_to_fp32 gathers them. ZeRO-0 is plain data parallelism:
 rank 0's `mp_rank_00_model_states.pt` holds the whole module (zero_to_fp32 fails on it, its
 param_shapes being None) and, when training in bf16/fp16, the optimizer wrapper's fp32 master
-copies, which are the weights to keep.
+copies, which are the weights to keep. A shared (tied) weight comes out under one name, the one
+the optimizer trained: the model it is loaded into ties the others to it.
 """
 
 from __future__ import annotations
@@ -30,8 +31,23 @@ def consolidated_state_dict(tag_dir: Path, module: torch.nn.Module) -> dict[str,
     if states.get("ds_config", {}).get("zero_optimization", {}).get("stage", 0) > 0:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        return get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
-    return zero0_state_dict(states, module)
+        state = get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
+    else:
+        state = zero0_state_dict(states, module)
+    return drop_tied_aliases(state, module)
+
+
+def drop_tied_aliases(state: dict[str, torch.Tensor], module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """state with one name per shared parameter (tied embeddings: lm_head.weight is
+    model.embed_tokens.weight): the name module.named_parameters() gives it, which is the name
+    the optimizer trained. The other names may hold a stale copy (ZeRO-0's module states next to
+    the fp32 master) that loading after the trained name would write into the shared tensor."""
+    names: dict[int, list[str]] = {}
+    for name, param in module.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    trained = {name for name, _ in module.named_parameters()}
+    aliases = {name for group in names.values() if len(group) > 1 for name in group if name not in trained}
+    return {name: tensor for name, tensor in state.items() if name not in aliases}
 
 
 def zero0_state_dict(states: dict, module: torch.nn.Module) -> dict[str, torch.Tensor]:

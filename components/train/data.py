@@ -55,14 +55,15 @@ class PackedSequences:
         rows = [self.shards[s][i - self.offsets[s]] for s, i in zip(shard_of, indices)]
         return torch.from_numpy(np.stack(rows).astype(np.int64))
 
-    def check(self, facts: dict[str, Any], train: TrainConfig, n_positions: int, vocab_size: int, world: int) -> None:
-        """Fail in setup, with what to change, rather than mid-run (ValueError)."""
+    def check(self, facts: dict[str, Any], train: TrainConfig, context_length: int, vocab_size: int, world: int) -> None:
+        """Fail in setup, with what to change, rather than mid-run (ValueError). context_length:
+        the model's longest sequence (hf_model.context_length)."""
         if facts.get("seq_len", self.seq_len) != self.seq_len:
             raise ValueError(f"manifest says seq_len={facts['seq_len']} but the shards hold {self.seq_len}")
-        if self.seq_len > n_positions:
+        if self.seq_len > context_length:
             raise ValueError(
-                f"seq_len ({self.seq_len}) exceeds the model's context length ({n_positions}): raise "
-                "model.n_positions, or lower tokenizer.seq_len"
+                f"seq_len ({self.seq_len}) exceeds the model's context length ({context_length}): raise "
+                "model.n_positions (gpt2) or model.max_position_embeddings, or lower tokenizer.seq_len"
             )
         low = min(int(a.min()) for a in self.shards if a.size)
         high = max(int(a.max()) for a in self.shards if a.size)

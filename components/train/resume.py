@@ -23,7 +23,7 @@ from components.train.checkpoint import (
     to_universal,
     to_universal_tag,
 )
-from components.train.config import ModelConfig, TrainConfig
+from components.train.config import FROM_SCRATCH, ModelConfig, TrainConfig
 from components.train.data import remap_position
 from components.train.optim import apply_config_after_load
 
@@ -72,6 +72,21 @@ def flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def recorded_model(saved: dict[str, Any]) -> dict[str, Any]:
+    """The model section a checkpoint was written with, as ModelConfig reads it today: a key the
+    checkpoint does not record (written before the key existed) takes the default ModelConfig
+    fills in (gpt2's tie_word_embeddings: false). A checkpoint written before the model
+    families recorded GPT-2's default shape beside model.base; those keys are dropped."""
+    from pydantic import ValidationError
+
+    if saved.get("base") and "hidden_size" not in saved:
+        saved = {key: value for key, value in saved.items() if key not in FROM_SCRATCH}
+    try:
+        return ModelConfig.model_validate(saved).model_dump()
+    except ValidationError:  # refused today: compared as recorded, so the run is refused naming the keys
+        return {key: saved.get(key, info.default) for key, info in ModelConfig.model_fields.items()}
+
+
 def resume_changes(
     saved_train: dict[str, Any], saved_model: dict[str, Any] | None, train: TrainConfig, model: ModelConfig, where: str
 ) -> dict[str, tuple[Any, Any]]:
@@ -86,9 +101,7 @@ def resume_changes(
     changed = {f"train.{k}": (saved[k], v) for k, v in train.model_dump().items() if saved[k] != v}
     refused = {k: values for k, values in changed.items() if k.removeprefix("train.") in MUST_MATCH}
     if saved_model is not None:
-        # a key the checkpoint does not record (written before the key existed) counts as its default
-        recorded = {key: saved_model.get(key, info.default) for key, info in ModelConfig.model_fields.items()}
-        before, now = flat(recorded), flat(model.model_dump())
+        before, now = flat(recorded_model(saved_model)), flat(model.model_dump())
         for key in sorted(set(before) | set(now)):
             if key not in MODEL_MAY_CHANGE and before.get(key) != now.get(key):
                 refused[f"model.{key}"] = (before.get(key), now.get(key))

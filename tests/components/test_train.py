@@ -137,14 +137,14 @@ def test_packed_sequences_index_across_shards_and_check(tmp_path):
     picked = np.array([9, 0, 4, 3])
     assert torch.equal(data.take(picked), torch.from_numpy(rows[picked]).long())
     train = TrainConfig(micro_batch_size=4, global_batch_size=8)
-    data.check(manifest.facts, train, n_positions=SEQ_LEN, vocab_size=VOCAB, world=2)
+    data.check(manifest.facts, train, context_length=SEQ_LEN, vocab_size=VOCAB, world=2)
     with pytest.raises(ValueError, match="raise model.n_positions"):
-        data.check(manifest.facts, train, n_positions=16, vocab_size=VOCAB, world=2)
+        data.check(manifest.facts, train, context_length=16, vocab_size=VOCAB, world=2)
     with pytest.raises(ValueError, match="outside vocab_size"):
-        data.check(manifest.facts, train, n_positions=SEQ_LEN, vocab_size=8, world=2)
+        data.check(manifest.facts, train, context_length=SEQ_LEN, vocab_size=8, world=2)
     with pytest.raises(ValueError, match="only 10 sequences"):
         small = TrainConfig(micro_batch_size=8, global_batch_size=16)
-        data.check(manifest.facts, small, n_positions=SEQ_LEN, vocab_size=VOCAB, world=2)
+        data.check(manifest.facts, small, context_length=SEQ_LEN, vocab_size=VOCAB, world=2)
 
 
 def test_worker_cli_help():

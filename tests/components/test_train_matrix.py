@@ -1,7 +1,8 @@
 """Every value TrainConfig accepts that a CPU can run trains end to end: ZeRO 0-3, with and
 without optimizer/parameter offload where accepted, fp32 and bf16, from scratch and LoRA, on 1
 and 2 ranks -- trained, checkpointed, consolidated into model/ (safetensors) and reloaded with
-transformers at the loss the trained engine had. fp16 (GPU only) is refused before launching,
+transformers at the loss the trained engine had; a Llama with tied embeddings on every ZeRO
+stage, saved as one tensor and reloaded tied. fp16 (GPU only) is refused before launching,
 naming the key."""
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ from tests.components.train_cases import case, launch_cases
 
 MICRO = 4
 MODEL = ModelConfig(n_layer=1, n_head=2, n_embd=16, n_positions=SEQ_LEN)
+# Tied input/output embeddings (the llama default), grouped-query attention: one stage each
+LLAMA = ModelConfig(architecture="llama", hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                    num_key_value_heads=1, intermediate_size=32, max_position_embeddings=SEQ_LEN)  # fmt: skip
+LLAMA_CASES = {"llama-z0-bf16": "z0-bf16", "llama-z1-fp32": "z1-fp32", "llama-z2-bf16": "z2-bf16",
+               "llama-z3-fp32": "z3-fp32-oo-op"}  # fmt: skip
 
 
 def matrix(world: int) -> dict[str, TrainConfig]:
@@ -46,6 +52,7 @@ def matrix(world: int) -> dict[str, TrainConfig]:
 @pytest.mark.slow
 @pytest.mark.parametrize("world", [1, 2])
 def test_every_accepted_config_trains_consolidates_and_reloads(tmp_path, world):
+    from safetensors import safe_open
     from transformers import AutoModelForCausalLM
 
     from components.train.model import build_model
@@ -58,14 +65,17 @@ def test_every_accepted_config_trains_consolidates_and_reloads(tmp_path, world):
     loras = {f"lora-{name}": configs[name] for name in ("z0-bf16", "z3-fp32")} if world == 2 else {}
     cases = [case(name, train, MODEL) for name, train in configs.items()]
     cases += [case(name, train, lora) for name, train in loras.items()]
+    llamas = {name: configs[config] for name, config in LLAMA_CASES.items()}
+    cases += [case(name, train, LLAMA) for name, train in llamas.items()]
     launch_cases(cases, manifest_uri, tmp_path / "runs", world)
 
     initial = first_batch_loss(build_model(MODEL, 64, seed=1234, eos_token_id=0), tmp_path / "tok", MICRO)
+    llama_initial = first_batch_loss(build_model(LLAMA, 64, seed=1234, eos_token_id=0), tmp_path / "tok", MICRO)
     failed = {c["name"]: (tmp_path / "runs" / c["name"] / "error.txt").read_text()
               for c in cases if (tmp_path / "runs" / c["name"] / "error.txt").exists()}  # fmt: skip
     assert not failed, failed
-    fp32_losses = {}
-    for name, train in {**configs, **loras}.items():
+    fp32_losses, llama_fp32_losses = {}, {}
+    for name, train in {**configs, **loras, **llamas}.items():
         out = tmp_path / "runs" / name
         result = TrainResult.model_validate_json((out / "result.json").read_text())
         assert result.world_size == world and result.zero_stage == train.zero_stage and len(result.losses) == 2, name
@@ -81,7 +91,14 @@ def test_every_accepted_config_trains_consolidates_and_reloads(tmp_path, world):
         else:  # the engine computed in bf16 copies of the fp32 masters that were saved
             assert result.fixed_batch_loss_consolidated == pytest.approx(result.fixed_batch_loss_engine, abs=2e-3), name
             assert result.fixed_batch_loss_consolidated != result.fixed_batch_loss_engine, name
-        if not name.startswith("lora"):
+        if name.startswith("llama"):
+            assert abs(result.fixed_batch_loss_consolidated - llama_initial) > 1e-3, f"{name}: the weights did not move"
+            with safe_open(out / "model" / "model.safetensors", "pt") as weights:
+                assert "lm_head.weight" not in weights.keys(), name  # one tensor for the tied pair
+            assert reloaded.lm_head.weight.data_ptr() == reloaded.model.embed_tokens.weight.data_ptr(), name
+            if train.precision == "fp32":
+                llama_fp32_losses[name] = result.losses + [result.fixed_batch_loss_consolidated]
+        elif not name.startswith("lora"):
             assert abs(result.fixed_batch_loss_consolidated - initial) > 1e-3, f"{name}: the weights did not move"
             if train.precision == "fp32":
                 fp32_losses[name] = result.losses + [result.fixed_batch_loss_consolidated]
@@ -89,6 +106,8 @@ def test_every_accepted_config_trains_consolidates_and_reloads(tmp_path, world):
     reference = fp32_losses.pop("z0-fp32")
     for name, losses in fp32_losses.items():
         assert losses == pytest.approx(reference, abs=1e-5), name
+    # the tied weight gets both uses' gradients once, under ZeRO-1 and under ZeRO-3 with offload alike
+    assert llama_fp32_losses["llama-z3-fp32"] == pytest.approx(llama_fp32_losses["llama-z1-fp32"], abs=1e-5)
 
 
 def test_fp16_on_cpu_is_refused_before_launch_naming_the_key(tmp_path):

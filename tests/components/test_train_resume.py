@@ -209,10 +209,16 @@ except TrainError as exc:
 
 @pytest.mark.slow
 def test_resume_on_fewer_ranks_through_a_universal_checkpoint(tmp_path):
-    """2 ranks write step-8; 1 rank resumes it and follows the 2-rank run's loss curve."""
+    """2 ranks write step-8 of a Llama with tied embeddings; 1 rank resumes it and follows the
+    2-rank run's loss curve, and the saved model is still tied."""
+    from transformers import AutoModelForCausalLM
+
     manifest_uri = make_packed_dataset(tmp_path / "tok", sequences=256, tokenizer=False)
     train = TRAIN.model_copy(update={"max_steps": 16, "checkpoint_every": 8})
-    model = MODEL.model_copy(update={"dropout": 0.0})  # per-rank dropout streams differ by world size
+    # no dropout: per-rank dropout streams differ by world size
+    model = ModelConfig(architecture="llama", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, max_position_embeddings=SEQ_LEN)  # fmt: skip
+    assert model.tie_word_embeddings
     reference = train_local(manifest_uri, str(tmp_path / "two"), train, model)
 
     out = tmp_path / "one"
@@ -227,6 +233,8 @@ def test_resume_on_fewer_ranks_through_a_universal_checkpoint(tmp_path):
     # Same sequences per step, same optimizer state: only float summation order differs.
     assert resumed.losses[8:] == pytest.approx(reference.losses[8:], rel=1e-4)
     assert resumed.fixed_batch_loss_consolidated == pytest.approx(reference.fixed_batch_loss_consolidated, rel=1e-4)
+    saved = AutoModelForCausalLM.from_pretrained(out / "model", use_safetensors=True)
+    assert saved.lm_head.weight.data_ptr() == saved.model.embed_tokens.weight.data_ptr()
 
 
 def wait_for_remote_latest(process: subprocess.Popen, uri: str, tag: str, timeout: float = 90) -> None:

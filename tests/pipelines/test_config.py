@@ -41,6 +41,22 @@ def test_seq_len_must_fit_context():
         parse_config({"corpus": "x", "tokenizer": {"seq_len": 512}, "model": {"n_positions": 256}})
 
 
+def test_seq_len_must_fit_the_llama_context_naming_its_key():
+    with pytest.raises(ConfigError, match=r"exceeds model.max_position_embeddings \(256\): raise max_position_embeddings"):
+        parse_config({"corpus": "x", "tokenizer": {"seq_len": 512},
+                      "model": {"architecture": "llama", "max_position_embeddings": 256}})  # fmt: skip
+    preset = parse_config({"corpus": "x", "tokenizer": {"seq_len": 2048}, "model": {"preset": "smollm2-135m"}})
+    assert preset.model.context_length == 8192 and preset.model.num_key_value_heads == 3
+
+
+def test_a_key_of_the_other_family_is_named_with_the_right_one(tmp_path: Path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("corpus: x\nmodel:\n  architecture: qwen2\n  n_layer: 4\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert str(cfg) in str(err.value) and "model.n_layer is a gpt2 key; qwen2 uses num_hidden_layers" in str(err.value)
+
+
 def test_missing_file_and_bad_yaml(tmp_path: Path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")

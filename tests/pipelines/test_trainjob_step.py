@@ -137,7 +137,7 @@ def test_train_step_runs_the_trainjob_and_reads_its_result(tmp_path, monkeypatch
 
     assert result.world_size == 32 and result.final_loss == 2.5
     written = json.loads((out / "train-config.json").read_text())
-    assert written["train"]["nproc_per_node"] == 8 and written["model"]["n_layer"] == 24
+    assert written["train"]["nproc_per_node"] == 8 and written["model"]["num_hidden_layers"] == 32
     assert read_worker_config(str(out / "train-config.json")) == (config.train, config.model)  # what the nodes read
     [(_, _, _, body)] = server.calls("POST")
     assert body["spec"]["trainer"]["args"][-1] == str(out / "train-config.json")
