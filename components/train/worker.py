@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     per_token_flops = flops_per_token(model, model.config, seq_len)
     device_label = device_name(accelerator)
     peak = peak_flops(device_label, train.precision, train.peak_tflops)
+    if accelerator == "cuda" and not train.offload_params:
+        model.to(torch.device("cuda", local_rank))  # on the GPU first, so AdamW can be the fused kernel
     optimizer = make_optimizer(model, train)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(train))
     weight_decays = [group["weight_decay"] for group in optimizer.param_groups]

@@ -109,3 +109,21 @@ def test_a_new_family_is_one_builder_and_one_registry_line():
     assert model.config.intermediate_size == 256  # Llama's rule: 2/3 x 4 x 64 = 170, up to a multiple of 256
     with pytest.raises(ValidationError, match="unknown model.architecture 'tiny-llama'; known: gpt2, llama"):
         build()  # the entry is gone again
+
+
+def test_adamw_is_fused_only_where_its_step_runs_on_a_gpu():
+    """torch's fused AdamW kernel on GPUs; not with ZeRO-Offload (the step runs on CPU
+    partitions) nor on CPU, where the reference implementation keeps the pinned losses."""
+    from components.train.config import TrainConfig
+    from components.train.optim import fused_adamw, make_optimizer
+
+    class OnGpu(torch.nn.Parameter):
+        is_cuda = True
+
+    gpu = [OnGpu(torch.zeros(2, 2)), OnGpu(torch.zeros(2))]
+    assert fused_adamw(gpu, TrainConfig()) is True
+    assert fused_adamw(gpu, TrainConfig(zero_stage=2, offload_optimizer=True)) is False
+    assert fused_adamw([*gpu, torch.nn.Parameter(torch.zeros(2))], TrainConfig()) is False
+    assert fused_adamw([], TrainConfig()) is False
+    cpu = make_optimizer(torch.nn.Linear(4, 4), TrainConfig())
+    assert cpu.defaults["fused"] is None and cpu.defaults["foreach"] is None
