@@ -249,18 +249,69 @@ def read_documents(
                           f"not a document shard (those end in {', '.join(DOCUMENT_SUFFIXES)}): "
                           f"convert it, or move it out of the input")  # fmt: skip
         return
+    for where, item, raw in _jsonl_objects(uri, max_line_bytes):
+        yield item if isinstance(item, Quarantined) else _document(where, item, raw, text_field, id_field)
+
+
+def read_records(uri: str, max_line_bytes: int | None = None) -> Iterator[tuple[str, dict[str, Any] | Quarantined]]:
+    """Yield ("<uri>:<line or row>", the record's JSON object | Quarantined) for each record of a shard.
+
+    The same reading as `read_documents` (byte-\\n lines, BOMs, compression, over-long lines
+    skipped unread, undecodable or non-object lines quarantined), without asking for a text
+    field: for records of other shapes (conversations). Parquet rows come batch by batch as
+    dicts (nested list/struct columns as lists/dicts); a whole Parquet row is in memory with its
+    batch, so `max_line_bytes` bounds JSONL lines only. A file with none of DOCUMENT_SUFFIXES is
+    one quarantined item.
+    """
+    if uri.endswith(".parquet"):
+        yield from _parquet_rows(uri)
+        return
+    if not uri.endswith(DOCUMENT_SUFFIXES):
+        yield f"{uri}:0", Quarantined(f"{uri}:0", "unsupported_file_type", "",
+                                      f"not a record shard (those end in {', '.join(DOCUMENT_SUFFIXES)}): "
+                                      f"convert it, or move it out of the input")  # fmt: skip
+        return
+    for where, item, _ in _jsonl_objects(uri, max_line_bytes):
+        yield where, item
+
+
+def _parquet_rows(uri: str) -> Iterator[tuple[str, dict[str, Any] | Quarantined]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with storage.local_copy(uri) as source:  # from S3: streamed to disk, not read into memory
+        try:
+            table = pq.ParquetFile(source)
+        except (pa.ArrowInvalid, OSError) as exc:
+            yield f"{uri}:0", Quarantined(f"{uri}:0", "corrupt_parquet", str(exc)[:200])
+            return
+        row = 0
+        for batch in table.iter_batches(batch_size=1024):
+            for record in batch.to_pylist():
+                row += 1
+                yield f"{uri}:{row}", record
+
+
+def _jsonl_objects(uri: str, max_line_bytes: int | None) -> Iterator[tuple[str, dict[str, Any] | Quarantined, str]]:
+    """(where, JSON object | Quarantined, the line's start for a quarantine row) per non-blank line of a
+    JSONL(.gz/.zst) file."""
     line_no = 0
     try:
         for line_no, line in enumerate(_lines(uri, max_line_bytes), start=1):
-            item = _record(f"{uri}:{line_no}", line, text_field, id_field)
-            if item is not None:
-                yield item
+            where = f"{uri}:{line_no}"
+            item = _json_object(where, line)
+            if isinstance(item, Quarantined):
+                yield where, item, item.raw
+            elif item is not None:
+                yield where, item[0], item[1]
     except (EOFError, gzip.BadGzipFile, zlib.error, _ZstdError) as exc:
-        yield Quarantined(f"{uri}:{line_no + 1}", "truncated_or_corrupt_file", str(exc)[:200])
+        where = f"{uri}:{line_no + 1}"
+        yield where, Quarantined(where, "truncated_or_corrupt_file", str(exc)[:200]), ""
 
 
-def _record(where: str, line: bytes | _Unreadable, text_field: str, id_field: str) -> Document | Quarantined | None:
-    """One JSONL line as a Document, Quarantined with the reason, or None for a blank line."""
+def _json_object(where: str, line: bytes | _Unreadable) -> tuple[dict[str, Any], str] | Quarantined | None:
+    """One JSONL line as (its JSON object, its first 200 characters), Quarantined with the reason, or
+    None for a blank line."""
     if isinstance(line, _Unreadable):
         return Quarantined(where, line.reason, _show(line.head), line.detail)
     if not line.strip():
@@ -283,13 +334,18 @@ def _record(where: str, line: bytes | _Unreadable, text_field: str, id_field: st
         return Quarantined(where, "invalid_json", decoded[:200], _invalid_json_detail(line, decoded, exc))
     if not isinstance(record, dict):
         return Quarantined(where, "not_an_object", decoded[:200])
+    return record, decoded[:200]
+
+
+def _document(where: str, record: dict[str, Any], raw: str, text_field: str, id_field: str) -> Document | Quarantined:
+    """A JSONL record as a Document, or Quarantined (with `raw`, the line) for a missing, non-string or empty text."""
     text = record.get(text_field)
     if text is None:
-        return Quarantined(where, f"missing_{text_field}", decoded[:200])
+        return Quarantined(where, f"missing_{text_field}", raw)
     if not isinstance(text, str):
-        return Quarantined(where, f"{text_field}_not_a_string", decoded[:200])
+        return Quarantined(where, f"{text_field}_not_a_string", raw)
     if not text.strip():
-        return Quarantined(where, f"empty_{text_field}", decoded[:200])
+        return Quarantined(where, f"empty_{text_field}", raw)
     doc_id = record.get(id_field)
     meta = {k: v for k, v in record.items() if k not in (text_field, id_field)}
     if isinstance(meta.get("meta"), dict):  # our own output format nests metadata
@@ -334,12 +390,22 @@ def read_json_lines(uri: str) -> Iterator[dict[str, Any]]:
 
 def write_documents(uri: str, docs: Iterable[Document]) -> int:
     """Write documents as one JSONL(.gz) shard atomically; returns the record count."""
+    return _write_lines(uri, (doc.to_json() for doc in docs))
+
+
+def write_records(uri: str, records: Iterable[dict[str, Any]]) -> int:
+    """Write JSON objects as one JSONL(.gz) shard atomically, one per line (UTF-8, not ASCII-escaped;
+    dates, decimals and bytes as Document metadata writes them); returns the record count."""
+    return _write_lines(uri, (json.dumps(r, ensure_ascii=False, default=_json_default) for r in records))
+
+
+def _write_lines(uri: str, lines: Iterable[str]) -> int:
     count = 0
     with storage.open_write(uri) as raw:
         # mtime=0 keeps gzip output byte-identical across reruns
         handle = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if uri.endswith(".gz") else raw
-        for doc in docs:
-            handle.write(doc.to_json().encode("utf-8") + b"\n")
+        for line in lines:
+            handle.write(line.encode("utf-8") + b"\n")
             count += 1
         if handle is not raw:
             handle.close()
