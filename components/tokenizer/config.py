@@ -1,7 +1,26 @@
-from pydantic import Field, model_validator
+from collections.abc import Sequence
+
+from pydantic import Field, field_validator, model_validator
 
 from components.config import Section
 from components.tokenizer.pretokenizer import PreTokenizerKind
+
+# id 0 of every tokenizer trained here: document separator, padding and unknown (train_bpe.py)
+EOS_TOKEN = "<|endoftext|>"
+
+
+def check_special_tokens(special_tokens: Sequence[str]) -> list[str]:
+    """The reserved tokens as a list; ValueError naming the bad entry (empty, repeated,
+    surrounded by whitespace, or the end-of-text token every tokenizer here has already)."""
+    reserved = list(special_tokens)
+    for token in reserved:
+        if not isinstance(token, str) or not token or token != token.strip():
+            raise ValueError(f"tokenizer.special_tokens: {token!r} is not a non-empty token without surrounding spaces")
+        if token == EOS_TOKEN:
+            raise ValueError(f"tokenizer.special_tokens: {EOS_TOKEN} is always reserved (id 0); leave it out")
+        if reserved.count(token) > 1:
+            raise ValueError(f"tokenizer.special_tokens: {token!r} is listed {reserved.count(token)} times")
+    return reserved
 
 
 class TokenizerConfig(Section):
@@ -21,6 +40,14 @@ class TokenizerConfig(Section):
         description="fail when the corpus only supports a vocabulary smaller than this share of vocab_size "
         "(the BPE trainer silently stops early when it runs out of pairs seen min_frequency times)",
     )
+    special_tokens: list[str] = Field(
+        default_factory=list,
+        description="tokens reserved whole in a tokenizer trained here, after <|endoftext|> (ids 1, 2, ...), "
+        "e.g. a chat template's markers ['<|im_start|>', '<|im_end|>'] (components/sft/template.py "
+        "CHATML_SPECIAL_TOKENS) so that instruction tuning never sees them cut into bytes; each takes one "
+        "vocabulary slot. Default [] trains exactly today's tokenizer; ignored when the tokenizer comes "
+        "from model.base",
+    )
     seq_len: int = Field(128, ge=8, description="tokens per packed training sequence")
     shard_sequences: int = Field(
         65_536, ge=1, description="packed sequences per .npy shard (bounds each shard's size and the step's memory)"
@@ -34,6 +61,11 @@ class TokenizerConfig(Section):
         "(never more than half the corpus); 0 allows an empty evaluation set",
     )
     seed: int = Field(0, description="seeds the held-out split and the order of packed sequences")
+
+    @field_validator("special_tokens")
+    @classmethod
+    def _special_tokens(cls, value: list[str]) -> list[str]:
+        return check_special_tokens(value)
 
     @model_validator(mode="after")
     def _eval_bounds(self) -> "TokenizerConfig":

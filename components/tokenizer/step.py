@@ -101,6 +101,7 @@ def build_tokenizer_and_pack(
             min_frequency=config.min_frequency,
             min_vocab_fill=config.min_vocab_fill,
             pre_tokenizer=config.pre_tokenizer,
+            special_tokens=config.special_tokens,
         )
         eos_id = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from components.tokenizer.config import EOS_TOKEN, check_special_tokens
 from components.tokenizer.pretokenizer import PreTokenizerKind, build_pre_tokenizer
-
-EOS_TOKEN = "<|endoftext|>"
 
 
 class VocabularyTooSmallError(ValueError):
@@ -23,21 +22,29 @@ def train_bpe(
     min_frequency: int,
     min_vocab_fill: float = 0.0,
     pre_tokenizer: PreTokenizerKind = "words-with-marks",
+    special_tokens: Sequence[str] = (),
 ) -> PreTrainedTokenizerFast:
     """Byte-level BPE (no prefix space, lossless) with `<|endoftext|>` as id 0.
+
+    `special_tokens` (e.g. a chat template's `<|im_start|>`, `<|im_end|>`: components/sft/
+    template.py) are reserved as ids 1, 2, ... in that order: each encodes to its one id wherever
+    it occurs in a text, is never cut into bytes or merged, and counts towards `vocab_size` (the
+    trainer learns that many fewer merges). None given: the tokenizer is exactly the one trained
+    before the option existed. Raises ValueError for an empty, repeated or `<|endoftext|>` entry.
 
     `pre_tokenizer` chooses the word pattern merges stay inside (components/tokenizer/
     pretokenizer.py; the default keeps combining marks with their letters). The `tokenizers`
     trainer stops quietly when no pair is seen `min_frequency` times any more; a vocabulary
     below `min_vocab_fill * vocab_size` raises VocabularyTooSmallError instead of passing on.
     """
+    reserved = check_special_tokens(special_tokens)
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = build_pre_tokenizer(pre_tokenizer)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=[EOS_TOKEN],
+        special_tokens=[EOS_TOKEN, *reserved],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -59,4 +66,8 @@ def train_bpe(
         pad_token=EOS_TOKEN,
         clean_up_tokenization_spaces=False,
         add_prefix_space=False,
+        # marks them special for transformers too (decode(skip_special_tokens=True) drops them);
+        # only when there are some, so that tokenizer_config.json stays as it was without
+        **({"extra_special_tokens": reserved} if reserved else {}),
     )
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -257,3 +258,70 @@ def test_wrong_manifest_kind(tmp_path, built):
 def test_config_validation():
     with pytest.raises(ValueError, match="eval_min_documents"):
         TokenizerConfig(eval_min_documents=10, eval_max_documents=5)
+
+
+# --- reserved special tokens (a chat template's markers) -------------------------------
+
+CHATML = ["<|im_start|>", "<|im_end|>"]
+# sha256 of the files save_pretrained writes for train_bpe(make_docs() texts, vocab_size=300,
+# min_frequency=2), computed with train_bpe as it was before special_tokens existed
+# (git show f0f855a:components/tokenizer/train_bpe.py). A tokenizers/transformers upgrade that
+# changes how these files are written needs them recomputed from that version.
+TODAYS_TOKENIZER_SHA256 = {
+    "tokenizer.json": "889a96a94868de2ce6a6e72574adacd095c8477335d51fdd47ee612922b3b29f",
+    "tokenizer_config.json": "b9a92397ca0d5b310aa053f56798b3c0336cbae29bed716b3d62c26136315240",
+}
+
+
+def test_no_special_tokens_trains_todays_tokenizer(tmp_path):
+    import hashlib
+
+    texts = [d.text for d in make_docs()]
+    train_bpe(texts, vocab_size=300, min_frequency=2, special_tokens=[]).save_pretrained(tmp_path)
+    digests = {name: hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() for name in TODAYS_TOKENIZER_SHA256}
+    assert digests == TODAYS_TOKENIZER_SHA256
+    assert TokenizerConfig().special_tokens == []
+
+
+def test_reserved_special_tokens_are_single_ids_that_round_trip(tmp_path):
+    import json
+
+    texts = [d.text for d in make_docs()]
+    plain = train_bpe(texts, vocab_size=300, min_frequency=2)
+    train_bpe(texts, vocab_size=300, min_frequency=2, special_tokens=CHATML).save_pretrained(tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)  # as the SFT step will load it
+    assert len(tok) == 300 and tok.get_added_vocab() == {EOS_TOKEN: 0, "<|im_start|>": 1, "<|im_end|>": 2}
+    for token, token_id in (("<|im_start|>", 1), ("<|im_end|>", 2)):
+        assert tok.encode(token, add_special_tokens=False) == [token_id]
+        assert tok.decode([token_id]) == token
+    text = "<|im_start|>user\n人人生而自由<|im_end|>\n<|im_start|>assistant\nHabari<|im_end|>"
+    ids = tok.encode(text, add_special_tokens=False)
+    assert [i for i in ids if i in (1, 2)] == [1, 2, 1, 2] and tok.decode(ids) == text
+    assert tok.decode(ids, skip_special_tokens=True) == "user\n人人生而自由\nassistant\nHabari"
+    # each reserved token takes the slot of one merge: the same merges, the last two left out
+    merges = json.loads(tok.backend_tokenizer.to_str())["model"]["merges"]
+    assert merges == json.loads(plain.backend_tokenizer.to_str())["model"]["merges"][:-2]
+
+
+def test_special_tokens_reach_the_trained_tokenizer_through_the_step(built, tmp_path):
+    _, _, source, result = built
+    chat = build_tokenizer_and_pack(source, str(tmp_path / "o"), TokenizerConfig(**CONFIG, special_tokens=CHATML))
+    tok = AutoTokenizer.from_pretrained(chat.manifest.facts["tokenizer_uri"])
+    assert [tok.encode(t, add_special_tokens=False) for t in CHATML] == [[1], [2]]
+    assert chat.manifest.facts["tokenizer_digest"] != result.manifest.facts["tokenizer_digest"]
+
+
+@pytest.mark.parametrize(
+    ("tokens", "message"),
+    [
+        (["<|im_start|>", "<|im_start|>"], "'<|im_start|>' is listed 2 times"),
+        ([""], "'' is not a non-empty token"),
+        ([" <|im_end|>"], "' <|im_end|>' is not a non-empty token without surrounding spaces"),
+        ([EOS_TOKEN], "<|endoftext|> is always reserved"),
+    ],
+)
+def test_special_tokens_config_validation(tokens, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TokenizerConfig(special_tokens=tokens)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train_bpe(["abc abc"], vocab_size=300, min_frequency=1, special_tokens=tokens)
