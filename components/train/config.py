@@ -133,13 +133,20 @@ class ModelConfig(Section):
         if (preset := given.get("preset")) is not None:
             if preset not in PRESETS:
                 raise ValueError(f"unknown model.preset {preset!r}; known: {', '.join(PRESETS)}")
-            given = {**PRESETS[preset], **given}
+            shape = PRESETS[preset]
+            if "gpt2" in (given.get("architecture"), shape["architecture"]) and given.get("architecture") not in (
+                None, shape["architecture"]
+            ):  # a llama-family shape fits any llama-family architecture; gpt2's keys are others
+                raise ValueError(f"model.preset {preset} is a {shape['architecture']} shape; remove "
+                                 f"model.architecture={given['architecture']} or the preset")  # fmt: skip
+            given = {**shape, **given}
         architecture = given.setdefault("architecture", "gpt2")
         if architecture not in ARCHITECTURES:
             raise ValueError(f"unknown model.architecture {architecture!r}; known: {', '.join(sorted(ARCHITECTURES))}")
         own = family_keys(architecture)
         if wrong := [key for key in (*GPT2_KEYS, *LLAMA_KEYS) if key in given and key not in own]:
-            raise ValueError("; ".join(_other_family_key(key, architecture) for key in wrong))
+            default = "" if "architecture" in data else " (model.architecture defaults to gpt2: set it, e.g. llama)"
+            raise ValueError("; ".join(_other_family_key(key, architecture) for key in wrong) + default)
         for key, value in (GPT2_DEFAULTS if architecture == "gpt2" else LLAMA_DEFAULTS).items():
             given.setdefault(key, value)
         if architecture != "gpt2":
@@ -168,6 +175,10 @@ class ModelConfig(Section):
                 f"({self.num_attention_heads})"
                 + (", or give head_dim" if frees else f" ({self.architecture} requires it even with head_dim)")
             )
+        head_dim = self.head_dim or self.hidden_size // self.num_attention_heads
+        if head_dim % 2:  # rotary embeddings turn pairs of dimensions
+            key = "head_dim" if self.head_dim else "hidden_size / num_attention_heads"
+            raise ValueError(f"model.{key} is {head_dim}: rotary positions need an even head dimension")
         return self
 
     @model_validator(mode="after")

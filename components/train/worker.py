@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         if master:
             print(
                 f"[train] world_size={world} zero_stage={train.zero_stage} precision={train.precision} "
-                f"accelerator={accelerator} params={n_params:,} sequences={len(data):,} seq_len={seq_len}",
+                f"accelerator={accelerator} model={model.config.model_type} params={n_params:,} "
+                f"sequences={len(data):,} seq_len={seq_len}",
                 flush=True,
             )
             print(

@@ -209,3 +209,19 @@ def test_lora_on_a_family_base_targets_its_projection_names(tmp_path, architectu
     batch = torch.arange(16).reshape(2, 8) % VOCAB
     module(input_ids=batch, labels=batch).loss.backward()
     assert all(p.grad is not None for name, p in module.named_parameters() if "lora_B" in name)
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ({"architecture": "llama", "hidden_size": 100, "num_attention_heads": 4},
+     "model.hidden_size / num_attention_heads is 25: rotary positions need an even head dimension"),
+    ({"architecture": "qwen3", "head_dim": 33},
+     "model.head_dim is 33: rotary positions need an even head dimension"),
+    ({"preset": "smollm2-135m", "architecture": "gpt2"},
+     "model.preset smollm2-135m is a llama shape; remove model.architecture=gpt2 or the preset"),
+    ({"hidden_size": 64},
+     "model.hidden_size is a llama-family key; gpt2 uses n_embd (model.architecture defaults to gpt2: set it, e.g. llama)"),
+])
+def test_shapes_the_families_cannot_build_are_refused_naming_the_key(given, message):
+    with pytest.raises(ValidationError) as caught:
+        ModelConfig(**given)
+    assert message in str(caught.value)
