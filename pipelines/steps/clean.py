@@ -164,5 +164,6 @@ def by_hand(args: argparse.Namespace) -> int:
 
 
 COMMAND = common.StepCommand(
-    "clean", "clean a raw corpus (JSONL/JSONL.gz file or directory) into cleaned shards", add_arguments, by_hand
+    "clean", "clean a raw corpus (JSONL, .gz, .zst or Parquet; a file or a directory, local or s3://) into "
+    "cleaned shards", add_arguments, by_hand,
 )
