@@ -57,11 +57,25 @@ def load_model(model_uri: str, local_dir: Path, device: torch.device):
     return model.to(device).eval(), tokenizer
 
 
+# the fact components/tokenizer/step.py writes on the documents it held out of tokenizer and model training
+EVAL_ROLE = "held-out-eval"
+
+
 def load_eval_documents(eval_manifest_uri: str) -> tuple[Manifest, list[shard_io.Document]]:
-    """The held-out documents, after checking each shard still matches its recorded digest."""
+    """The held-out documents, after checking each shard still matches its recorded digest.
+
+    Raises ValueError naming the file when it is not the held-out evaluation set (a 'documents'
+    manifest with facts.role == EVAL_ROLE, as the tokenizer step writes to eval/manifest.json):
+    any other documents (the cleaned corpus) include training data and would score as if unseen."""
     manifest = Manifest.load(eval_manifest_uri)
-    if manifest.kind != "documents":
-        raise ValueError(f"{eval_manifest_uri}: expected a 'documents' manifest, got kind={manifest.kind!r}")
+    if manifest.kind != "documents" or manifest.facts.get("role") != EVAL_ROLE:
+        found = f"kind={manifest.kind!r}, facts.role={manifest.facts.get('role')!r}"
+        raise ValueError(
+            f"{eval_manifest_uri}: not the held-out evaluation set ({found}; expected kind='documents', "
+            f"facts.role={EVAL_ROLE!r}): other documents include training data. Pass the tokenizer step's "
+            "manifest.json (`homegrown tokenize --output DIR` writes DIR/manifest.json) or its held-out set, "
+            "DIR/eval/manifest.json"
+        )
     for shard in manifest.shards:
         sha, _ = file_digest(shard.uri)
         if sha != shard.sha256:
@@ -124,11 +138,15 @@ def evaluate_model(
     champion_uri: str | None = None,
     champion_label: str | None = None,
     champion_scores: dict[str, Any] | None = None,
+    champion_version: str | None = None,
 ) -> EvalResult:
     """Score the model (and the champion at `champion_uri`, named `champion_label` in results).
 
     champion_scores: the champion's {"metrics", "per_language"} on this same set, from an
-    earlier run (see registry.eval_cache_key); then it is not scored again."""
+    earlier run (see registry.eval_cache_key); then it is not scored again.
+    champion_version: the registry version the champion is, recorded in the champion block as
+    "version" (None for a model directory from outside the registry): the register step's gate
+    compares only against scores of the registry's current champion."""
     device = _device(config)
     eval_manifest, docs = load_eval_documents(eval_manifest_uri)
 
@@ -164,6 +182,7 @@ def evaluate_model(
             ) from exc
         results["champion"] = _block(champion_label or champion_uri, champ_scored)
     if "champion" in results:
+        results["champion"]["version"] = champion_version
         champion_metrics = dict(results["champion"]["metrics"])
         metrics["champion_bits_per_byte"] = champion_metrics["bits_per_byte"]
         metrics["bits_per_byte_delta"] = metrics["bits_per_byte"] - champion_metrics["bits_per_byte"]

@@ -59,15 +59,23 @@ def decide(
     config: RegisterConfig,
     challenger_languages: dict[str, float] | None = None,
     champion_languages: dict[str, float] | None = None,
+    champion_unscored: str | None = None,
 ) -> GateDecision:
     """Promote when the challenger beats the champion on the same frozen set by the margin
-    (and, if configured, no language's bits-per-byte regresses by more than the limit)."""
+    (and, if configured, no language's bits-per-byte regresses by more than the limit).
+
+    champion_unscored: why a champion exists but has no figures to compare against (e.g. the
+    results hold no score for it); the gate then fails with that reason, never passing as
+    "no champion yet"."""
     rows: list[dict[str, Any]] = []
     if config.max_bits_per_byte is not None:
         ok = challenger_bpb <= config.max_bits_per_byte
         rows.append(dict(check=f"{GATE_METRIC} <= ceiling", champion=None, challenger=challenger_bpb,
                          threshold=config.max_bits_per_byte, passed=ok))
-    if champion_bpb is None:
+    if champion_unscored is not None:
+        rows.append(dict(check="the current champion scored on this set", champion=None, challenger=challenger_bpb,
+                         threshold=None, passed=False))
+    elif champion_bpb is None:
         rows.append(dict(check="champion exists", champion=None, challenger=challenger_bpb, threshold=None, passed=True))
     else:
         threshold = champion_bpb * (1 - config.min_improvement)
@@ -82,7 +90,8 @@ def decide(
                              challenger=after, threshold=before * (1 + limit), passed=after <= before * (1 + limit)))
     failed = [r["check"] for r in rows if not r["passed"]]
     if failed:
-        return GateDecision(False, "failed: " + "; ".join(failed), rows)
+        return GateDecision(False, "failed: " + "; ".join(failed) + (f" ({champion_unscored})" if champion_unscored
+                                                                      else ""), rows)  # fmt: skip
     if champion_bpb is None:
         return GateDecision(True, "no champion yet: the first model becomes champion", rows)
     return GateDecision(True, f"{GATE_METRIC} {challenger_bpb:.4f} beats champion {champion_bpb:.4f}", rows)

@@ -54,7 +54,8 @@ def run(config: RunConfig, model_uri: str, eval_manifest_uri: str, output_uri: s
                 champion_uri, champion_version = str(found[0]), found[1]
         # the champion is named by its registry URI, not the folder it was downloaded to
         label = f"models:/{name}@champion (version {champion_version})" if champion_version else None
-        value = evaluate_model(model_uri, eval_manifest_uri, output_uri, config.evaluate, champion_uri, label, cached)
+        value = evaluate_model(model_uri, eval_manifest_uri, output_uri, config.evaluate, champion_uri, label, cached,
+                               champion_version)  # fmt: skip
         results_text = storage.read_text(value.results_uri)
         scores = json.loads(results_text)
         if champion_version and cached is None and cache_key:
@@ -116,9 +117,11 @@ def evaluate(config_json: str, run_root: str, tracking_uri: str, parent_run_id: 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`homegrown evaluate`'s own arguments."""
     parser.add_argument("--model", required=True, help="Hugging Face model directory (train output model/)")
-    parser.add_argument("--data", required=True, help="manifest.json from `homegrown tokenize` (or an eval set manifest)")
+    parser.add_argument("--data", required=True,
+                        help="manifest.json from `homegrown tokenize` (or its held-out set, eval/manifest.json)")
     parser.add_argument("--output", required=True, help="output directory URI (results.json, report.md)")
-    parser.add_argument("--champion", help="another model directory to score on the same set")
+    parser.add_argument("--champion", help="another model directory to score on the same set (register's gate "
+                        "compares only against the registry's champion: use --tracking-uri for that)")
     common.add_tracking_arguments(parser)
 
 

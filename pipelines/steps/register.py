@@ -52,7 +52,6 @@ def run(config: RunConfig, model_uri: str, results_uri: str, lineage: dict[str, 
 
     results = json.loads(storage.read_text(results_uri))
     challenger = float(results["metrics"]["bits_per_byte"])
-    champion = results.get("champion", {}).get("metrics", {}).get("bits_per_byte")
 
     def languages(block: dict[str, Any]) -> dict[str, float]:
         return {lang: float(m["bits_per_byte"]) for lang, m in block.get("per_language", {}).items()}
@@ -60,8 +59,11 @@ def run(config: RunConfig, model_uri: str, results_uri: str, lineage: dict[str, 
     # an unanswered tracking call fails in seconds naming the server, not after MLflow's ~4 minutes
     with common.step_run("register", target, config.registry.model_dump()), mlflow_runs.fail_fast():
         name = config.registry.model_name
-        decision = registry.decide(challenger, champion, config.registry, languages(results),
-                                   languages(results.get("champion", {})))  # fmt: skip
+        current = registry.champion_version(name)
+        block, unscored = champion_block(results, results_uri, None if current is None else str(current.version))
+        champion = block.get("metrics", {}).get("bits_per_byte")
+        decision = registry.decide(challenger, champion, config.registry, languages(results), languages(block),
+                                   champion_unscored=unscored)  # fmt: skip
         tags = {
             **lineage,
             "bits_per_byte": f"{challenger:.6f}",
@@ -72,9 +74,14 @@ def run(config: RunConfig, model_uri: str, results_uri: str, lineage: dict[str, 
         if target.parent_run_id:
             tags.update(upstream_lineage(target))
         version_id, created = registry.log_and_register(model_uri, config.registry, tags)
-        # its scores on this set, so that as champion it is not scored again on it
-        registry.cache_scores(name, version_id, registry.eval_cache_key(results["eval_digest"], config.evaluate.stride),
-                              results)  # fmt: skip
+        # its scores on this set, so that as champion it is not scored again on it; under the stride
+        # they were scored with (results.json's), which evaluate's lookup key uses too
+        if "stride" in results.get("config", {}):
+            registry.cache_scores(name, version_id, registry.eval_cache_key(results["eval_digest"],
+                                                                            results["config"]["stride"]), results)
+        else:
+            print(f"[register] {results_uri} records no evaluate stride (config.stride): the scores of version "
+                  f"{version_id} are not cached; it is scored again when compared")
         if not created:
             print(f"[register] these weights are already version {version_id} of {name}: "
                   "tags and the candidate alias refreshed, no new version")  # fmt: skip
@@ -99,6 +106,29 @@ def run(config: RunConfig, model_uri: str, results_uri: str, lineage: dict[str, 
                          "homegrown.registered_model": name},
             outputs={"gate": common.Output(outcome.gate_markdown)},
         ))  # fmt: skip
+
+
+def champion_block(results: dict[str, Any], results_uri: str, current: str | None) -> tuple[dict[str, Any], str | None]:
+    """results.json's champion block the gate may compare against, and why there is none to use.
+
+    `current`: the registry's champion version (None: no champion yet). While there is one, the
+    gate compares only against scores of that version: results.json without a champion block (an
+    evaluate run without MLflow, or with evaluate.compare_champion false) or with another model's
+    (an earlier champion, a --champion directory) gives ({}, reason), and the gate fails instead of
+    passing as "no champion yet". Without a registry champion, any champion block is used."""
+    block = results.get("champion") or {}
+    if current is None:
+        return block, None
+    rerun = ("rerun `homegrown evaluate` with --tracking-uri set to this registry's URI (--mlflow for the default "
+             "one register uses) and evaluate.compare_champion true, or the pipeline, which always scores the "
+             "champion")  # fmt: skip
+    if not block:
+        return {}, f"{results_uri} holds no score for the current champion (version {current}); {rerun}"
+    scored = block.get("version")
+    if scored is None or str(scored) != current:
+        return {}, (f"{results_uri} scores the champion {block.get('model_uri')!r}, not the current champion "
+                    f"(version {current}); {rerun}")  # fmt: skip
+    return block, None
 
 
 def upstream_lineage(target: common.MlflowTarget) -> dict[str, str]:

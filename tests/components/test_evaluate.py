@@ -13,7 +13,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from components import shards
 from components.evaluate.config import EvaluateConfig
 from components.evaluate.scoring import rolling_windows, score_documents
-from components.evaluate.step import evaluate_model, load_model
+from components.evaluate.step import EVAL_ROLE, evaluate_model, load_eval_documents, load_model
 from components.manifest import Manifest, shard_info
 from components.shards import Document
 from components.tokenizer.train_bpe import train_bpe
@@ -56,7 +56,7 @@ def eval_manifest(tmp_path_factory):
     uri = str(root / "part-00000.jsonl.gz")
     n = shards.write_documents(uri, docs)
     manifest_uri = str(root / "manifest.json")
-    Manifest(kind="documents", root=str(root), shards=[shard_info(uri, n)]).save(manifest_uri)
+    Manifest(kind="documents", root=str(root), shards=[shard_info(uri, n)], facts={"role": EVAL_ROLE}).save(manifest_uri)
     return manifest_uri, docs
 
 
@@ -171,6 +171,7 @@ def test_champion_block_and_report(tmp_path, eval_manifest, random_model):
     results = json.loads(Path(result.results_uri).read_text())
     assert results["eval_digest"] == Manifest.load(manifest_uri).digest
     assert results["champion"]["model_uri"] == random_model
+    assert results["champion"]["version"] is None  # a directory, not a registry version: no gate compares with it
     assert set(results["per_language"]) == {"en", "zh", "emoji"}
     report = (out / "report.md").read_text()
     assert report == result.report_markdown
@@ -214,10 +215,33 @@ def test_changed_eval_shard_is_refused(tmp_path, random_model):
     uri = str(tmp_path / "part-00000.jsonl.gz")
     n = shards.write_documents(uri, [Document(id="a", text="hello")])
     manifest_uri = str(tmp_path / "manifest.json")
-    Manifest(kind="documents", root=str(tmp_path), shards=[shard_info(uri, n)]).save(manifest_uri)
+    Manifest(kind="documents", root=str(tmp_path), shards=[shard_info(uri, n)], facts={"role": EVAL_ROLE}).save(
+        manifest_uri)  # fmt: skip
     shards.write_documents(uri, [Document(id="a", text="changed")])
     with pytest.raises(ValueError, match="sha256 mismatch"):
         evaluate_model(random_model, manifest_uri, str(tmp_path / "o"), EvaluateConfig(**FAST))
+
+
+def test_only_the_held_out_set_is_scored(tmp_path, eval_manifest, random_model, capsys):
+    """`homegrown evaluate --data` the cleaned corpus (training data included) is refused, naming the
+    file and what to pass; the tokenizer step's eval set (facts.role held-out-eval) is scored."""
+    from pipelines.cli import main
+
+    manifest_uri, docs = eval_manifest
+    eval_set = Manifest.load(manifest_uri)
+    clean = tmp_path / "clean" / "manifest.json"  # what `homegrown clean` writes: the same documents, no role
+    Manifest(kind="documents", root=eval_set.root, shards=eval_set.shards, facts={"stats": {"kept": 5}}).save(str(clean))
+    assert main(["evaluate", "--model", random_model, "--data", str(clean), "--output", str(tmp_path / "out")]) == 1
+    assert (f"{clean}: not the held-out evaluation set (kind='documents', facts.role=None; expected "
+            "kind='documents', facts.role='held-out-eval'): other documents include training data. Pass the "
+            "tokenizer step's manifest.json") in capsys.readouterr().err  # fmt: skip
+    assert not (tmp_path / "out").exists()
+    packed = tmp_path / "tok" / "manifest.json"  # a manifest of another kind, passed straight to the step
+    Manifest(kind="packed-tokens", root=str(packed.parent), shards=[]).save(str(packed))
+    with pytest.raises(ValueError, match="kind='packed-tokens', facts.role=None"):
+        evaluate_model(random_model, str(packed), str(tmp_path / "out"), EvaluateConfig(**FAST))
+    scored, held_out = load_eval_documents(manifest_uri)
+    assert scored.facts["role"] == EVAL_ROLE and [d.text for d in held_out] == [d.text for d in docs]
 
 
 def test_bits_per_byte_matches_lm_eval_loglikelihood_rolling(tmp_path, tokenizer):
@@ -292,8 +316,10 @@ def test_report_page_has_both_plots_inline(tokenizer, tmp_path, eval_manifest):
     manifest_uri, _ = eval_manifest
     model = save_model(tmp_path / "m", tokenizer)
     champion = save_model(tmp_path / "c", tokenizer, seed=1)
-    result = evaluate_model(model, manifest_uri, str(tmp_path / "out"), EvaluateConfig(), champion, "models:/m@champion")
+    result = evaluate_model(model, manifest_uri, str(tmp_path / "out"), EvaluateConfig(), champion,
+                            "models:/m@champion (version 3)", None, "3")  # fmt: skip
     results = json.loads(Path(result.results_uri).read_text())
+    assert results["champion"]["version"] == "3"  # the register step's gate checks it is the current champion
     page = report_html(results, [4.0, 3.5, 3.1], "**Gate: passed**")
     assert page.count("<svg") == 2 and "Training loss" in page and "by language" in page
     assert "<?xml" not in page and "**Gate: passed**" in page

@@ -113,8 +113,8 @@ def test_evaluate_command_with_hostile_languages_and_sources(tmp_path, sqlite_ur
     docs = [Document(id=f"d{i}", text=t, meta={"lang_hint": lang, "source": src}) for i, (lang, t, src) in enumerate(texts)]
     uri = str(tmp_path / "eval" / "part-00000.jsonl.gz")
     manifest_uri = str(tmp_path / "eval" / "manifest.json")
-    Manifest(kind="documents", root=str(tmp_path / "eval"), shards=[shard_info(uri, shards.write_documents(uri, docs))]
-             ).save(manifest_uri)  # fmt: skip
+    Manifest(kind="documents", root=str(tmp_path / "eval"), shards=[shard_info(uri, shards.write_documents(uri, docs))],
+             facts={"role": "held-out-eval"}).save(manifest_uri)  # fmt: skip
 
     code = main(["evaluate", "--model", model, "--data", manifest_uri, "--output", str(tmp_path / "out"),
                  "--tracking-uri", sqlite_uri, "--set", "evaluate.max_new_tokens=4", "--set", "evaluate.prompts=[The]"])

@@ -102,3 +102,74 @@ def test_a_version_registered_twice_by_a_retried_request_is_folded_into_the_firs
     assert (version, created) == ("1", True)
     assert [str(v.version) for v in client.search_model_versions("name = 'tiny'")] == ["1"]
     assert str(client.get_model_version_by_alias("tiny", "candidate").version) == "1"
+
+
+def test_a_champion_without_figures_fails_the_gate_never_no_champion_yet():
+    d = registry.decide(2.0, None, RegisterConfig(), champion_unscored="results.json holds no score for it")
+    assert not d.passed and d.reason == ("failed: the current champion scored on this set "
+                                         "(results.json holds no score for it)")  # fmt: skip
+    assert "| the current champion scored on this set | — | 2.0000 | — | FAIL |" in d.markdown()
+
+
+def results_json(path: Path, bits_per_byte: float, champion: dict | None = None, stride: int | None = 7) -> str:
+    """What `homegrown evaluate` writes (the keys register reads), evaluated with `stride`."""
+    import json
+
+    results = {"model_uri": "m", "metrics": {"bits_per_byte": bits_per_byte, "documents": 5},
+               "per_language": {"en": {"bits_per_byte": bits_per_byte}}, "eval_digest": "e" * 64,
+               "config": {"stride": stride}, "samples": []}  # fmt: skip
+    if champion is not None:
+        results["champion"] = champion
+    path.write_text(json.dumps(results))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_register_by_hand_never_demotes_a_champion_results_json_did_not_score(
+    tiny_model_dir: Path, sqlite_uri: str, tmp_path: Path, capsys
+):
+    """The README's by-hand evaluate (without MLflow) then register: v1 (4.0976 bits/byte) is champion,
+    a worse model's results.json holds no champion block. The gate fails naming version 1 and what to
+    rerun; champion stays on v1. Scores of v1 from another version, or of a --champion directory,
+    are not v1's either. The version's scores are cached under results.json's stride, not the config's."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.cli import main
+
+    client = MlflowClient(sqlite_uri)
+    client.create_registered_model("tiny")
+    v1 = client.create_model_version("tiny", str(tmp_path), tags={"bits_per_byte": "4.097600"})
+    client.set_registered_model_alias("tiny", "champion", v1.version)
+    args = ["register", "--model", str(tiny_model_dir), "--tracking-uri", sqlite_uri,
+            "--set", "registry.model_name=tiny"]  # fmt: skip
+
+    results = results_json(tmp_path / "no-champion.json", 4.109)
+    assert main([*args, "--results", results]) == 0
+    out = capsys.readouterr().out
+    assert (f"**Gate: failed** — failed: the current champion scored on this set ({results} holds no score for the "
+            "current champion (version 1); rerun `homegrown evaluate` with --tracking-uri") in out
+    assert "registered tiny version 2: gate failed" in out and "no champion yet" not in out
+    assert str(client.get_model_version_by_alias("tiny", "champion").version) == "1"
+    v2 = client.get_model_version("tiny", "2")
+    assert v2.tags["validation_status"] == "failed" and "version 1" in v2.tags["validation_reason"]
+    cached = {k: json.loads(v) for k, v in v2.tags.items() if k.startswith("eval_cache.")}
+    assert cached == {registry.eval_cache_key("e" * 64, 7): {"metrics": {"bits_per_byte": 4.109, "documents": 5},
+                                                              "per_language": {"en": {"bits_per_byte": 4.109}}}}
+
+    scores = {"metrics": {"bits_per_byte": 4.0976}, "per_language": {"en": {"bits_per_byte": 4.0976}}}
+    for block in ({**scores, "model_uri": "models:/tiny@champion (version 7)", "version": "7"},
+                  {**scores, "model_uri": "/tmp/other-model", "version": None}):
+        results = results_json(tmp_path / "other.json", 4.0, block)  # better than the figures, but not v1's
+        assert main([*args, "--results", results]) == 0
+        assert f"{block['model_uri']!r}, not the current champion (version 1)" in capsys.readouterr().out
+        assert str(client.get_model_version_by_alias("tiny", "champion").version) == "1"
+
+    worse = {**scores, "model_uri": "models:/tiny@champion (version 1)", "version": "1"}
+    assert main([*args, "--results", results_json(tmp_path / "worse.json", 4.109, worse)]) == 0
+    assert "failed: bits_per_byte < champion x (1 - 0.0)" in capsys.readouterr().out
+    assert str(client.get_model_version_by_alias("tiny", "champion").version) == "1"
+    assert main([*args, "--results", results_json(tmp_path / "better.json", 4.0, worse)]) == 0
+    assert "bits_per_byte 4.0000 beats champion 4.0976" in capsys.readouterr().out
+    assert str(client.get_model_version_by_alias("tiny", "champion").version) == "2"
