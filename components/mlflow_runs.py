@@ -44,6 +44,30 @@ class TrackingUnavailable(RuntimeError):
     """The tracking server did not answer; the error says what to do once it does."""
 
 
+def redact_uri(uri: str) -> str:
+    """`uri` as it may be printed or logged: a password in its userinfo becomes ***
+    (http://admin:***@host:5000), a user name alone too (a token: https://***@host), and so do
+    the values of query parameters named like a credential (SECRET_MARKERS). Anything that is
+    not a URI with such parts comes back unchanged."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+    except ValueError:  # e.g. an unbalanced [ in the host: not a URI
+        return uri
+    netloc, query = parts.netloc, parts.query
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{host}" if colon else f"***@{host}"
+    if query and any(marker in query.lower() for marker in SECRET_MARKERS):
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if any(m in k.lower() for m in SECRET_MARKERS) else v) for k, v in pairs], safe="*")
+    if (netloc, query) == (parts.netloc, parts.query):
+        return uri
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
 def default_tracking_uri(root: Path = DEFAULT_ROOT) -> str:
     return f"sqlite:///{(root / 'mlflow.db').resolve()}"
 
@@ -114,9 +138,10 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def safe_params(params: dict[str, Any]) -> dict[str, str]:
     """Flattened params as strings (original names, values capped at MLflow's 6000 characters),
-    with anything that looks like a credential left out."""
+    with anything that looks like a credential left out: keys named like one (SECRET_MARKERS), and
+    credentials inside URI values (redact_uri: mlflow.tracking_uri=http://admin:***@host)."""
     return {
-        k: fit_value(v, PARAM_VALUE_MAX)
+        k: fit_value(redact_uri(v) if isinstance(v, str) else v, PARAM_VALUE_MAX)
         for k, v in flatten(params).items()
         if not any(marker in k.lower() for marker in SECRET_MARKERS)
     }
@@ -291,15 +316,15 @@ def fail_fast() -> Iterator[None]:
 @contextlib.contextmanager
 def explain_outage(uri: str, doing: str, then: str) -> Iterator[None]:
     """A failure to reach the tracking server in the block becomes a TrackingUnavailable naming
-    the server, what was being done and what to do (`then`)."""
+    the server (credentials masked: redact_uri), what was being done and what to do (`then`)."""
     try:
         yield
     except Exception as exc:
         if isinstance(exc, TrackingUnavailable) or not no_answer(exc):
             raise
         raise TrackingUnavailable(
-            f"the MLflow tracking server at {uri} did not answer while {doing} ({_why(exc)}). "
-            f"Once it is up ({uri.rstrip('/')}/health answers), {then}."
+            f"the MLflow tracking server at {redact_uri(uri)} did not answer while {doing} ({_why(exc)}). "
+            f"Once it is up ({redact_uri(uri).rstrip('/')}/health answers), {then}."
         ) from exc
 
 

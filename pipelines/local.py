@@ -73,7 +73,7 @@ class ConsoleFilter(io.TextIOBase):
 @dataclass
 class RunSummary:
     run_name: str
-    tracking_uri: str
+    tracking_uri: str  # as shown to people: credentials masked (mlflow_runs.redact_uri)
     parent_run_id: str
     experiment_id: str
     status: str
@@ -107,7 +107,8 @@ def run_local(
     work_dir = Path(work_dir).resolve()
     uri = mlflow_runs.resolve_tracking_uri(tracking_uri or config.mlflow.tracking_uri)
     if not uri.startswith("sqlite:") and "://" not in uri:
-        raise ConfigError(f"mlflow.tracking_uri: {uri!r} is not a URI (sqlite:///path.db or http://host:port)")
+        raise ConfigError(f"mlflow.tracking_uri: {mlflow_runs.redact_uri(uri)!r} is not a URI (sqlite:///path.db or "
+                          "http://host:port)")  # fmt: skip
     root = data_root or config.data_root
     if not storage.is_s3(root):
         root = str(Path(root).resolve())
@@ -159,10 +160,11 @@ def summarize(tracking_uri: str, experiment: str, run_name: str) -> RunSummary:
     runs = MlflowClient(tracking_uri).search_runs(
         [experiment_id], filter_string=f"tags.`homegrown.run_name` = '{run_name}'", max_results=1
     )
+    shown = mlflow_runs.redact_uri(tracking_uri)
     if not runs:
-        return RunSummary(run_name, tracking_uri, "", experiment_id, "MISSING")
+        return RunSummary(run_name, shown, "", experiment_id, "MISSING")
     run = runs[0]
     return RunSummary(
-        run_name, tracking_uri, run.info.run_id, experiment_id, run.info.status,
+        run_name, shown, run.info.run_id, experiment_id, run.info.status,
         dict(run.data.metrics), dict(run.data.tags),
     )  # fmt: skip

@@ -5,6 +5,9 @@ own files are written (other ranks may still be writing) and not atomically. So 
 saves with save_latest=False, then every rank writes its own `rank-R-of-W.pt` (RNG states,
 data position) atomically, then a barrier, then rank 0 writes `latest` atomically. A tag is
 complete when every `rank-R-of-W.pt` is there; `latest` only ever names a complete tag.
+Rank 0 also writes `run-config.json` (the run's train and model sections) before its rank
+file, so a complete tag has it: a resume compares it with its own config before DeepSpeed
+loads any weights (resume.pick_resume).
 
 A tag written by W ranks resumes on another world size through DeepSpeed's universal
 checkpoint: rank 0 converts `step-N` to `step-N-universal` (into a temporary folder, renamed
@@ -13,6 +16,7 @@ when done) and the engine loads it with `checkpoint.load_universal`.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -40,6 +44,7 @@ from components.train.data import data_position
 STEP_TAG = re.compile(r"^step-(\d+)$")
 RANK_FILE = re.compile(r"^rank-(\d+)-of-(\d+)\.pt$")
 UNIVERSAL_SUFFIX = "-universal"
+RUN_CONFIG = "run-config.json"  # {"train": TrainConfig dump, "model": ModelConfig dump}
 # ds_to_universal refuses a checkpoint whose client state lacks this (Megatron-DeepSpeed writes it).
 UNIVERSAL_INFO = {UNIVERSAL_CHECKPOINT_INFO: {UNIVERSAL_CHECKPOINT_VERSION_KEY: UNIVERSAL_CHECKPOINT_VERSION_VALUE}}
 
@@ -107,11 +112,14 @@ def set_rng_states(states: dict[str, Any]) -> None:
 def save_checkpoint(
     engine, ckpt_dir: Path, step: int, client_state: dict[str, Any], keep: int, rank: int, world: int
 ) -> str:
-    """Save tag step-N on every rank, then point `latest` at it and prune old tags (rank 0)."""
+    """Save tag step-N on every rank, then point `latest` at it and prune old tags (rank 0).
+    Rank 0 writes RUN_CONFIG (client_state's "train" and "model") into the tag before its rank file."""
     tag = f"step-{step}"
     tag_dir = ckpt_dir / tag
     state = {**client_state, **UNIVERSAL_INFO}
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=state, save_latest=False)  # ends in a barrier
+    if rank == 0:
+        write_run_config(tag_dir, client_state["train"], client_state["model"])
     mine = {"rng": rng_states(), "step": step, "data_position": client_state["data_position"]}
     final = rank_file(tag_dir, rank, world)
     partial = final.with_suffix(".pt.partial")
@@ -124,6 +132,34 @@ def save_checkpoint(
             if old != tag:
                 remove_tag(ckpt_dir, old)
     return tag
+
+
+def write_run_config(tag_dir: Path, train: dict[str, Any], model: dict[str, Any]) -> None:
+    """Write tag_dir/RUN_CONFIG atomically (a partial file renamed into place)."""
+    final = tag_dir / RUN_CONFIG
+    partial = final.with_suffix(".json.partial")
+    partial.write_text(json.dumps({"train": train, "model": model}, indent=1, sort_keys=True))
+    os.replace(partial, final)
+
+
+def read_run_config(tag_dir: Path) -> dict[str, Any] | None:
+    """The {"train": ..., "model": ...} a tag was written with, or None for a tag written before
+    tags recorded it (its config is then read from DeepSpeed's client state, after loading).
+
+    Raises ValueError naming the file when it is there but not such a JSON object."""
+    path = tag_dir / RUN_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        recorded = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); remove the tag or set train.resume=false") from None
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("train"), dict) or not isinstance(
+        recorded.get("model"), dict
+    ):
+        raise ValueError(f"{path}: expected an object with 'train' and 'model' objects; remove the tag or set "
+                         "train.resume=false")  # fmt: skip
+    return recorded
 
 
 def load_rank_state(tag_dir: Path, rank: int, saved_world: int) -> dict[str, Any] | None:

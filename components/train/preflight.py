@@ -3,19 +3,26 @@
 - the output (checkpoints) can be written: a probe file written and removed;
 - the base model, if any, exists and is loadable (safetensors, no remote code) or, for
   models:/, its registry alias or version resolves;
-- the MLflow tracking server answers (HTTP(S) tracking URIs: GET /health);
+- the data is the tokenizer step's packed-tokens manifest (not, say, the clean step's documents);
+- the MLflow tracking server answers (HTTP(S) tracking URIs: GET /health, with the URI's
+  user:password sent as HTTP Basic auth, as MLflow's client sends it; never printed);
 - LoRA target modules name layers the base has (local and s3:// bases: built from its
   config.json on the meta device, no weights read).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.error
 import urllib.request
 import uuid
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from components import storage
+from components.mlflow_runs import redact_uri
+
+PACKED_KIND = "packed-tokens"  # what components.train.data.PackedSequences reads
 
 
 class PreflightError(RuntimeError):
@@ -67,17 +74,55 @@ def check_base(base: str, tracking_uri: str | None) -> str | None:
     return None
 
 
+def check_data(manifest_uri: str) -> str | None:
+    """The training data must be the tokenizer step's manifest (kind 'packed-tokens'); the clean
+    step's documents or the held-out set would only be refused by the worker, after torchrun or a
+    TrainJob has started."""
+    from components.manifest import Manifest
+
+    try:
+        manifest = Manifest.load(manifest_uri)
+    except (storage.StorageError, OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        return f"training data {manifest_uri}: cannot read it as a manifest ({exc}); pass the tokenizer step's manifest.json"
+    if manifest.kind != PACKED_KIND:
+        return (f"training data {manifest_uri}: a {manifest.kind!r} manifest, not the tokenizer step's "
+                f"{PACKED_KIND!r} one; pass the manifest.json `homegrown tokenize --output DIR` writes "
+                "(DIR/manifest.json), not the clean step's or the held-out DIR/eval/manifest.json")  # fmt: skip
+    return None
+
+
+def health_request(tracking_uri: str) -> urllib.request.Request:
+    """GET TRACKING_URI/health, with the URI's user:password (percent-decoded) moved into an HTTP
+    Basic Authorization header: urllib does not read credentials from a URL (it takes
+    'user:pass@host' for a host with a port named 'pass@host')."""
+    parts = urlsplit(tracking_uri)
+    headers = {}
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, netloc = netloc.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii")
+        headers["Authorization"] = f"Basic {token}"
+    url = urlunsplit(parts._replace(netloc=netloc)).rstrip("/") + "/health"
+    return urllib.request.Request(url, headers=headers)
+
+
 def check_tracking(tracking_uri: str | None) -> str | None:
+    """An HTTP(S) tracking server must answer 200 on /health; other URIs (sqlite:) are not checked.
+    The problem names the server with its credentials masked (mlflow_runs.redact_uri)."""
     if not tracking_uri or not tracking_uri.startswith(("http://", "https://")):
         return None
-    url = tracking_uri.rstrip("/") + "/health"
+    shown = redact_uri(tracking_uri)
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(health_request(tracking_uri), timeout=10) as response:
             if response.status == 200:
                 return None
-            return f"MLflow at {tracking_uri} answered {response.status} on /health"
-    except (urllib.error.URLError, OSError) as exc:
-        return f"MLflow at {tracking_uri} is not reachable ({exc}); check MLFLOW_TRACKING_URI and the server"
+            return f"MLflow at {shown} answered {response.status} on /health"
+    except urllib.error.HTTPError as exc:  # an answer, not an outage: 401/403 mean the credentials
+        hint = "; check the user and password in the tracking URI" if exc.code in (401, 403) else ""
+        return f"MLflow at {shown} answered {exc.code} on /health{hint}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: a malformed URL (http.client.InvalidURL)
+        return f"MLflow at {shown} is not reachable ({exc}); check MLFLOW_TRACKING_URI and the server"
 
 
 def adaptable_layers(config: dict) -> list[str]:
@@ -115,9 +160,14 @@ def check_lora_targets(base: str, targets: list[str]) -> str | None:
 
 def check_train_inputs(
     output_uri: str, base: str | None = None, tracking_uri: str | None = None,
-    lora_targets: list[str] | str | None = None,
+    lora_targets: list[str] | str | None = None, data_uri: str | None = None,
 ) -> None:  # fmt: skip
+    """Run every check above that applies (data_uri: the training manifest; base, lora_targets:
+    model.base and model.lora.target_modules) and raise PreflightError listing every problem, or
+    return None when there is none."""
     problems = [check_output(output_uri), check_tracking(tracking_uri)]
+    if data_uri:
+        problems.append(check_data(data_uri))
     if base:
         problems.append(check_base(base, tracking_uri))
         if isinstance(lora_targets, list):  # "all-linear" matches any base

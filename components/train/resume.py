@@ -3,7 +3,10 @@ config (`load_resume`), and what a resumed run may change (`resume_changes`): ea
 TrainConfig key is either applied from the resumed step on, or must match the checkpoint (the
 run is refused, naming the key). Nothing is ignored.
 
-The checkpoint's client state holds the config it was written with ("train", "model").
+The config a tag was written with ("train", "model") is in its run-config.json
+(checkpoint.RUN_CONFIG), compared before the engine loads anything: a changed model shape is
+refused by name rather than by DeepSpeed's state-dict size mismatch. Tags written before that
+file existed are compared from DeepSpeed's client state, after loading.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 from components.train.checkpoint import (
     find_resume_tag,
     load_rank_state,
+    read_run_config,
     remove_tag,
     set_rng_states,
     step_tags,
@@ -142,17 +146,29 @@ class Resumed:
     point: ResumePoint | None = None
 
 
-def pick_resume(ckpt_dir: Path, train: TrainConfig, rank: int, world: int, converts: bool) -> ResumePoint | None:
+def pick_resume(
+    ckpt_dir: Path, train: TrainConfig, model: ModelConfig, rank: int, world: int, converts: bool
+) -> ResumePoint | None:
     """The checkpoint under ckpt_dir to resume from (rank 0 decides, every rank gets its answer),
     or None: train.resume is off (rank 0 then removes the earlier run's tags, which would be
     pruned against and mixed with this run's) or there is no complete tag.
 
+    The tag's recorded config (checkpoint.RUN_CONFIG) is compared with this run's first
+    (resume_changes): a setting that must match is refused before any weights are loaded.
     A tag written by another number of ranks is converted to a universal checkpoint once per
     directory, by the rank where `converts` is true. A collective: every rank calls it.
+
+    Raises ValueError on every rank (rank 0's message) when resume_changes refuses the tag or
+    its RUN_CONFIG is malformed.
     """
-    point = None
+    point, refused = None, None
     if rank == 0 and train.resume and (found := find_resume_tag(ckpt_dir)):
         tag, saved_world = found
+        try:
+            if recorded := read_run_config(ckpt_dir / tag):
+                resume_changes(recorded["train"], recorded["model"], train, model, str(ckpt_dir / tag))
+        except ValueError as exc:
+            refused = str(exc)
         # Optimizer state partitioned over another number of ranks: re-shard through DeepSpeed's
         # universal checkpoint format.
         partitioned = saved_world != world and list((ckpt_dir / tag).glob("*optim_states.pt"))
@@ -162,9 +178,11 @@ def pick_resume(ckpt_dir: Path, train: TrainConfig, rank: int, world: int, conve
         for _, tag in step_tags(ckpt_dir):
             remove_tag(ckpt_dir, tag)
         (ckpt_dir / "latest").unlink(missing_ok=True)
-    picked = [point]
+    picked = [point, refused]
     torch.distributed.broadcast_object_list(picked, src=0)
-    point = picked[0]
+    point, refused = picked
+    if refused:  # every rank raises alike, before the engine or a universal conversion
+        raise ValueError(refused)
     if point and point.universal:
         if converts:
             print(f"[train] {point.tag} was written by {point.saved_world} ranks, this run has {world}: "
@@ -184,7 +202,8 @@ def load_resume(
     changed. A collective: every rank calls it.
 
     Raises RuntimeError when DeepSpeed cannot load the tag, ValueError when the checkpoint is
-    past train.max_steps or a setting that must match changed (resume_changes).
+    past train.max_steps or a setting that must match changed (resume_changes: pick_resume
+    compared it already unless the tag predates checkpoint.RUN_CONFIG).
     """
     _, state = engine.load_checkpoint(str(ckpt_dir), tag=point.load_tag)
     if state is None:

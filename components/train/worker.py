@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- which checkpoint to resume from (rank 0 decides, every rank loads it) -----------------
     # a universal conversion runs once per folder: each node's staging, or the shared output
-    point = pick_resume(ckpt_dir, train, rank, world, converts=local_rank == 0 if output.mirror else master)
+    point = pick_resume(ckpt_dir, train, model_cfg, rank, world, converts=local_rank == 0 if output.mirror else master)
     ds_config = deepspeed_config(train, world, accelerator, load_universal=bool(point and point.universal))
     accum = ds_config["gradient_accumulation_steps"]
 

@@ -40,7 +40,7 @@ def run(config: RunConfig, packed_manifest_uri: str, output_uri: str, target: co
             env = {"MLFLOW_RUN_ID": active.info.run_id, "MLFLOW_TRACKING_URI": target.uri}
         lora = config.model.lora
         check_train_inputs(output_uri, config.model.base, target.uri if target else None,
-                           lora.target_modules if lora else None)  # fmt: skip
+                           lora.target_modules if lora else None, data_uri=packed_manifest_uri)  # fmt: skip
         if config.cluster.train_nodes > 1:
             from pipelines import cluster
 

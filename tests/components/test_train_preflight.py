@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from components.train.preflight import PreflightError, check_train_inputs
+from components.manifest import Manifest
+from components.train.preflight import PreflightError, check_tracking, check_train_inputs
 from tests.components.test_train_base import make_base
 from tests.loopback import free_port, serving
 
@@ -67,3 +69,48 @@ def test_lora_targets_the_base_lacks_are_named_with_the_layers_it_has(tmp_path, 
     storage.upload_dir(base, remote)
     with pytest.raises(PreflightError, match=r"\['c_attn'\]: no layer of s3://"):
         check_train_inputs(str(tmp_path / "out"), remote, None, ["c_attn"])
+
+
+class _HealthBehindBasicAuth(BaseHTTPRequestHandler):
+    """An MLflow-like /health behind HTTP Basic auth (admin / s3cret), as a proxy in front of it does."""
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        expected = "Basic " + base64.b64encode(b"admin:s3cret").decode()
+        ok = self.headers.get("Authorization") == expected
+        self.send_response(404 if self.path != "/health" else 200 if ok else 401)
+        self.end_headers()
+        self.wfile.write(b"OK" if ok else b"")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_tracking_credentials_are_sent_as_basic_auth_and_never_shown():
+    with serving(_HealthBehindBasicAuth) as url:
+        host = url.removeprefix("http://")
+        assert check_tracking(f"http://admin:s3cret@{host}") is None
+        assert check_tracking(f"http://admin:s3cret@{host}/") is None
+        assert check_tracking(url) == f"MLflow at {url} answered 401 on /health; check the user and password in the tracking URI"
+        assert check_tracking(f"http://admin:wrong@{host}") == (
+            f"MLflow at http://admin:***@{host} answered 401 on /health; check the user and password in the tracking URI")
+    down = f"http://admin:s3cret@127.0.0.1:{free_port()}"
+    problem = check_tracking(down)
+    assert problem == (f"MLflow at {down.replace('s3cret', '***')} is not reachable (<urlopen error [Errno 111] "
+                       "Connection refused>); check MLFLOW_TRACKING_URI and the server")
+
+
+def test_training_data_must_be_the_tokenizer_steps_manifest(tmp_path):
+    from tests.components.test_train import make_packed_dataset
+
+    packed = make_packed_dataset(tmp_path / "tok", sequences=8, shards=1, tokenizer=False)
+    check_train_inputs(str(tmp_path / "out"), data_uri=packed)
+    documents = str(tmp_path / "clean" / "manifest.json")
+    Manifest(kind="documents", root=str(tmp_path / "clean")).save(documents)
+    with pytest.raises(PreflightError) as caught:
+        check_train_inputs(str(tmp_path / "out"), data_uri=documents)
+    assert caught.value.problems == [
+        f"training data {documents}: a 'documents' manifest, not the tokenizer step's 'packed-tokens' one; pass the "
+        "manifest.json `homegrown tokenize --output DIR` writes (DIR/manifest.json), not the clean step's or the "
+        "held-out DIR/eval/manifest.json"]  # fmt: skip
+    with pytest.raises(PreflightError, match=r"training data .*missing\.json: cannot read it as a manifest"):
+        check_train_inputs(str(tmp_path / "out"), data_uri=str(tmp_path / "missing.json"))

@@ -380,7 +380,9 @@ def test_every_train_key_is_applied_or_must_match_on_resume():
 def test_resume_applies_changed_hyperparameters_and_refuses_the_rest(tmp_path):
     """Resumed at step 4 with a new learning rate, schedule, clipping or weight decay: the new
     value is used from step 5 (the logged lr is the new schedule's), logged as a tag and printed;
-    a changed seed is refused naming the key. All in one launch (tests/components/train_cases.py)."""
+    a changed seed or model shape is refused naming the key, from the tag's run-config.json
+    before DeepSpeed loads anything, or (a tag written before that file) from the checkpoint's
+    client state. All in one launch (tests/components/train_cases.py)."""
     from mlflow.tracking import MlflowClient
 
     from components.train.result import TrainResult
@@ -409,7 +411,11 @@ def test_resume_applies_changed_hyperparameters_and_refuses_the_rest(tmp_path):
     cases = [case("ref", train, model)] + [
         case(name, train.model_copy(update=update), model, runs[name], copy_from="ref", copy_tag="step-4")
         for name, update in changes.items()
-    ]
+    ] + [
+        case("shape", train, model.model_copy(update={"n_embd": 64, "n_head": 4}), copy_from="ref", copy_tag="step-4"),
+        case("seed-old-tag", train.model_copy(update={"seed": 7}), model, copy_from="ref", copy_tag="step-4",
+             drop_files=("run-config.json",)),
+    ]  # fmt: skip
     logs = launch_cases(cases, manifest_uri, tmp_path / "runs", world=1, env={"MLFLOW_TRACKING_URI": tracking_uri})
 
     def result(name: str) -> TrainResult:
@@ -441,6 +447,18 @@ def test_resume_applies_changed_hyperparameters_and_refuses_the_rest(tmp_path):
         if name != "same":  # the change took effect: the trajectory left the old one
             assert all(abs(a - b) > 1e-5 for a, b in zip(resumed.losses[5:8], ref.losses[5:8])), (name, resumed.losses)
     assert not {k for k in client.get_run(runs["same"]).data.tags if k.startswith("resume.changed.")}
-    error = (tmp_path / "runs" / "seed" / "error.txt").read_text()
-    assert error.startswith("ValueError: cannot resume from ") and "train.seed=1234 (now 7)" in error, error
-    assert not (tmp_path / "runs" / "seed" / "result.json").exists()
+    recorded = json.loads((tmp_path / "runs" / "ref" / "checkpoints" / "step-4" / "run-config.json").read_text())
+    assert recorded == {"train": train.model_dump(), "model": model.model_dump()}
+    for name in ("seed", "seed-old-tag"):
+        error = (tmp_path / "runs" / name / "error.txt").read_text()
+        where = tmp_path / "runs" / name / "checkpoints" / "step-4"
+        assert error == (f"ValueError: cannot resume from {where}: it was written with train.seed=1234 (now 7); "
+                         "restore those settings, use a fresh output dir, or set train.resume=false"), error
+        assert not (tmp_path / "runs" / name / "result.json").exists()
+    error = (tmp_path / "runs" / "shape" / "error.txt").read_text()
+    where = tmp_path / "runs" / "shape" / "checkpoints" / "step-4"
+    assert error == (f"ValueError: cannot resume from {where}: it was written with model.n_embd=32 (now 64), "
+                     "model.n_head=2 (now 4); restore those settings, use a fresh output dir, or set "
+                     "train.resume=false"), error
+    # refused before DeepSpeed's load, which would fail on the weights' shapes first
+    assert "size mismatch" not in logs and "Error(s) in loading state_dict" not in logs

@@ -24,11 +24,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def case(name: str, train: TrainConfig, model: ModelConfig, mlflow_run_id: str | None = None,
-         copy_from: str | None = None, copy_tag: str | None = None) -> dict[str, Any]:  # fmt: skip
+         copy_from: str | None = None, copy_tag: str | None = None,
+         drop_files: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
     """One run, output under ROOT/name. copy_from/copy_tag: before it starts, the earlier case's
-    checkpoint tag is copied in as the one to resume (as if that run had died after it)."""
+    checkpoint tag is copied in as the one to resume (as if that run had died after it), less
+    the files named in drop_files (e.g. a tag as an older version wrote it)."""
     return {"name": name, "train": train.model_dump(), "model": model.model_dump(), "mlflow_run_id": mlflow_run_id,
-            "copy_from": copy_from, "copy_tag": copy_tag}  # fmt: skip
+            "copy_from": copy_from, "copy_tag": copy_tag, "drop_files": list(drop_files)}  # fmt: skip
 
 
 def launch_cases(cases: list[dict[str, Any]], manifest_uri: str, root: Path, world: int,
@@ -62,6 +64,8 @@ def _run(plan: Path, manifest_uri: str, root: Path) -> None:
         if rank == 0 and spec["copy_from"]:  # only rank 0 picks the tag to resume; the others wait for it
             source = root / spec["copy_from"] / "checkpoints"
             shutil.copytree(source / spec["copy_tag"], out / "checkpoints" / spec["copy_tag"])
+            for name in spec["drop_files"]:
+                (out / "checkpoints" / spec["copy_tag"] / name).unlink()
             (out / "checkpoints" / "latest").write_text(spec["copy_tag"])
         config = root / f"{spec['name']}-rank{rank}.json"
         train, model = TrainConfig.model_validate(spec["train"]), ModelConfig.model_validate(spec["model"])

@@ -198,3 +198,21 @@ RESULT = {
     "fixed_batch_loss_engine": 2.4, "fixed_batch_loss_consolidated": 2.4, "checkpoint_uri": "/data/x",
     "checkpoint_tag": "step-2", "data_digest": "d", "duration_s": 2.0,
 }  # fmt: skip
+
+
+def test_a_documents_manifest_is_refused_before_a_trainjob_is_requested(tmp_path, monkeypatch):
+    import re
+
+    from components.manifest import Manifest
+    from components.train.preflight import PreflightError
+    from pipelines.steps import train
+
+    server = FakeApiServer([status("Failed", "FailedJobs", "node-0 failed")])  # were it launched: fails at once
+    monkeypatch.setattr(cluster, "SERVICE_ACCOUNT_NAMESPACE", tmp_path / "absent")
+    monkeypatch.setattr(trainjob_launch, "launch", functools.partial(
+        trainjob_launch.launch, api=api_for(server), poll_s=0.01, handle_signals=False, log=lambda line: None))  # fmt: skip
+    documents = str(tmp_path / "clean" / "manifest.json")  # the clean step's output, not the tokenizer's
+    Manifest(kind="documents", root=str(tmp_path / "clean")).save(documents)
+    with pytest.raises(PreflightError, match=re.escape(f"training data {documents}: a 'documents' manifest, not the ")):
+        train.run(multinode(namespace=NS), documents, str(tmp_path / "train"))
+    assert not server.calls("POST") and not server.calls("GET")
