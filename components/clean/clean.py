@@ -103,7 +103,8 @@ def _hidden(relative: str) -> bool:
     return any(part.startswith((".", "_")) for part in relative.split("/"))
 
 
-def _check_output_outside_input(input_uri: str, output_uri: str) -> None:
+def check_output_outside_input(input_uri: str, output_uri: str) -> None:
+    """Raises CleanError when output_uri lies inside input_uri: a rerun would read its own output."""
     inp, out = input_uri.rstrip("/") + "/", output_uri.rstrip("/") + "/"
     if storage.is_s3(inp) != storage.is_s3(out):
         return
@@ -283,7 +284,7 @@ def plan_shards(input_uri: str, output_uri: str, config: CleanConfig) -> list[di
     [{index, uri}] in input order. Raises CleanError for a missing input, one without document
     shards, or an output inside the input."""
     shard_uris = input_shards(input_uri)
-    _check_output_outside_input(input_uri, output_uri)
+    check_output_outside_input(input_uri, output_uri)
     return [{"index": i, "uri": uri} for i, uri in enumerate(shard_uris)]
 
 

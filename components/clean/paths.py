@@ -29,6 +29,10 @@ from components.clean.config import CleanConfig
 OUTPUT_DIRS = ("shards", "dropped", "quarantine")  # published folders a rerun tidies
 
 
+# CleanConfig fields that change how the step runs, never what it writes
+RUN_ONLY = ("workers", "parallel_shards")
+
+
 def part(index: int) -> str:
     """The name of input shard `index` in every file derived from it: part-IIIII."""
     return f"part-{index:05d}"
@@ -41,7 +45,10 @@ class CleanPaths:
 
     @classmethod
     def of(cls, output_uri: str, config: CleanConfig) -> "CleanPaths":
-        digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
+        # how the work is run (processes, pods at once) does not change what it produces: a rerun
+        # with other values resumes the same work instead of filtering every shard again
+        settings = config.model_dump_json(exclude=set(RUN_ONLY))
+        digest = hashlib.sha256(settings.encode()).hexdigest()[:12]
         return cls(output_uri, storage.join(output_uri, "work", digest))
 
     # ---- work files, by phase

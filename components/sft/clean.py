@@ -46,7 +46,7 @@ import numpy as np
 
 from components import shards, storage
 from components.clean import minhash
-from components.clean.clean import CleanError, _check_output_outside_input, input_shards
+from components.clean.clean import CleanError, check_output_outside_input, input_shards
 from components.clean.dedup import text_key
 from components.clean.normalize import normalize, repair_mojibake
 from components.clean.pii import PiiConfig, mask_pii
@@ -254,7 +254,7 @@ def clean_conversations(input_uri: str, output_uri: str, config: SftDataConfig) 
     started = time.perf_counter()
     try:
         files = input_shards(input_uri)
-        _check_output_outside_input(input_uri, output_uri)
+        check_output_outside_input(input_uri, output_uri)
     except CleanError as exc:
         raise SftDataError(str(exc)) from None
     stats = StepStats()

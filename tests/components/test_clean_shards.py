@@ -248,3 +248,12 @@ def test_parquet_timestamp_decimal_and_binary_metadata_become_json(tmp_path):
     result = clean_corpus(str(path), str(tmp_path / "out"), CleanConfig(**BASIC))
     [doc] = shards.iter_texts(s.uri for s in result.manifest.shards)
     assert doc.meta == {"fetched": "2024-05-01T12:30:00", "day": "2024-05-01", "price": "12.50", "raw": "b'\\x00\\xff'"}
+
+
+def test_work_is_resumed_whatever_the_worker_count_and_redone_when_an_output_setting_changes():
+    from components.clean.config import CleanConfig
+    from components.clean.paths import CleanPaths
+
+    base = CleanPaths.of("out", CleanConfig()).work
+    assert CleanPaths.of("out", CleanConfig(workers=1, parallel_shards=8)).work == base
+    assert CleanPaths.of("out", CleanConfig(min_chars=21)).work != base
