@@ -25,7 +25,6 @@ Results: benchmarks/results/model_families.json (model_families-quick.json with 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
@@ -99,7 +98,7 @@ def table(rows: list[dict]) -> str:
 def main(steps: int | None = None, output: Path | None = None) -> dict:
     import psutil
 
-    from benchmarks.train_loop import busy_seconds, machine
+    from benchmarks.train_loop import busy_seconds, machine, save_report
     from components.clean.clean import clean_corpus
     from components.manifest import Manifest
     from components.train.launch import train_local
@@ -155,10 +154,7 @@ def main(steps: int | None = None, output: Path | None = None) -> dict:
         "duration_s": round(time.perf_counter() - started, 1),
         "table": text,
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"[bench] {report['duration_s']:.0f} s; results -> {output}", flush=True)
-    return report
+    return save_report(report, output)
 
 
 if __name__ == "__main__":

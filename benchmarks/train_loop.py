@@ -254,6 +254,14 @@ def tracker_cost(calls: int = 30, interval_s: float = 0.2) -> dict:
     return costs
 
 
+def save_report(report: dict, output: Path) -> dict:
+    """Write a benchmark's report (with `duration_s`) as JSON to `output`, say where; returns it."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"[bench] {report['duration_s']:.0f} s; results -> {output}", flush=True)
+    return report
+
+
 def machine() -> dict:
     import deepspeed
     import mlflow
@@ -426,10 +434,7 @@ def main(rounds: int = 2, steps: int = 40, output: Path | None = None, patience_
         "duration_s": round(time.perf_counter() - started, 1),
         "table": text,
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"[bench] {report['duration_s']:.0f} s; results -> {output}", flush=True)
-    return report
+    return save_report(report, output)
 
 
 if __name__ == "__main__":
