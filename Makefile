@@ -19,7 +19,7 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export TOKENIZERS_PARALLELISM := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install corpus demo finetune ui test bench compile clean-runs images image-steps image-trainer lock cluster-up cluster-down
+.PHONY: help install corpus demo chat-demo finetune ui test bench compile clean-runs images image-steps image-trainer lock cluster-up cluster-down
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -69,6 +69,15 @@ $(BASE)/config.json: $(STAMP)
 finetune: $(STAMP) $(CORPUS)/.built $(BASE)/config.json  ## LoRA fine-tune of SmolLM2-135M on the demo corpus
 	$(BIN)/homegrown run pipelines/configs/finetune-smollm2.yaml
 
+CHAT_DATA := data/chat-demo
+
+$(CHAT_DATA)/.built: $(STAMP) pipelines/chat_demo_data.py
+	$(BIN)/python -m pipelines.chat_demo_data --cache .cache/sources --output $(CHAT_DATA)
+
+chat-demo: $(STAMP) $(BASE)/config.json $(CHAT_DATA)/.built  ## instruction-tune SmolLM2-135M into a chat model on 28 languages' dialogues
+	$(BIN)/homegrown run pipelines/configs/chat-demo.yaml
+	@echo "chat with it:  $(BIN)/homegrown chat models:/homegrown-chat@champion --tracking-uri sqlite:///$(CURDIR)/runs/mlflow.db"
+
 compile: $(STAMP)  ## compile the pipeline for a cluster into pipeline.yaml
 	$(BIN)/homegrown compile pipelines/configs/gpu.yaml -o pipeline.yaml
 
@@ -104,4 +113,4 @@ cluster-down:  ## delete the local kind cluster
 	bash infra/cluster-down.sh
 
 clean-runs:  ## delete local runs, the MLflow store and caches of built data
-	rm -rf runs $(CORPUS)
+	rm -rf runs $(CORPUS) $(CHAT_DATA)

@@ -23,10 +23,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     summary = run_local(config, args.run_name, args.tracking_uri, args.data_root, args.work_dir, args.verbose)
     m, t = summary.metrics, summary.tags
+    rows: dict[str, Any] = {}
+    if "pretrain" in config.stages:
+        rows.update({
+            "documents in / kept": f"{m.get('clean.documents_in', 0):.0f} / {m.get('clean.documents_kept', 0):.0f}",
+            "tokens trained": f"{m.get('train.tokens', 0):.0f}",
+            "final train loss": m.get("train.final_loss", float("nan")),
+        })  # fmt: skip
+    if "sft" in config.stages:
+        rows.update({
+            "conversations in / kept": f"{m.get('sft.conversations_in', 0):.0f} / {m.get('sft.conversations_kept', 0):.0f}",
+            "tokens tuned on": f"{m.get('sft-train.tokens', 0):.0f}",
+            "final SFT loss": m.get("sft-train.final_loss", float("nan")),
+        })  # fmt: skip
     print_values(f"pipeline run {summary.run_name}: {summary.status}", {
-        "documents in / kept": f"{m.get('clean.documents_in', 0):.0f} / {m.get('clean.documents_kept', 0):.0f}",
-        "tokens trained": f"{m.get('train.tokens', 0):.0f}",
-        "final train loss": m.get("train.final_loss", float("nan")),
+        **rows,
         "bits per byte (held out)": m.get("eval.bits_per_byte", float("nan")),
         "perplexity (held out)": m.get("eval.perplexity", float("nan")),
         "registered model": summary.model,

@@ -32,8 +32,9 @@ SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/
 LABEL_MAX = 63
 
 
-def apply_cluster_settings(cluster: ClusterConfig, tasks: list, train: dsl.PipelineTask | None = None) -> None:
-    """Images, env from ConfigMap/Secrets, volumes, retries, and the train step's GPUs and placement.
+def apply_cluster_settings(cluster: ClusterConfig, tasks: list, *trains: dsl.PipelineTask) -> None:
+    """Images, env from ConfigMap/Secrets, volumes, retries, and the train steps' (pretraining,
+    instruction tuning) GPUs and placement.
 
     With cluster.train_nodes > 1 the train step only launches and watches a TrainJob: it runs on
     the CPU image with no GPUs (the run's ServiceAccount needs the TrainJob rights), gets its pod's
@@ -43,7 +44,7 @@ def apply_cluster_settings(cluster: ClusterConfig, tasks: list, train: dsl.Pipel
 
     multi_node = cluster.train_nodes > 1
     for task in tasks:
-        task.set_container_image(cluster.train_image if task is train and not multi_node else cluster.image)
+        task.set_container_image(cluster.train_image if any(task is t for t in trains) and not multi_node else cluster.image)
         if cluster.config_map:
             kubernetes.use_config_map_as_env(
                 task, cluster.config_map,
@@ -57,9 +58,15 @@ def apply_cluster_settings(cluster: ClusterConfig, tasks: list, train: dsl.Pipel
         # register is idempotent (a version per weights digest), so it is retried like the rest
         if cluster.retries and task.component_spec.name not in ("start-op", "finish-op"):
             task.set_retry(cluster.retries, backoff_duration="60s", backoff_factor=2)
-    if train is None:
-        return
-    if multi_node:
+    for train in trains:
+        _train_placement(cluster, train)
+
+
+def _train_placement(cluster: ClusterConfig, train: dsl.PipelineTask) -> None:
+    """A train step's TrainJob identity (multi-node) or GPUs, CPU, memory and node placement."""
+    from kfp import kubernetes
+
+    if cluster.train_nodes > 1:
         from components.train.trainjob import POD_NAME_ENV, POD_UID_ENV
 
         # the launcher pod's identity (downward API): the TrainJob's ownerReference

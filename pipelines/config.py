@@ -14,6 +14,8 @@ from components.config import Section
 from components.evaluate.config import EvaluateConfig
 from components.k8s import SecretEnv, Toleration
 from components.register.config import RegisterConfig
+from components.sft.config import SftConfig
+from components.sft.template import CHATML_SPECIAL_TOKENS
 from components.tokenizer.config import TokenizerConfig
 from components.train.config import ModelConfig, TrainConfig
 
@@ -58,7 +60,10 @@ class ClusterConfig(Section):
 
 class RunConfig(Section):
     name: str = Field("homegrown", pattern=r"^[a-z0-9][a-z0-9-]*$", description="run name prefix (lowercase, digits, -)")
-    corpus: str = Field(description="URI of the raw corpus: a JSONL(.gz) file or a directory/prefix of them")
+    corpus: str | None = Field(
+        None, description="URI of the raw corpus to pretrain on: a JSONL(.gz) file or a directory/prefix of them; "
+        "null with sft and model.base (instruction tuning of a pretrained model only)",
+    )
     data_root: str = Field("runs/data", description="URI under which each run writes its data")
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     clean: CleanConfig = Field(default_factory=CleanConfig)
@@ -68,6 +73,43 @@ class RunConfig(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     registry: RegisterConfig = Field(default_factory=RegisterConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    sft: SftConfig | None = Field(
+        None, description="instruction tuning into a chat model: after pretraining on `corpus`, or of model.base "
+        "when there is no corpus; null: pretraining only",
+    )
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """What the DAG runs: ("pretrain",), ("pretrain", "sft") or ("sft",) (of model.base)."""
+        return (*(("pretrain",) if self.corpus else ()), *(("sft",) if self.sft else ()))
+
+    @model_validator(mode="after")
+    def _stages(self) -> "RunConfig":
+        if self.corpus is None and self.sft is None:
+            raise ValueError("corpus: required (the raw corpus to pretrain on), unless sft is set with model.base")
+        if self.sft is None:
+            return self
+        if self.corpus is None:
+            if not self.model.base:
+                raise ValueError("sft without a corpus tunes model.base: set model.base (models:/name@alias, s3://, a "
+                                 "local directory), or a corpus to pretrain on first")  # fmt: skip
+            if self.model.lora is not None:
+                raise ValueError("model.lora: the SFT stage's adapters are sft.lora; move them there")
+            if self.train != TrainConfig():  # (not model_fields_set: the KFP tasks' JSON round trip sets every key)
+                raise ValueError("train: configures pretraining, which this config does not run (no corpus); "
+                                 "the SFT stage's settings are sft.train")  # fmt: skip
+        elif not self.model.base:
+            missing = [token for token in CHATML_SPECIAL_TOKENS if token not in self.tokenizer.special_tokens]
+            if missing:
+                raise ValueError(
+                    f"sft after pretraining from scratch renders conversations with the default ChatML template: "
+                    f"reserve its markers at tokenizer-training time, tokenizer.special_tokens: "
+                    f"{list(CHATML_SPECIAL_TOKENS)} (missing {', '.join(missing)})"
+                )
+            if self.sft.seq_len > self.model.context_length:
+                raise ValueError(f"sft.seq_len ({self.sft.seq_len}) exceeds the model's context length "
+                                 f"({self.model.context_length}): lower sft.seq_len or raise the model's")  # fmt: skip
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":
@@ -83,19 +125,30 @@ class RunConfig(Section):
                 f"cluster.train_nodes={self.cluster.train_nodes} needs checkpoints every node can reach: an s3:// "
                 "data_root, or cluster.data_pvc (a ReadWriteMany claim) with data_root: /data/..."
             )
-        if self.cluster.gpus and self.cluster.gpus != self.train.nproc_per_node:
-            raise ValueError(
-                f"train.nproc_per_node ({self.train.nproc_per_node}) must equal cluster.gpus ({self.cluster.gpus}): "
-                "one rank per GPU (on every node)"
-            )
-        per_step = self.train.micro_batch_size * self.train.nproc_per_node * self.cluster.train_nodes
-        if self.train.global_batch_size % per_step:
-            raise ValueError(
-                f"train.global_batch_size ({self.train.global_batch_size}) must be a multiple of "
-                f"micro_batch_size x nproc_per_node x cluster.train_nodes ({self.train.micro_batch_size} x "
-                f"{self.train.nproc_per_node} x {self.cluster.train_nodes} = {per_step})"
-            )
+        for key, train in (("train", self.train if self.corpus else None), ("sft.train", self.sft.train if self.sft else None)):
+            if train is None:
+                continue
+            if self.cluster.gpus and self.cluster.gpus != train.nproc_per_node:
+                raise ValueError(
+                    f"{key}.nproc_per_node ({train.nproc_per_node}) must equal cluster.gpus ({self.cluster.gpus}): "
+                    "one rank per GPU (on every node)"
+                )
+            per_step = train.micro_batch_size * train.nproc_per_node * self.cluster.train_nodes
+            if train.global_batch_size % per_step:
+                raise ValueError(
+                    f"{key}.global_batch_size ({train.global_batch_size}) must be a multiple of "
+                    f"micro_batch_size x nproc_per_node x cluster.train_nodes ({train.micro_batch_size} x "
+                    f"{train.nproc_per_node} x {self.cluster.train_nodes} = {per_step})"
+                )
         return self
+
+    def sft_stage(self, base_uri: str) -> "RunConfig":
+        """This config as the SFT stage's train step runs it: sft.train as `train`, and the model
+        to tune (`base_uri`: model.base, or the pretrained model) with sft.lora as `model`."""
+        if self.sft is None:
+            raise ValueError("the config has no sft section")
+        model = ModelConfig(base=base_uri, lora=self.sft.lora)
+        return self.model_copy(update={"train": self.sft.train, "model": model})
 
     @property
     def digest(self) -> str:
@@ -111,6 +164,8 @@ def _format_errors(source: str, exc: ValidationError) -> str:
             lines.append(f"  {key}: unknown key (check the spelling; see pipelines/configs/demo.yaml)")
         elif err["type"] == "missing":
             lines.append(f"  {key}: required key is missing")
+        elif not err["loc"]:  # a check across sections: its input is the whole config, not worth repeating
+            lines.append(f"  {err['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
     return "\n".join(lines)

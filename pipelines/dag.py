@@ -1,8 +1,12 @@
 """The homegrown DAG: one definition, run locally by kfp's SubprocessRunner or compiled for KFP.
 
-clean (plan → filter per shard → dedup → write per shard → collect) → tokenizer → train →
-evaluate → register → (gate passed) promote, wrapped in an exit handler (finish) that closes the
-pipeline's MLflow parent run whatever happens. Local and cluster differ only in
+Pretraining (config.stages has "pretrain"): clean (plan → filter per shard → dedup → write per
+shard → collect) → tokenizer → train. Instruction tuning ("sft"): sft-data (alongside, it needs
+nothing upstream) → sft-tokenize (for the pretrained model, or model.base when there is no
+pretraining) → train (stage sft). Then evaluate the last model → register → (gate passed)
+promote, wrapped in an exit handler (finish) that closes the pipeline's MLflow parent run
+whatever happens. Which stages run is fixed when the pipeline is built from the config, so the
+compiled YAML holds only the tasks it runs. Local and cluster differ only in
 pipelines.cluster.apply_cluster_settings, applied at compile time.
 """
 
@@ -12,12 +16,12 @@ from kfp import dsl
 
 from pipelines.cluster import apply_cluster_settings
 from pipelines.config import RunConfig
-from pipelines.steps import clean, evaluate, finish, promote, register, start, tokenizer, train
+from pipelines.steps import clean, evaluate, finish, promote, register, sft_data, sft_tokenize, start, tokenizer, train
 
 PIPELINE_NAME = "homegrown"
 Target = Literal["local", "cluster"]
 # The steps in run order; the CLI adds a `homegrown <command>` for each one with a COMMAND.
-STEPS = (start, clean, tokenizer, train, evaluate, register, promote, finish)
+STEPS = (start, clean, tokenizer, train, sft_data, sft_tokenize, evaluate, register, promote, finish)
 
 
 def build_pipeline(config: RunConfig, target: Target = "local") -> Callable:
@@ -38,7 +42,8 @@ def build_pipeline(config: RunConfig, target: Target = "local") -> Callable:
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
-        description="Clean a corpus, train a tokenizer, train a causal LM with DeepSpeed, evaluate, register.",
+        description="Clean a corpus, train a tokenizer, train a causal LM with DeepSpeed, instruction-tune it, "
+        "evaluate, register.",
     )
     def homegrown(config_json: str = default_config, run_name: str = "", tracking_uri: str = "", data_root: str = ""):
         finished = finish.finish_op(
@@ -56,41 +61,65 @@ def build_pipeline(config: RunConfig, target: Target = "local") -> Callable:
                 config_json=config_json, tracking_uri=tracking_uri, parent_run_id=started.outputs["parent_run_id"]
             )
             run_root = started.outputs["run_root"]
-            # clean fans out over the corpus's shards: filter per shard → corpus-wide dedup → write per shard
-            shards = clean.clean_plan_op(config_json=config_json, run_root=run_root).set_display_name("clean: plan")
-            parallelism = config.clean.parallel_shards
-            with dsl.ParallelFor(shards.output, parallelism=parallelism, name="clean-filter") as item:
-                filtered = clean.clean_filter_op(config_json=config_json, shard=item)
-                filtered.set_display_name("clean: filter")
-            dedup = clean.clean_dedup_op(config_json=config_json, run_root=run_root, shards=shards.output)
-            dedup.after(filtered).set_display_name("clean: dedup")
-            with dsl.ParallelFor(shards.output, parallelism=parallelism, name="clean-write") as item:
-                written = clean.clean_write_op(config_json=config_json, shard=item)
-                written.after(dedup).set_display_name("clean: write")
-            cleaned = clean.clean_collect_op(**common, run_root=run_root, shards=shards.output)
-            cleaned.after(written).set_display_name("clean: collect")
-            tokenized = tokenizer.tokenize_op(**common, run_root=run_root, documents=cleaned.outputs["documents"])
-            tokenized.set_display_name("tokenizer")
-            trained = train.train_op(
-                **common, run_root=run_root, run_name=started.outputs["run_name"], packed=tokenized.outputs["packed"]
-            ).set_display_name("train")
+            tasks, trainers = [finished, started], []
+            if "pretrain" in config.stages:
+                # clean fans out over the corpus's shards: filter per shard → corpus-wide dedup → write per shard
+                shards = clean.clean_plan_op(config_json=config_json, run_root=run_root).set_display_name("clean: plan")
+                parallelism = config.clean.parallel_shards
+                with dsl.ParallelFor(shards.output, parallelism=parallelism, name="clean-filter") as item:
+                    filtered = clean.clean_filter_op(config_json=config_json, shard=item)
+                    filtered.set_display_name("clean: filter")
+                dedup = clean.clean_dedup_op(config_json=config_json, run_root=run_root, shards=shards.output)
+                dedup.after(filtered).set_display_name("clean: dedup")
+                with dsl.ParallelFor(shards.output, parallelism=parallelism, name="clean-write") as item:
+                    written = clean.clean_write_op(config_json=config_json, shard=item)
+                    written.after(dedup).set_display_name("clean: write")
+                cleaned = clean.clean_collect_op(**common, run_root=run_root, shards=shards.output)
+                cleaned.after(written).set_display_name("clean: collect")
+                tokenized = tokenizer.tokenize_op(**common, run_root=run_root, documents=cleaned.outputs["documents"])
+                tokenized.set_display_name("tokenizer")
+                trained = train.train_op(
+                    **common, run_root=run_root, run_name=started.outputs["run_name"],
+                    packed=tokenized.outputs["packed"],
+                ).set_display_name("train")  # fmt: skip
+                data, packed = cleaned.outputs["documents"], tokenized.outputs["packed"]
+                tasks += [shards, filtered, dedup, written, cleaned, tokenized, trained]
+                trainers.append(trained)
+            if "sft" in config.stages:
+                conversations = sft_data.sft_data_op(**common, run_root=run_root).set_display_name("sft: data")
+                if "pretrain" in config.stages:
+                    sft_packed = sft_tokenize.sft_tokenize_op(
+                        **common, run_root=run_root, conversations=conversations.outputs["conversations"],
+                        base=trained.outputs["model"],
+                    )  # fmt: skip
+                else:
+                    sft_packed = sft_tokenize.sft_tokenize_base_op(
+                        **common, run_root=run_root, conversations=conversations.outputs["conversations"]
+                    )
+                sft_packed.set_display_name("sft: tokenize")
+                trained = train.train_op(
+                    **common, run_root=run_root, run_name=started.outputs["run_name"],
+                    packed=sft_packed.outputs["packed"], stage="sft",
+                ).set_display_name("sft: train")  # fmt: skip
+                data, packed = conversations.outputs["conversations"], sft_packed.outputs["packed"]
+                tasks += [conversations, sft_packed, trained]
+                trainers.append(trained)
             evaluated = evaluate.evaluate_op(
-                **common, run_root=run_root, packed=tokenized.outputs["packed"], model=trained.outputs["model"]
+                **common, run_root=run_root, packed=packed, model=trained.outputs["model"]
             ).set_display_name("evaluate")
             registered = register.register_op(
-                **common, run_name=started.outputs["run_name"], documents=cleaned.outputs["documents"],
-                packed=tokenized.outputs["packed"], model=trained.outputs["model"],
-                results=evaluated.outputs["results"],
+                **common, run_name=started.outputs["run_name"], documents=data, packed=packed,
+                model=trained.outputs["model"], results=evaluated.outputs["results"],
             ).set_display_name("register")  # fmt: skip
+            tasks += [evaluated, registered]
             champion_gate(
                 **common, decision=registered.outputs["decision"], version=registered.outputs["version"]
             ).set_display_name("champion gate")
 
-        tasks = [finished, started, shards, filtered, dedup, written, cleaned, tokenized, trained, evaluated, registered]
         for task in (finished, started, registered):
             task.set_caching_options(False)  # side effects in MLflow: never reuse a cached result
         if target == "cluster":
-            apply_cluster_settings(config.cluster, tasks, trained)
+            apply_cluster_settings(config.cluster, tasks, *trainers)
 
     return homegrown
 

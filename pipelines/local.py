@@ -86,11 +86,14 @@ class RunSummary:
 
 
 def check_local_run(config: RunConfig) -> None:
-    """Fail before starting anything when the corpus is obviously unusable."""
-    try:
-        input_shards(config.corpus)
-    except ValueError as exc:
-        raise ConfigError(f"corpus: {exc}") from None
+    """Fail before starting anything when the corpus or the instruction data is obviously unusable."""
+    for key, uri in (("corpus", config.corpus), ("sft.data", config.sft.data if config.sft else None)):
+        if uri is None:
+            continue
+        try:
+            input_shards(uri)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
 
 
 def run_local(

@@ -14,6 +14,7 @@ from components.clean.normalize import NormalForm
 from components.clean.pii import PiiConfig
 from components.config import Section
 from components.sft.formats import Format
+from components.train.config import LoraConfig, TrainConfig
 
 
 class SftDataConfig(Section):
@@ -80,3 +81,37 @@ class SftDataConfig(Section):
             raise ValueError(f"eval_min_conversations={self.eval_min_conversations} exceeds "
                              f"eval_max_conversations={self.eval_max_conversations}")  # fmt: skip
         return self
+
+
+class SftTrainConfig(TrainConfig):
+    """TrainConfig with fine-tuning's defaults: a lower rate, fewer steps, a shorter warm-up
+    (a key left out takes these, also when others are given)."""
+
+    learning_rate: float = Field(1e-4, gt=0)
+    max_steps: int = Field(100, ge=1, description="optimizer steps")
+    warmup_steps: int = Field(10, ge=0)
+
+
+class SftConfig(Section):
+    """Instruction tuning (SFT) after pretraining, or of `model.base`: the stage's data, its
+    cleaning, sequence length and its own training settings (pretraining's `train` and
+    `model.lora` are not reused: fine-tuning wants other rates, steps and adapters)."""
+
+    data: str = Field(
+        description="URI of the instruction data: a JSONL(.gz)/Parquet file or a directory/prefix of them, local or "
+        "s3://, in the formats sft.clean.format reads (OpenAI messages, ShareGPT, Alpaca)"
+    )
+    clean: SftDataConfig = Field(default_factory=SftDataConfig, description="cleaning, dedup and held-out split")
+    seq_len: int = Field(
+        512, ge=8, description="tokens per packed row; a conversation longer than this with its template is dropped "
+        "as too_long (counted), never truncated; <= the model's context length",
+    )
+    end_of_turn: str | None = Field(
+        None, description="the token that closes an assistant turn in the base model's own chat template "
+        "(default: its tokenizer's eos_token); the default ChatML template's is <|im_end|>",
+    )
+    train: SftTrainConfig = Field(
+        default_factory=SftTrainConfig, description="the SFT stage's training settings, the keys of `train` (defaults: "
+        "learning_rate 1e-4, max_steps 100, warmup_steps 10, the rest as `train`'s)",
+    )
+    lora: LoraConfig | None = Field(None, description="train LoRA adapters on the model being tuned instead of all weights")

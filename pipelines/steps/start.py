@@ -32,12 +32,23 @@ def run(config: RunConfig, run_name: str, target: common.MlflowTarget, kfp_run: 
         "homegrown.run_name": run_name,
         "homegrown.config_digest": config.digest,
         "homegrown.code_version": common.code_version(),
-        "homegrown.corpus": config.corpus,
-        "mlflow.note.content": f"homegrown pipeline run `{run_name}` on `{config.corpus}`",
+        "homegrown.stages": ",".join(config.stages),
+        "mlflow.note.content": f"homegrown pipeline run `{run_name}`: "
+        + ", then ".join(f"{stage} on `{uri}`" for stage, uri in _stage_inputs(config)),
     }
+    if config.corpus:
+        tags["homegrown.corpus"] = config.corpus
+    if config.sft:
+        tags["homegrown.sft_data"] = config.sft.data
     if kfp_run:
         tags["kfp.run_name"] = kfp_run
     return mlflow_runs.start_pipeline_run(target.uri, target.experiment, run_name, tags, config.model_dump(mode="json"))
+
+
+def _stage_inputs(config: RunConfig) -> list[tuple[str, str]]:
+    """(stage, what it reads) in run order: pretraining's corpus, instruction tuning's data."""
+    inputs = {"pretrain": config.corpus, "sft": config.sft.data if config.sft else None}
+    return [(stage, str(inputs[stage])) for stage in config.stages]
 
 
 def start(config_json: str, run_name: str, kfp_run_name: str, tracking_uri: str, data_root: str) -> tuple[str, str, str]:

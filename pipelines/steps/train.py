@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from components import storage
+from components.manifest import Manifest
 from pipelines.config import RunConfig
 from pipelines.steps import common
 
@@ -18,22 +19,24 @@ if TYPE_CHECKING:
 @common.component
 def train_op(
     config_json: str, run_root: str, run_name: str, tracking_uri: str, parent_run_id: str,
-    packed: Input[Dataset], model: Output[Model], metrics: Output[Metrics],
+    packed: Input[Dataset], model: Output[Model], metrics: Output[Metrics], stage: str = "pretrain",
 ):  # fmt: skip
-    """Train the causal LM with DeepSpeed (torchrun, N ranks) and consolidate it to safetensors."""
+    """Train the causal LM with DeepSpeed (torchrun, N ranks) and consolidate it to safetensors;
+    stage "sft": instruction-tune the model the sft-packed manifest names, with sft.train."""
     from pipelines.steps import train
 
-    train.train(config_json, run_root, run_name, tracking_uri, parent_run_id, packed, model, metrics)
+    train.train(config_json, run_root, run_name, tracking_uri, parent_run_id, packed, model, metrics, stage)
 
 
 def run(config: RunConfig, packed_manifest_uri: str, output_uri: str, target: common.MlflowTarget | None = None,
-        run_name: str = "") -> "common.StepResult[TrainResult]":
-    """Train on a packed manifest; `run_name` (the pipeline run) labels a multi-node TrainJob."""
+        run_name: str = "", step: str = "train") -> "common.StepResult[TrainResult]":
+    """Train on a packed manifest (packed-tokens, or sft-packed with config.sft_stage applied);
+    `run_name` (the pipeline run) labels a multi-node TrainJob; `step` names the MLflow run."""
     from components.train.launch import train_local
     from components.train.preflight import check_train_inputs
 
     params = {"train": config.train.model_dump(), "model": config.model.model_dump()}
-    with common.step_run("train", target, params) as active:
+    with common.step_run(step, target, params) as active:
         env = {}
         if target is not None:
             # rank 0 of the torchrun job logs its curves into this step's run
@@ -56,10 +59,10 @@ def run(config: RunConfig, packed_manifest_uri: str, output_uri: str, target: co
         base = config.model.base
         return common.logged(target, common.StepResult(
             value,
-            f"train: {value.steps} steps on {value.world_size} ranks, final loss {value.final_loss:.4f}, "
+            f"{step}: {value.steps} steps on {value.world_size} ranks, final loss {value.final_loss:.4f}, "
             f"{value.tokens_per_s:,.0f} tokens/s",
             metrics,
-            headline={"train.final_loss": value.final_loss, "train.tokens": value.tokens},
+            headline={f"{step}.final_loss": value.final_loss, f"{step}.tokens": value.tokens},
             artifacts=[storage.join(output_uri, "result.json"), *adapter],
             parent_tags={"homegrown.base_model": base, "homegrown.lora": str(config.model.lora is not None).lower()}
             if base else {},
@@ -68,12 +71,29 @@ def run(config: RunConfig, packed_manifest_uri: str, output_uri: str, target: co
 
 
 def train(config_json: str, run_root: str, run_name: str, tracking_uri: str, parent_run_id: str,
-          packed: Any, model: Any, metrics: Any) -> None:
-    """The KFP task: `packed` is the tokenizer's manifest; `model` gets the TrainResult JSON."""
+          packed: Any, model: Any, metrics: Any, stage: str = "pretrain") -> None:
+    """The KFP task: `packed` is the tokenizer's (or sft-tokenize's) manifest; `model` gets the
+    TrainResult JSON."""
     config = common.config_from_json(config_json)
-    result = run(config, packed.path, common.step_dir(run_root, "train"),
-                 common.mlflow_target(config, tracking_uri, parent_run_id), run_name)
+    config, step = stage_config(config, packed.path, stage)
+    result = run(config, packed.path, common.step_dir(run_root, step),
+                 common.mlflow_target(config, tracking_uri, parent_run_id), run_name, step)
     common.publish(result, metrics, model=model)
+
+
+def stage_config(config: RunConfig, manifest_uri: str, stage: str) -> tuple[RunConfig, str]:
+    """The config the train step runs with and its step name: as given for "pretrain"; for
+    "sft", config.sft_stage on the model the sft-packed manifest was tokenised for.
+    Raises ValueError for another stage, or "sft" without an sft-packed manifest."""
+    if stage == "pretrain":
+        return config, "train"
+    if stage != "sft":
+        raise ValueError(f"unknown training stage {stage!r}: pretrain or sft")
+    manifest = Manifest.load(manifest_uri)
+    if manifest.kind != "sft-packed":
+        raise ValueError(f"{manifest_uri}: the SFT stage trains on an 'sft-packed' manifest (homegrown sft-tokenize), "
+                         f"got kind={manifest.kind!r}")  # fmt: skip
+    return config.sft_stage(str(manifest.facts["base_uri"])), "sft-train"
 
 
 def model_output(value: "TrainResult") -> common.Output:
@@ -92,15 +112,21 @@ def read_model(path: str) -> "TrainResult":
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`homegrown train`'s own arguments."""
-    parser.add_argument("--input", required=True, help="manifest.json written by `homegrown tokenize`")
+    parser.add_argument("--input", required=True, help="manifest.json written by `homegrown tokenize` (pretraining) "
+                        "or `homegrown sft-tokenize` (instruction tuning, with the config's sft.train)")
     parser.add_argument("--output", required=True, help="output directory URI (checkpoints/, model/, result.json)")
     common.add_tracking_arguments(parser)
 
 
 def by_hand(args: argparse.Namespace) -> int:
     """`homegrown train`: prints the TrainResult but its losses."""
-    config = common.config_from_args(args, corpus=args.input)
-    value = run(config, args.input, args.output, common.target_from_args(args, config)).value
+    if Manifest.load(args.input).kind == "sft-packed":
+        from pipelines.steps.sft_data import by_hand_config
+
+        config, step = stage_config(by_hand_config(args, "-"), args.input, "sft")
+    else:
+        config, step = common.config_from_args(args, corpus=args.input), "train"
+    value = run(config, args.input, args.output, common.target_from_args(args, config), step=step).value
     common.print_values(f"train: {value.model_uri}", {k: v for k, v in value.model_dump().items() if k != "losses"})
     return 0
 

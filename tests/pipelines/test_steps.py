@@ -13,7 +13,7 @@ from components import shards
 from components.manifest import Manifest, shard_info
 from components.train.result import TrainResult
 from pipelines import cli, dag
-from pipelines.steps import clean, common, evaluate, register, tokenizer, train
+from pipelines.steps import clean, common, evaluate, register, sft_data, sft_tokenize, tokenizer, train
 
 
 def test_publish_writes_each_output_its_metadata_and_the_metrics(tmp_path, capsys):
@@ -57,11 +57,12 @@ def test_the_train_artifact_reads_back_a_diverged_run(tmp_path):
 def test_the_step_commands_come_from_the_step_modules_in_dag_order():
     parser = cli.build_parser()
     [sub] = [a for a in parser._actions if a.dest == "command"]
-    assert list(sub.choices) == ["run", "compile", "submit", "upload", "clean", "tokenize", "train", "evaluate",
-                                 "register"]  # fmt: skip
-    for module in (clean, tokenizer, train, evaluate, register):
+    steps = [clean, tokenizer, train, sft_data, sft_tokenize, evaluate, register]
+    assert [name for name in sub.choices if name in {m.COMMAND.name for m in steps}] == [
+        "clean", "tokenize", "train", "sft-data", "sft-tokenize", "evaluate", "register"]  # fmt: skip
+    for module in steps:
         assert sub.choices[module.COMMAND.name].get_default("func") is module.COMMAND.handler
-    assert [m for m in dag.STEPS if getattr(m, "COMMAND", None)] == [clean, tokenizer, train, evaluate, register]
+    assert [m for m in dag.STEPS if getattr(m, "COMMAND", None)] == steps
 
 
 def test_the_step_modules_and_the_cluster_wiring_import_inside_a_running_task():
@@ -71,7 +72,8 @@ def test_the_step_modules_and_the_cluster_wiring_import_inside_a_running_task():
         "import kfp.dsl\n"
         "assert not hasattr(kfp.dsl, 'component')\n"
         "from pipelines import cluster\n"
-        "from pipelines.steps import clean, evaluate, finish, promote, register, start, tokenizer, train\n"
+        "from pipelines.steps import clean, evaluate, finish, promote, register, sft_data, sft_tokenize, start, "
+        "tokenizer, train\n"
         "assert clean.clean_filter_op.__name__ == 'clean_filter_op' and not hasattr(train.train_op, 'component_spec')\n"
         "assert cluster.run_label('nightly 7') == 'nightly-7-' + __import__('hashlib').sha256(b'nightly 7').hexdigest()[:8]\n"
     )  # fmt: skip
