@@ -97,12 +97,42 @@ def load_consolidated(module: torch.nn.Module, state: dict[str, torch.Tensor]) -
         )
 
 
+COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype the engine's forward runs in for train.precision (DeepSpeed casts the module to it)."""
+    return COMPUTE_DTYPES[precision]
+
+
+def model_inputs(batch: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """A batch of data.take (LongTensors [rows, seq_len]) as the model's keyword arguments.
+
+    Pretraining {"input_ids", "labels"} passes as it is. Packed conversations also carry
+    position_ids (restarting at each conversation) and segment_ids, which become the additive
+    block-diagonal causal attention_mask [rows, 1, seq_len, seq_len] of `dtype` (packing.
+    block_causal_mask): it must be the forward's compute dtype (sdpa refuses a mask of another
+    float dtype), so bf16 under train.precision bf16. segment_ids themselves are not a model input.
+    """
+    from components.sft.packing import block_causal_mask
+
+    inputs = {"input_ids": batch["input_ids"], "labels": batch["labels"]}
+    if "segment_ids" in batch:
+        inputs["attention_mask"] = block_causal_mask(batch["segment_ids"], dtype=dtype)
+        inputs["position_ids"] = batch["position_ids"]
+    return inputs
+
+
 @torch.no_grad()
-def fixed_batch_loss(module, batch: torch.Tensor) -> float:
-    """Mean next-token loss (nats) of module on batch, LongTensor [rows, seq_len], in eval mode
-    (no dropout); the module's train/eval mode is restored. module: a model or DeepSpeed engine."""
+def fixed_batch_loss(module, batch: dict[str, torch.Tensor] | torch.Tensor, dtype: torch.dtype = torch.float32) -> float:
+    """The loss (nats) of module on one batch as the training loop computes it (model_inputs): the
+    mean over the batch's labelled tokens, in eval mode (no dropout); the module's train/eval mode
+    is restored. module: a model or DeepSpeed engine; batch: a data.take dict (a bare LongTensor
+    [rows, seq_len] is a pretraining batch, labels = input_ids); dtype: the forward's compute dtype."""
+    if isinstance(batch, torch.Tensor):
+        batch = {"input_ids": batch, "labels": batch}
     was_training = module.training
     module.eval()
-    loss = module(input_ids=batch, labels=batch).loss.item()
+    loss = module(**model_inputs(batch, dtype)).loss.item()
     module.train(was_training)
     return loss

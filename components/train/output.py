@@ -44,13 +44,21 @@ class Output:
             if world > int(os.environ.get("LOCAL_WORLD_SIZE", world)):
                 self.mirror.complete(tag)
 
-    def save_model(self, module: torch.nn.Module, model: ModelConfig, tokenizer_uri: str | None) -> None:
-        """model/ (safetensors) with the tokenizer's files beside it; with LoRA, also adapter/
-        (if model.lora.save_adapter) and model/ holds the merged model."""
+    def save_model(
+        self, module: torch.nn.Module, model: ModelConfig, tokenizer_uri: str | None,
+        stop_token_ids: list[int] | None = None,
+    ) -> None:  # fmt: skip
+        """model/ (safetensors) with the tokenizer's files beside it (an SFT tokenizer carries its
+        chat template); with LoRA, also adapter/ (if model.lora.save_adapter) and model/ holds the
+        merged model. stop_token_ids (instruction tuning: eos and the template's end-of-turn,
+        sft.tokenize.stop_token_ids): the generation config's eos_token_id, so generate() stops at
+        the end of the assistant's turn."""
         if model.lora:
             if model.lora.save_adapter:
                 module.save_pretrained(self.local / "adapter", safe_serialization=True)
             module = module.merge_and_unload()  # a plain model for evaluation and the registry
+        if stop_token_ids:
+            module.generation_config.eos_token_id = list(stop_token_ids)
         model_dir = self.local / "model"
         module.save_pretrained(model_dir, safe_serialization=True)
         if tokenizer_uri:

@@ -3,7 +3,8 @@
 - the output (checkpoints) can be written: a probe file written and removed;
 - the base model, if any, exists and is loadable (safetensors, no remote code) or, for
   models:/, its registry alias or version resolves;
-- the data is the tokenizer step's packed-tokens manifest (not, say, the clean step's documents);
+- the data is the tokenizer step's packed-tokens manifest or sft-tokenize's sft-packed one (not,
+  say, the clean step's documents);
 - the MLflow tracking server answers (HTTP(S) tracking URIs: GET /health, with the URI's
   user:password sent as HTTP Basic auth, as MLflow's client sends it; never printed);
 - LoRA target modules name layers the base has (local and s3:// bases: built from its
@@ -22,7 +23,6 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from components import storage
 from components.mlflow_runs import redact_uri
 
-PACKED_KIND = "packed-tokens"  # what components.train.data.PackedSequences reads
 
 
 class PreflightError(RuntimeError):
@@ -75,19 +75,20 @@ def check_base(base: str, tracking_uri: str | None) -> str | None:
 
 
 def check_data(manifest_uri: str) -> str | None:
-    """The training data must be the tokenizer step's manifest (kind 'packed-tokens'); the clean
-    step's documents or the held-out set would only be refused by the worker, after torchrun or a
-    TrainJob has started."""
+    """The training data must be the tokenizer step's manifest (kind 'packed-tokens') or the
+    sft-tokenize step's ('sft-packed'); the clean step's documents or a held-out set would only be
+    refused by the worker, after torchrun or a TrainJob has started."""
     from components.manifest import Manifest
+    from components.train.data import KINDS
 
     try:
         manifest = Manifest.load(manifest_uri)
     except (storage.StorageError, OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         return f"training data {manifest_uri}: cannot read it as a manifest ({exc}); pass the tokenizer step's manifest.json"
-    if manifest.kind != PACKED_KIND:
-        return (f"training data {manifest_uri}: a {manifest.kind!r} manifest, not the tokenizer step's "
-                f"{PACKED_KIND!r} one; pass the manifest.json `homegrown tokenize --output DIR` writes "
-                "(DIR/manifest.json), not the clean step's or the held-out DIR/eval/manifest.json")  # fmt: skip
+    if manifest.kind not in KINDS:
+        return (f"training data {manifest_uri}: a {manifest.kind!r} manifest, not one of {', '.join(map(repr, KINDS))} "
+                "the worker trains on; pass the manifest.json `homegrown tokenize --output DIR` (or `homegrown "
+                "sft-tokenize`) writes (DIR/manifest.json), not the clean step's or a held-out DIR/eval/manifest.json")  # fmt: skip
     return None
 
 

@@ -8,6 +8,19 @@ RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT).
 Read top to bottom: set-up, resume, loop, checkpoint, consolidation, result. Rank 0 alone
 prints, logs to MLflow (only when MLFLOW_RUN_ID is set) and writes the model and result.json.
 
+One loop for pretraining and instruction tuning: --data is the tokenizer step's packed-tokens
+manifest or the SFT tokenize step's sft-packed one (data.training_data); a batch becomes the
+model's kwargs in model.model_inputs (packed conversations: a block-diagonal causal mask and
+restarting position ids). The loss of a micro batch is the HF causal-LM loss, the mean over its
+labelled tokens (all next tokens in pretraining; the assistant's in SFT). Under gradient
+accumulation DeepSpeed scales each micro batch's loss by 1/accumulation steps and averages the
+gradients over ranks, so a step's gradient is the plain mean over its micro batches of those
+per-micro-batch means: each micro batch weighs the same, whatever its number of labelled tokens
+(in SFT, a token of a micro batch with few assistant tokens weighs more than one of a micro batch
+with many; pretraining's micro batches all label the same number). The logged loss is that same
+mean of means. An sft-packed model is saved with the manifest's tokenizer (its chat template) and
+generation stopping at the end-of-turn token.
+
 Output layout under OUT (an s3:// OUT is staged on each node's disk: checkpoints are uploaded
 in the background as they are committed, the rest at the end; see output.py):
     checkpoints/latest, checkpoints/step-N/...   DeepSpeed ZeRO checkpoint (all ranks), every
@@ -30,12 +43,22 @@ import torch
 from components import storage
 from components.hf_model import context_length
 from components.manifest import Manifest
+from components.sft.tokenize import KIND as SFT_KIND
+from components.sft.tokenize import stop_token_ids
 from components.train.checkpoint import Checkpointer
 from components.train.consolidate import consolidated_state_dict
-from components.train.data import PackedSequences, micro_batches
+from components.train.data import labelled_tokens, micro_batches, to_device, training_data
 from components.train.ds_config import deepspeed_config
 from components.train.metrics_shipper import MetricsShipper
-from components.train.model import build_or_load, fetch_base, fixed_batch_loss, load_consolidated, parameter_count
+from components.train.model import (
+    build_or_load,
+    compute_dtype,
+    fetch_base,
+    fixed_batch_loss,
+    load_consolidated,
+    model_inputs,
+    parameter_count,
+)
 from components.train.optim import lr_lambda, make_optimizer
 from components.train.output import open_output
 from components.train.preemption import PREEMPTED_EXIT, Preemption
@@ -47,7 +70,9 @@ from components.train.telemetry import StepMeter, device_name, flops_per_token, 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m components.train.worker", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="URI of the tokenizer step's manifest.json (packed-tokens)")
+    parser.add_argument("--data", required=True,
+                        help="URI of the tokenizer step's manifest.json (packed-tokens) or the SFT tokenize step's "
+                        "(sft-packed)")  # fmt: skip
     parser.add_argument("--output", required=True, help="URI to write checkpoints/, model/ and result.json under")
     parser.add_argument("--config", required=True, help='JSON file: {"train": TrainConfig, "model": ModelConfig}')
     return parser.parse_args(argv)
@@ -93,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     train, model_cfg = read_worker_config(args.config)
     preemption.grace_s = train.preemption_grace_s
     manifest = Manifest.load(args.data)
-    data = PackedSequences(manifest)
+    data = training_data(manifest)
     seq_len = data.seq_len
+    dtype = compute_dtype(train.precision)  # the engine's forward; the attention mask of packed conversations
     tokens_per_step = train.global_batch_size * seq_len
     output = open_output(args.output, train, rank, local_rank)
     ckpt_dir = output.checkpoints
@@ -143,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"[train] world_size={world} zero_stage={train.zero_stage} precision={train.precision} "
                 f"accelerator={accelerator} model={model.config.model_type} params={n_params:,} "
-                f"sequences={len(data):,} seq_len={seq_len}",
+                f"sequences={len(data):,} seq_len={seq_len}{data.summary}",
                 flush=True,
             )
             print(
@@ -176,23 +202,26 @@ def main(argv: list[str] | None = None) -> int:
         for step in range(done_steps + 1, train.max_steps + 1):
             step_started = time.perf_counter()
             lr = engine.get_lr()[0]  # the rate this step's update uses
-            loss_sum = torch.zeros((), device=device)
+            # [sum of micro-batch losses, labelled tokens]: one all-reduce for both
+            figures = torch.zeros(2, dtype=torch.float64, device=device)
             for _ in range(accum):
-                batch = data.take(next(batches)).to(device)
-                loss = engine(input_ids=batch, labels=batch).loss  # HF shifts labels inside
+                batch = to_device(data.take(next(batches)), device)
+                loss = engine(**model_inputs(batch, dtype)).loss  # HF shifts labels inside
                 engine.backward(loss)
                 engine.step()  # updates only on the accumulation boundary
-                loss_sum += loss.detach().float()
-            mean_loss = loss_sum / accum
-            torch.distributed.all_reduce(mean_loss)
-            mean_loss = (mean_loss / world).item()
+                figures[0] += loss.detach().double()
+                figures[1] += labelled_tokens(batch)
+            torch.distributed.all_reduce(figures)
+            loss_sum, labelled = figures.tolist()
+            mean_loss = loss_sum / accum / world
             losses.append(mean_loss)
             step_s = time.perf_counter() - step_started
             meter.stepped()
 
             if master and (step % train.log_every == 0 or step in (1, train.max_steps)):
                 line, metrics = meter.report(step, mean_loss, lr, engine.get_global_grad_norm())
-                print(line, flush=True)
+                metrics["train/labelled_share"] = labelled / tokens_per_step  # of the step's token slots
+                print(f"{line} | labelled {labelled / tokens_per_step:.1%}", flush=True)
                 shipper.metrics(metrics, step=step)
 
             if train.checkpoint_every and step % train.checkpoint_every == 0:
@@ -221,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         steps_run = train.max_steps - done_steps
 
         # ---- checkpoint, then consolidate on rank 0 ---------------------------------------------
-        fixed = data.take(np.arange(train.micro_batch_size)).to(device)
-        engine_loss = fixed_batch_loss(engine, fixed)  # every rank: ZeRO-3 gathers weights in forward
+        fixed = to_device(data.take(np.arange(train.micro_batch_size)), device)
+        engine_loss = fixed_batch_loss(engine, fixed, dtype)  # every rank: ZeRO-3 gathers weights in forward
         tag = f"step-{train.max_steps}"
         if saved_step != train.max_steps:
             checkpointer.save(train.max_steps, losses)
@@ -232,8 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         if master:
             consolidated = build_or_load(model_cfg, vocab_size, train.seed, eos, base_dir)
             load_consolidated(consolidated, consolidated_state_dict(ckpt_dir / tag, consolidated))
-            consolidated_loss = fixed_batch_loss(consolidated, fixed.cpu())
-            output.save_model(consolidated, model_cfg, manifest.facts.get("tokenizer_uri"))
+            consolidated_loss = fixed_batch_loss(consolidated, to_device(fixed, "cpu"))  # fp32
+            stops = stop_token_ids(manifest.facts) if manifest.kind == SFT_KIND else None
+            output.save_model(consolidated, model_cfg, manifest.facts.get("tokenizer_uri"), stops)
 
             # ---- the result ---------------------------------------------------------------------
             tokens_per_s = steps_run * tokens_per_step / train_s if steps_run else 0.0

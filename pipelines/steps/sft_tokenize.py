@@ -55,15 +55,12 @@ def run(config: RunConfig, conversations_uri: str, base_uri: str, output_uri: st
         model_dir = fetch_model_dir(base_uri, Path(tmp))
         value = tokenize_conversations(conversations_uri, model_dir, base_uri, output_uri, sft.seq_len, sft.end_of_turn)
         facts = value.manifest.facts
-        metrics = {key: float(facts[key]) for key in ("conversations_in", "conversations_packed", "rows", "fill",
-                                                      "tokens", "labelled_tokens")}  # fmt: skip
-        metrics.update({f"dropped_{reason}": float(n) for reason, n in facts.get("dropped", {}).items()})
         return common.logged(target, common.StepResult(
             value,
             f"sft-tokenize: {facts['conversations_packed']} conversations in {facts['rows']} rows of {sft.seq_len} "
             f"tokens ({facts['fill']:.0%} filled), {facts['labelled_tokens']} assistant tokens to learn; chat "
             f"template from the {'base model' if facts['chat_template_source'] == 'base' else 'default (ChatML)'}",
-            metrics,
+            value.metrics,
             headline={"sft.train_tokens": float(facts["labelled_tokens"])},
             artifacts=[value.manifest_uri],
             parent_tags={"homegrown.chat_template": str(facts["chat_template_source"])},

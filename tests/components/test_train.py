@@ -135,7 +135,9 @@ def test_packed_sequences_index_across_shards_and_check(tmp_path):
     assert len(data) == 10 and data.seq_len == SEQ_LEN
     rows = np.concatenate([np.load(s.uri) for s in manifest.shards])
     picked = np.array([9, 0, 4, 3])
-    assert torch.equal(data.take(picked), torch.from_numpy(rows[picked]).long())
+    batch = data.take(picked)
+    assert torch.equal(batch["input_ids"], torch.from_numpy(rows[picked]).long())
+    assert torch.equal(batch["labels"], batch["input_ids"])
     train = TrainConfig(micro_batch_size=4, global_batch_size=8)
     data.check(manifest.facts, train, context_length=SEQ_LEN, vocab_size=VOCAB, world=2)
     with pytest.raises(ValueError, match="raise model.n_positions"):

@@ -109,8 +109,11 @@ def test_training_data_must_be_the_tokenizer_steps_manifest(tmp_path):
     with pytest.raises(PreflightError) as caught:
         check_train_inputs(str(tmp_path / "out"), data_uri=documents)
     assert caught.value.problems == [
-        f"training data {documents}: a 'documents' manifest, not the tokenizer step's 'packed-tokens' one; pass the "
-        "manifest.json `homegrown tokenize --output DIR` writes (DIR/manifest.json), not the clean step's or the "
-        "held-out DIR/eval/manifest.json"]  # fmt: skip
+        f"training data {documents}: a 'documents' manifest, not one of 'packed-tokens', 'sft-packed' the worker "
+        "trains on; pass the manifest.json `homegrown tokenize --output DIR` (or `homegrown sft-tokenize`) writes "
+        "(DIR/manifest.json), not the clean step's or a held-out DIR/eval/manifest.json"]  # fmt: skip
+    sft_packed = str(tmp_path / "sft" / "manifest.json")
+    Manifest(kind="sft-packed", root=str(tmp_path / "sft")).save(sft_packed)
+    check_train_inputs(str(tmp_path / "out"), data_uri=sft_packed)
     with pytest.raises(PreflightError, match=r"training data .*missing\.json: cannot read it as a manifest"):
         check_train_inputs(str(tmp_path / "out"), data_uri=str(tmp_path / "missing.json"))
