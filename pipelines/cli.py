@@ -1,5 +1,6 @@
-"""`homegrown`: run the pipeline locally, compile, submit or upload it, or run one step by hand
-(the steps' own commands, from pipelines/steps/<step>.py's COMMAND, in the DAG's order)."""
+"""`homegrown`: run the pipeline locally, compile, submit or upload it, run one step by hand
+(the steps' own commands, from pipelines/steps/<step>.py's COMMAND, in the DAG's order), or chat
+with a model (pipelines/chat.py)."""
 
 from __future__ import annotations
 
@@ -169,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     for step in STEPS:  # one step by hand: `homegrown clean`, `homegrown tokenize`, ...
         if command := getattr(step, "COMMAND", None):
             command.add_arguments(add(command.name, command.handler, command.help))
+
+    from pipelines import chat
+
+    p = sub.add_parser("chat", help=chat.HELP, description=chat.HELP)
+    chat.add_arguments(p)
+    p.set_defaults(func=chat.cmd_chat)
     return parser
 
 

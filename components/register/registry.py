@@ -3,6 +3,17 @@
 The model is logged with the transformers flavor (safetensors, tokenizer included,
 explicit pip requirements) and registered with alias `candidate`. `champion` moves only
 when the gate passes; consumers load `models:/<name>@champion`.
+
+What the logged model answers through `mlflow.pyfunc` (greedy; `max_new_tokens` capped to half
+the model's context):
+- a chat model (its tokenizer has a `chat_template`): MLflow's `llm/v1/chat` task. predict takes
+  `{"messages": [{"role": ..., "content": ...}, ...]}` (optionally `"max_tokens"`), renders it with
+  the model's own template (`apply_chat_template(..., add_generation_prompt=True)`), and answers in
+  the chat schema: `[{"choices": [{"message": {"role": "assistant", "content": ...},
+  "finish_reason": "stop" | "length"}], "usage": {...}, ...}]`. Generation stops at the eos ids of
+  the model's generation_config.json (the SFT step puts the template's end-of-turn token there); the
+  content is the reply decoded without special tokens, leading whitespace stripped (MLflow's).
+- a base model: the `text-generation` task; predict takes prompts and returns prompt + continuation.
 """
 
 from __future__ import annotations
@@ -23,6 +34,10 @@ from components.register.config import RegisterConfig
 CANDIDATE = "candidate"
 CHAMPION = "champion"
 DIGEST_TAG = "model_digest"
+CHAT_TASK = "llm/v1/chat"  # MLflow's chat schema over a transformers text-generation pipeline
+BASE_TASK = "text-generation"
+CHAT_MAX_NEW_TOKENS = 256  # a reply's default length through pyfunc; a request's max_tokens overrides it
+BASE_MAX_NEW_TOKENS = 32
 GATE_METRIC = "bits_per_byte"  # lower is better; tokenizer-independent, so models compare fairly
 RERUN = "rerun the step"
 RERUN_REGISTER = "rerun the register step: it completes a half-registered version instead of adding another"
@@ -155,8 +170,15 @@ def _one_version(name: str, digest: str, created: str) -> str:
     return keep
 
 
+def is_chat_model(tokenizer: Any) -> bool:
+    """Whether a tokenizer carries a chat template (one, or several named ones)."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
 def log_and_register(model_uri: str, config: RegisterConfig, tags: dict[str, str]) -> tuple[str, bool]:
     """Log the HF model dir into the active run and register it; returns (version, created).
+    A model whose tokenizer has a chat template is logged with the chat task, any other with
+    text-generation (see the module docstring for what each answers).
 
     Idempotent, also after a failure at any point (the tracking server gone, the pod killed):
     a version is created with its tags, the weights digest among them, in one request, so a
@@ -175,17 +197,21 @@ def log_and_register(model_uri: str, config: RegisterConfig, tags: dict[str, str
                 return _tag_version(name, str(existing.version), version_tags), False
             model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
             tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            chat = is_chat_model(tokenizer)
             # the pipeline's default generation must fit the context, or the signature probe fails
-            max_new = min(32, context_length(model) // 2)
+            max_new = min(CHAT_MAX_NEW_TOKENS if chat else BASE_MAX_NEW_TOKENS, context_length(model) // 2)
             model.generation_config.max_new_tokens = max_new
             model.generation_config.max_length = None
             info = mlflow.transformers.log_model(
                 transformers_model={"model": model, "tokenizer": tokenizer},
                 name="model",
-                task="text-generation",
+                task=CHAT_TASK if chat else BASE_TASK,
                 pip_requirements=pip_requirements(),
-                input_example="The",
-                inference_config={"max_new_tokens": max_new, "do_sample": False},
+                input_example={"messages": [{"role": "user", "content": "Hello"}]} if chat else "The",
+                # the pyfunc's generate kwargs; without do_sample=False the transformers 5 text-generation
+                # pipeline samples at temperature 0.7 (its own default), so the registered model
+                # would answer differently each call
+                model_config={"max_new_tokens": max_new, "do_sample": False},
             )
             created = str(mlflow.register_model(info.model_uri, name, tags=version_tags).version)
             version = _one_version(name, digest, created)
