@@ -14,6 +14,14 @@ class EvaluateConfig(Section):
     max_new_tokens: int = Field(32, ge=1)
     temperature: float = Field(0.8, gt=0, description="for the sampled (non-greedy) generations")
     seed: int = Field(0)
+    chat_samples: int = Field(
+        4, ge=0, description="chat models: the first this many held-out conversations get their last reply generated "
+        "(greedy, sampled and, with a champion, the champion's greedy) beside the reference reply",
+    )
+    chat_top_p: float = Field(
+        1.0, gt=0, le=1, description="chat models: nucleus (top-p) sampling for the sampled replies; 1.0 samples "
+        "the full distribution, as the pretraining samples do",
+    )
     compare_champion: bool = Field(True, description="also score the registry's current champion on the same set")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where to run the model; auto picks cuda when available, else cpu"

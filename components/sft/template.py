@@ -38,6 +38,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from jinja2.exceptions import TemplateError
+
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 # Reserve these at tokenizer-training time (tokenizer.special_tokens) for DEFAULT_CHAT_TEMPLATE.
@@ -97,7 +99,8 @@ def chat_template_for(tokenizer: Any, end_of_turn: str | None = None) -> ChatTem
     """The template to train with: the tokenizer's own `chat_template` when it has one, else
     DEFAULT_CHAT_TEMPLATE (see the module docstring).
 
-    end_of_turn: the base template's end-of-turn token; default the tokenizer's eos_token
+    end_of_turn: the base template's end-of-turn token; default the one its rendering of a sample
+    exchange closes the reply with (end_of_turn_token), else the tokenizer's eos_token
     (DEFAULT_CHAT_TEMPLATE's is always `<|im_end|>`).
     Raises ChatTemplateError when the default is needed but the tokenizer would not encode
     CHATML_SPECIAL_TOKENS as one id each, when a base tokenizer has several named templates and
@@ -112,7 +115,9 @@ def chat_template_for(tokenizer: Any, end_of_turn: str | None = None) -> ChatTem
             )
         own = own["default"]
     if own:
-        eot = end_of_turn or tokenizer.eos_token
+        # the token the template closes an assistant turn with: ChatML's <|im_end|> also where the
+        # tokenizer's eos is another (a model trained here from scratch, tuned again)
+        eot = end_of_turn or end_of_turn_token(tokenizer, own, [tokenizer.eos_token_id]) or tokenizer.eos_token
         if not eot or not _is_single_token(tokenizer, eot):
             raise ChatTemplateError(
                 f"the base model's end-of-turn token {eot!r} is not one token of its tokenizer; "
@@ -128,6 +133,31 @@ def chat_template_for(tokenizer: Any, end_of_turn: str | None = None) -> ChatTem
             f"{list(CHATML_SPECIAL_TOKENS)}"
         )
     return ChatTemplate(template=DEFAULT_CHAT_TEMPLATE, source="default", mask_method="generation", end_of_turn=IM_END)
+
+
+def end_of_turn_token(tokenizer, template: str, candidates: list[int]) -> str | None:
+    """The token that closes an assistant turn in `template`: in the tokens a one-exchange
+    conversation adds after its generation prompt, the first of `candidates` (eos ids), else the
+    first special token (a generation config that does not list it). None when the template renders
+    neither there (masking then tells why per conversation)."""
+    probe = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+
+    def render(messages, prompt: bool) -> list[int]:
+        return list(tokenizer.apply_chat_template(messages, chat_template=template, add_generation_prompt=prompt,
+                                                  tokenize=True, return_dict=True)["input_ids"])  # fmt: skip
+
+    try:
+        prompt, whole = render(probe[:1], True), render(probe, False)
+    except TemplateError:
+        return None
+    if whole[: len(prompt)] != prompt:
+        return None
+    reply = whole[len(prompt) :]
+    for wanted in (set(candidates), set(tokenizer.all_special_ids)):
+        found = [token for token in reply if token in wanted]
+        if found:
+            return tokenizer.convert_ids_to_tokens(found[0])
+    return None
 
 
 def _is_single_token(tokenizer: Any, token: str) -> bool:

@@ -1,6 +1,8 @@
 """Step `evaluate`: bits-per-byte, perplexity and samples on the held-out set, for the new model
 and the registry's champion (whose scores on a frozen set are computed once and kept on its
-version). By hand: `homegrown evaluate`."""
+version). A held-out set of conversations (instruction tuning) is scored on the assistant's
+tokens, with replies generated beside the reference and the champion's
+(components.evaluate.chat). By hand: `homegrown evaluate`."""
 
 import argparse
 import json
@@ -16,6 +18,8 @@ from pipelines.steps import common
 
 if TYPE_CHECKING:
     from components.evaluate.step import EvalResult
+
+CONVERSATIONS = "conversations"  # the SFT data step's held-out set (components.sft.clean.KIND)
 
 
 @common.component
@@ -36,10 +40,13 @@ def run(config: RunConfig, model_uri: str, eval_manifest_uri: str, output_uri: s
         losses: list[float] | None = None) -> "common.StepResult[EvalResult]":
     """Score the model; the champion is `champion_uri` if given, else the registry's (when tracked).
     `losses` (the training curve) is drawn in the report."""
-    from components.evaluate import plots
+    from components.evaluate import chat_report, plots
+    from components.evaluate.chat import evaluate_chat_model
     from components.evaluate.step import evaluate_model
     from components.register import registry
 
+    # held-out conversations (instruction tuning) are scored as a chat model; documents as text
+    chat = Manifest.load(eval_manifest_uri).kind == CONVERSATIONS
     with common.step_run("evaluate", target, config.evaluate.model_dump()), mlflow_runs.fail_fast(), \
             tempfile.TemporaryDirectory() as tmp:
         champion_version = cached = cache_key = None
@@ -50,17 +57,19 @@ def run(config: RunConfig, model_uri: str, eval_manifest_uri: str, output_uri: s
             current = registry.champion_version(name)
             if current is not None and current.tags.get(cache_key):
                 champion_version, cached = str(current.version), json.loads(current.tags[cache_key])
-            elif (found := registry.champion_model_dir(name, tmp, current)) is not None:
+            # a chat champion's replies stand beside the challenger's in the report: its files are needed
+            if (cached is None or chat) and (found := registry.champion_model_dir(name, tmp, current)) is not None:
                 champion_uri, champion_version = str(found[0]), found[1]
         # the champion is named by its registry URI, not the folder it was downloaded to
         label = f"models:/{name}@champion (version {champion_version})" if champion_version else None
-        value = evaluate_model(model_uri, eval_manifest_uri, output_uri, config.evaluate, champion_uri, label, cached,
-                               champion_version)  # fmt: skip
+        scorer = evaluate_chat_model if chat else evaluate_model
+        value = scorer(model_uri, eval_manifest_uri, output_uri, config.evaluate, champion_uri, label, cached,
+                       champion_version)  # fmt: skip
         results_text = storage.read_text(value.results_uri)
         scores = json.loads(results_text)
         if champion_version and cached is None and cache_key:
             registry.cache_scores(name, champion_version, cache_key, scores["champion"])
-        page = plots.report_html(scores, losses)
+        page = (chat_report.report_html if chat else plots.report_html)(scores, losses)
         storage.write_text(storage.join(output_uri, "report.html"), page)
         if target is not None:
             _log_report(target, value, page, scores, losses, storage.join(output_uri, "samples.json"), champion_version)
