@@ -76,7 +76,7 @@ $(CHAT_DATA)/.built: $(STAMP) pipelines/chat_demo_data.py
 
 chat-demo: $(STAMP) $(BASE)/config.json $(CHAT_DATA)/.built  ## instruction-tune SmolLM2-135M into a chat model on 28 languages' dialogues
 	$(BIN)/homegrown run pipelines/configs/chat-demo.yaml
-	@echo "chat with it:  $(BIN)/homegrown chat models:/homegrown-chat@champion --tracking-uri sqlite:///$(CURDIR)/runs/mlflow.db"
+	@echo "chat with it:  $(BIN)/homegrown chat models:/homegrown-chat@champion"
 
 compile: $(STAMP)  ## compile the pipeline for a cluster into pipeline.yaml
 	$(BIN)/homegrown compile pipelines/configs/gpu.yaml -o pipeline.yaml
