@@ -27,22 +27,27 @@ def model_card(
     stats = json.loads(lineage.get("cleaning_stats") or "{}")
     metrics = results["metrics"]
     per_language = results.get("per_language") or {}
+    chat = results.get("kind") == "chat"  # instruction-tuned: scored on held-out conversations
+    unit = "conversations" if chat else "documents"
+    what = "A chat model instruction-tuned" if chat else "A causal language model trained"
+    from_base = "tuned from" if chat else "continued from"
     lines = [
         f"# {name}, version {version}",
         "",
-        f"A causal language model trained by the homegrown pipeline (run `{lineage.get('pipeline_run_name', '?')}`)"
-        + (f", continued from `{base_model}`" + (" with LoRA adapters (merged)" if lora else "") if base_model else "")
+        f"{what} by the homegrown pipeline (run `{lineage.get('pipeline_run_name', '?')}`)"
+        + (f", {from_base} `{base_model}`" + (" with LoRA adapters (merged)" if lora else "") if base_model else "")
         + ".",
         "",
         "## Data",
         "",
-        f"- cleaned corpus: manifest digest `{lineage.get('data_manifest_digest', '?')[:16]}`; "
-        f"{_num(stats.get('records_in'))} documents in, {_num(stats.get('kept'))} kept, "
-        f"{_num(stats.get('dropped'))} dropped, {_num(stats.get('quarantined'))} quarantined",
+        f"- {'cleaned conversations' if chat else 'cleaned corpus'}: manifest digest "
+        f"`{lineage.get('data_manifest_digest', '?')[:16]}`; {_num(stats.get('records_in'))} {unit} in, "
+        f"{_num(stats.get('kept'))} kept, {_num(stats.get('dropped'))} dropped, {_num(stats.get('quarantined'))} "
+        "quarantined",
         f"- tokenizer digest `{lineage.get('tokenizer_digest', '?')[:16]}`; packed data digest "
         f"`{lineage.get('packed_data_digest', '?')[:16]}`",
         f"- evaluation set: digest `{results.get('eval_digest', '?')[:16]}`, {_num(metrics.get('documents'))} held-out "
-        f"documents, {len(per_language)} languages",
+        f"{unit}, {len(per_language)} languages",
         "",
     ]
     if train:
@@ -60,11 +65,13 @@ def model_card(
         "## Evaluation",
         "",
         f"Bits per byte {_num(metrics.get('bits_per_byte'), '{:.4f}')}, perplexity "
-        f"{_num(metrics.get('perplexity'), '{:.2f}')} (rolling windows, as lm-eval's loglikelihood_rolling).",
+        f"{_num(metrics.get('perplexity'), '{:.2f}')} "
+        + ("(the assistant's tokens of each held-out conversation, end of turn included, per byte of its replies)."
+           if chat else "(rolling windows, as lm-eval's loglikelihood_rolling)."),
         "",
     ]
     if per_language:
-        lines += ["| language | documents | bits per byte | tokens/char |", "|---|---:|---:|---:|"]
+        lines += [f"| language | {unit} | bits per byte | tokens/char |", "|---|---:|---:|---:|"]
         for lang, m in per_language.items():
             lines.append(f"| {lang} | {_num(m.get('documents'))} | {_num(m.get('bits_per_byte'), '{:.4f}')} | "
                          f"{_num(m.get('tokens_per_char'), '{:.3f}')} |")  # fmt: skip
@@ -76,9 +83,12 @@ def model_card(
         "",
         "## Limits",
         "",
-        "- Trained and measured only on the corpus above; figures on other text will differ.",
+        f"- Trained and measured only on the {'conversations' if chat else 'corpus'} above; figures on other text "
+        "will differ.",
+        "- Instruction-tuned on those conversations only: no preference or safety tuning, no toxicity filtering "
+        "beyond the cleaning step's rules." if chat else
         "- No instruction tuning, safety tuning or toxicity filtering beyond the cleaning step's rules.",
     ]
     if few:
-        lines.append(f"- Fewer than 20 evaluation documents for: {', '.join(few)}; their figures are noisy.")
+        lines.append(f"- Fewer than 20 evaluation {unit} for: {', '.join(few)}; their figures are noisy.")
     return "\n".join(lines) + "\n"

@@ -164,6 +164,8 @@ def register(config_json: str, run_name: str, tracking_uri: str, parent_run_id: 
         "pipeline_run_name": run_name,
     }
     trained = train.read_model(model.path)
+    if packed_manifest.kind == "sft-packed":  # the card names the model tuned and the SFT stage's adapters
+        config, _ = train.stage_config(config, packed.path, "sft")
     result = run(config, trained.model_uri, results.path, lineage,
                  common.mlflow_target(config, tracking_uri, parent_run_id), trained.model_dump(mode="json"))
     common.publish(result, gate=gate)
