@@ -83,8 +83,8 @@ def check_model_dir(path: Path, label: str | None = None) -> None:
 
 
 def context_length(model) -> int:
-    """The longest sequence a model takes, whatever its config calls it."""
-    cfg = model.config
+    """The longest sequence a model (or a model's config) takes, whatever its config calls it."""
+    cfg = getattr(model, "config", model)
     for name in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
         value = getattr(cfg, name, None)
         if isinstance(value, int) and value > 0:

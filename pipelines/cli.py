@@ -34,7 +34,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if "sft" in config.stages:
         rows.update({
             "conversations in / kept": f"{m.get('sft.conversations_in', 0):.0f} / {m.get('sft.conversations_kept', 0):.0f}",
-            "tokens tuned on": f"{m.get('sft-train.tokens', 0):.0f}",
+            "token slots tuned on": f"{m.get('sft-train.tokens', 0):.0f} (prompts and padding included)",
             "final SFT loss": m.get("sft-train.final_loss", float("nan")),
         })  # fmt: skip
     print_values(f"pipeline run {summary.run_name}: {summary.status}", {

@@ -32,9 +32,11 @@ SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/
 LABEL_MAX = 63
 
 
-def apply_cluster_settings(cluster: ClusterConfig, tasks: list, *trains: dsl.PipelineTask) -> None:
+def apply_cluster_settings(cluster: ClusterConfig, tasks: list, *trains: dsl.PipelineTask,
+                           evaluate: dsl.PipelineTask | None = None) -> None:
     """Images, env from ConfigMap/Secrets, volumes, retries, and the train steps' (pretraining,
-    instruction tuning) GPUs and placement.
+    instruction tuning) GPUs and placement; `evaluate` (when it should run on a GPU) gets the
+    trainer image, one GPU and the train steps' tolerations and node selector.
 
     With cluster.train_nodes > 1 the train step only launches and watches a TrainJob: it runs on
     the CPU image with no GPUs (the run's ServiceAccount needs the TrainJob rights), gets its pod's
@@ -44,7 +46,8 @@ def apply_cluster_settings(cluster: ClusterConfig, tasks: list, *trains: dsl.Pip
 
     multi_node = cluster.train_nodes > 1
     for task in tasks:
-        task.set_container_image(cluster.train_image if any(task is t for t in trains) and not multi_node else cluster.image)
+        on_gpu = any(task is t for t in trains) and not multi_node or (task is evaluate and cluster.gpus > 0)
+        task.set_container_image(cluster.train_image if on_gpu else cluster.image)
         if cluster.config_map:
             kubernetes.use_config_map_as_env(
                 task, cluster.config_map,
@@ -60,6 +63,9 @@ def apply_cluster_settings(cluster: ClusterConfig, tasks: list, *trains: dsl.Pip
             task.set_retry(cluster.retries, backoff_duration="60s", backoff_factor=2)
     for train in trains:
         _train_placement(cluster, train)
+    if evaluate is not None and cluster.gpus:
+        evaluate.set_accelerator_type(cluster.accelerator_type).set_accelerator_limit(1)
+        _node_placement(cluster, evaluate)
 
 
 def _train_placement(cluster: ClusterConfig, train: dsl.PipelineTask) -> None:
@@ -79,10 +85,17 @@ def _train_placement(cluster: ClusterConfig, train: dsl.PipelineTask) -> None:
         train.set_cpu_request(cluster.train_cpu).set_cpu_limit(cluster.train_cpu)
     if cluster.train_memory:
         train.set_memory_request(cluster.train_memory).set_memory_limit(cluster.train_memory)
+    _node_placement(cluster, train)
+
+
+def _node_placement(cluster: ClusterConfig, task: dsl.PipelineTask) -> None:
+    """The GPU nodes' tolerations and node selector on a task."""
+    from kfp import kubernetes
+
     for tol in cluster.tolerations:
-        kubernetes.add_toleration(train, key=tol.key, operator=tol.operator, value=tol.value, effect=tol.effect)
+        kubernetes.add_toleration(task, key=tol.key, operator=tol.operator, value=tol.value, effect=tol.effect)
     for key, value in cluster.node_selector.items():
-        kubernetes.add_node_selector(train, key, value)
+        kubernetes.add_node_selector(task, key, value)
 
 
 # ---- the multi-node train step: a TrainJob ----------------------------------------------------

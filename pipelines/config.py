@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -77,6 +78,19 @@ class RunConfig(Section):
         None, description="instruction tuning into a chat model: after pretraining on `corpus`, or of model.base "
         "when there is no corpus; null: pretraining only",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _chat_model_name(cls, data: Any) -> Any:
+        """A chat model is registered under its own name unless one is given (`<name>-chat`): the
+        gate compares it with a champion scored on conversations, never with a base model."""
+        if not isinstance(data, dict) or not data.get("sft"):
+            return data
+        registry = data.get("registry")
+        if registry is None or (isinstance(registry, dict) and "model_name" not in registry):
+            name = data.get("name", "homegrown")
+            return {**data, "registry": {**(registry or {}), "model_name": f"{name}-chat"}}
+        return data
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -189,12 +203,13 @@ def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if overrides:
-        data = _merge(data or {}, overrides)
+        data = merge(data or {}, overrides)
     return parse_config(data, str(path))
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge(base: dict, extra: dict) -> dict:
+    """`extra` over `base`, nested mappings merged key by key (a.b from one, a.c from the other)."""
     out = dict(base)
     for key, value in extra.items():
-        out[key] = _merge(out.get(key) or {}, value) if isinstance(value, dict) else value
+        out[key] = merge(out.get(key) or {}, value) if isinstance(value, dict) else value
     return out

@@ -119,7 +119,9 @@ def build_pipeline(config: RunConfig, target: Target = "local") -> Callable:
         for task in (finished, started, registered):
             task.set_caching_options(False)  # side effects in MLflow: never reuse a cached result
         if target == "cluster":
-            apply_cluster_settings(config.cluster, tasks, *trainers)
+            # scoring and generating with a large model wants a GPU, as training does
+            on_gpu = evaluated if config.evaluate.device != "cpu" else None
+            apply_cluster_settings(config.cluster, tasks, *trainers, evaluate=on_gpu)
 
     return homegrown
 

@@ -252,7 +252,7 @@ def _check_order(messages: list[dict[str, str]], key: str) -> None:
             if message["role"] == "system":
                 what = "a second system turn" if start else "a system turn not first"
                 raise _Fault("turns_out_of_order", f"{name(i)} is {what}: a system turn may only open the conversation")
-            raise _Fault("turns_out_of_order", f"{name(i)} is a {message['role']} turn where a {expected} turn "
+            raise _Fault("turns_out_of_order", f"{name(i)} is {'an' if message['role'] == 'assistant' else 'a'} {message['role']} turn where a {expected} turn "
                                                f"belongs (turns alternate user, assistant, starting with user)")  # fmt: skip
     if messages[-1]["role"] != "assistant":
         raise _Fault("turns_out_of_order", f"{name(len(messages) - 1)}, the last turn, is a user turn: a "

@@ -18,7 +18,7 @@ from kfp import dsl
 
 from components import mlflow_runs, storage
 from components.manifest import Manifest
-from pipelines.config import ConfigError, RunConfig, load_config, parse_config
+from pipelines.config import ConfigError, RunConfig, load_config, merge, parse_config
 
 BASE_IMAGE = "homegrown/steps:0.1.0"  # replaced per run from cluster.image (pipelines.cluster)
 T = TypeVar("T")
@@ -249,10 +249,10 @@ def overrides(pairs: Sequence[str]) -> dict[str, Any]:
 
 def config_from_args(args: argparse.Namespace, **defaults: Any) -> RunConfig:
     """The run config of a command: --config FILE (or the defaults), `defaults` under --set."""
-    values = overrides(getattr(args, "set", None) or [])
+    values = merge(defaults, overrides(getattr(args, "set", None) or []))  # --set sft.seq_len keeps sft.data
     if getattr(args, "config", None):
-        return load_config(args.config, {**defaults, **values} if defaults else values)
-    return parse_config({**defaults, **values}, "<defaults>")
+        return load_config(args.config, values)
+    return parse_config(values, "<defaults>")
 
 
 def add_tracking_arguments(parser: argparse.ArgumentParser) -> None:

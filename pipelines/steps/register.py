@@ -166,6 +166,9 @@ def register(config_json: str, run_name: str, tracking_uri: str, parent_run_id: 
     trained = train.read_model(model.path)
     if packed_manifest.kind == "sft-packed":  # the card names the model tuned and the SFT stage's adapters
         config, _ = train.stage_config(config, packed.path, "sft")
+        facts = packed_manifest.facts
+        lineage.update({"training_stage": "sft", "base_model": str(facts["base_uri"]),
+                        "chat_template": str(facts["chat_template_source"])})  # fmt: skip
     result = run(config, trained.model_uri, results.path, lineage,
                  common.mlflow_target(config, tracking_uri, parent_run_id), trained.model_dump(mode="json"))
     common.publish(result, gate=gate)

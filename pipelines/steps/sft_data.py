@@ -28,12 +28,17 @@ def sft_data_op(
 def run(config: RunConfig, input_uri: str, output_uri: str,
         target: common.MlflowTarget | None = None) -> "common.StepResult[SftDataResult]":
     """Clean the conversations at input_uri into output_uri (config.sft.clean)."""
-    from components.sft.clean import clean_conversations
+    from components.sft.clean import SftDataError, clean_conversations
     from components.sft.config import SftDataConfig
 
     settings = config.sft.clean if config.sft else SftDataConfig()
     with common.step_run("sft-data", target, {"input": input_uri, **settings.model_dump()}):
         value = clean_conversations(input_uri, output_uri, settings)
+        if not value.eval_manifest.records:  # evaluate and the gate would fail only after training
+            raise SftDataError(
+                f"{input_uri}: no conversation was held out for evaluation ({value.manifest.records} kept for training): "
+                "raise sft.clean.eval_fraction or set sft.clean.eval_min_conversations"
+            )
         stats, digest = value.stats, value.manifest.digest
         eval_digest = value.eval_manifest.digest
         metrics = {**stats.as_metrics(), "seconds": value.seconds,
@@ -44,12 +49,21 @@ def run(config: RunConfig, input_uri: str, output_uri: str,
             f"out), dropped {stats.dropped}, quarantined {stats.quarantined}",
             metrics,
             headline={"sft.conversations_in": stats.records_in, "sft.conversations_kept": stats.kept},
-            artifacts=[storage.join(output_uri, "stats.json"), value.manifest_uri],
+            artifacts=[storage.join(output_uri, "stats.json"), value.manifest_uri, *_samples(output_uri)],
             parent_tags={"homegrown.sft_data_digest": digest, "homegrown.sft_eval_digest": eval_digest},
             datasets=[common.DatasetRef(value.manifest_uri, "sft-conversations", digest, "training"),
                       common.DatasetRef(value.eval_manifest_uri, "sft-eval-set", eval_digest, "evaluation")],
             outputs={"conversations": common.manifest_output(value.manifest_uri)},
         ))  # fmt: skip
+
+
+def _samples(output_uri: str) -> list[str]:
+    """The dropped samples, a few per reason (sft.clean.dropped_samples), for the step's MLflow run;
+    quarantine/ holds every quarantined record and stays where it is."""
+    try:
+        return storage.list_files(storage.join(output_uri, "dropped"), (".jsonl",))
+    except storage.StorageError:  # nothing dropped
+        return []
 
 
 def sft_data(config_json: str, run_root: str, tracking_uri: str, parent_run_id: str,

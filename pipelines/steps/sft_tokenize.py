@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
+from components import storage
 from pipelines.config import RunConfig
 from pipelines.steps import common
 
@@ -47,25 +48,53 @@ def run(config: RunConfig, conversations_uri: str, base_uri: str, output_uri: st
     """Pack the conversations of `conversations_uri` (the sft-data step's manifest) for the model
     at base_uri (models:/, runs:/, s3:// or a local directory; its tokenizer is used)."""
     from components.hf_model import fetch_model_dir
-    from components.sft.tokenize import tokenize_conversations
+    from components.sft.tokenize import SftPackError, tokenize_conversations
 
     sft = config.sft
     params = {"base": base_uri, "seq_len": sft.seq_len, "end_of_turn": sft.end_of_turn}
     with common.step_run("sft-tokenize", target, params), tempfile.TemporaryDirectory() as tmp:
+        # the version the alias names now: the train step, on every node, must fetch the same weights
+        base_uri = pinned_version(base_uri)
         model_dir = fetch_model_dir(base_uri, Path(tmp))
+        if sft.seq_len > (context := base_context_length(model_dir)):
+            raise SftPackError(f"sft.seq_len ({sft.seq_len}) exceeds the context length of {base_uri} ({context}): "
+                               "lower sft.seq_len")  # fmt: skip
         value = tokenize_conversations(conversations_uri, model_dir, base_uri, output_uri, sft.seq_len, sft.end_of_turn)
         facts = value.manifest.facts
+        samples = storage.list_files(storage.join(output_uri, "dropped"), (".jsonl",)) if facts.get("dropped") else []
         return common.logged(target, common.StepResult(
             value,
             f"sft-tokenize: {facts['conversations_packed']} conversations in {facts['rows']} rows of {sft.seq_len} "
             f"tokens ({facts['fill']:.0%} filled), {facts['labelled_tokens']} assistant tokens to learn; chat "
             f"template from the {'base model' if facts['chat_template_source'] == 'base' else 'default (ChatML)'}",
             value.metrics,
-            headline={"sft.train_tokens": float(facts["labelled_tokens"])},
-            artifacts=[value.manifest_uri],
-            parent_tags={"homegrown.chat_template": str(facts["chat_template_source"])},
+            headline={"sft.assistant_tokens_available": float(facts["labelled_tokens"])},
+            artifacts=[value.manifest_uri, storage.join(output_uri, "stats.json"), *samples],
+            parent_tags={"homegrown.chat_template": str(facts["chat_template_source"]), "homegrown.sft_base": base_uri},
+            datasets=[common.DatasetRef(value.manifest_uri, "sft-packed", value.manifest.digest, "training")],
             outputs={"packed": common.manifest_output(value.manifest_uri)},
         ))  # fmt: skip
+
+
+def pinned_version(uri: str) -> str:
+    """models:/name@alias as models:/name/<version> the alias names now; any other URI as it is."""
+    if not uri.startswith("models:/") or "@" not in uri:
+        return uri
+    from mlflow.tracking import MlflowClient
+
+    name, alias = uri.removeprefix("models:/").split("@", 1)
+    version = MlflowClient().get_model_version_by_alias(name, alias).version
+    common.say(f"sft-tokenize: {uri} is version {version}; tuning models:/{name}/{version}")
+    return f"models:/{name}/{version}"
+
+
+def base_context_length(model_dir: Path) -> int:
+    """The longest sequence the base model takes, from its config.json (no weights read)."""
+    from transformers import AutoConfig
+
+    from components.hf_model import context_length
+
+    return context_length(AutoConfig.from_pretrained(model_dir))
 
 
 def sft_tokenize(config_json: str, run_root: str, tracking_uri: str, parent_run_id: str,

@@ -134,7 +134,7 @@ def malformed(turns: list[str]) -> list[tuple[dict, str, str]]:
         ({"id": "b8", "instruction": u}, "no_assistant_turn",
          "no 'output' key: an Alpaca record needs the reply to learn from"),
         ({"id": "b9", "messages": openai([a, u])[::-1]}, "turns_out_of_order",
-         "messages[0] is a assistant turn where a user turn belongs (turns alternate user, assistant, starting with user)"),
+         "messages[0] is an assistant turn where a user turn belongs (turns alternate user, assistant, starting with user)"),
         ({"id": "b10", "messages": [*openai([u, a]), {"role": "system", "content": u}, {"role": "assistant", "content": a}]},
          "turns_out_of_order", "messages[2] is a system turn not first: a system turn may only open the conversation"),
         ({"id": "b11", "messages": [*openai([u, a]), {"role": "user", "content": u}]}, "turns_out_of_order",

@@ -87,6 +87,8 @@ def test_pretrain_then_sft_then_sft_of_the_champion_gated(demo_corpus, tmp_path,
 
     champion = client.get_model_version_by_alias("e2e-chat", "champion")
     assert champion.tags["mlflow_run.sft-train"] == steps["sft-train"].info.run_id
+    assert (champion.tags["training_stage"], champion.tags["chat_template"]) == ("sft", "default")
+    assert champion.tags["base_model"].endswith("/train/model")  # the pretrained model it was tuned from
     mlflow.set_tracking_uri(sqlite_uri)
     chat = mlflow.pyfunc.load_model("models:/e2e-chat@champion")
     answer = chat.predict({"messages": [{"role": "user", "content": "Habari yako?"}], "max_tokens": 6})
@@ -106,6 +108,8 @@ def test_pretrain_then_sft_then_sft_of_the_champion_gated(demo_corpus, tmp_path,
     assert second.status == "FINISHED"
     assert second.tags["homegrown.stages"] == "sft"
     assert second.tags["homegrown.chat_template"] == "base"  # the champion's own template
+    # the alias pinned to the version it named when tokenising: every training node fetches those weights
+    assert second.tags["homegrown.sft_base"] == f"models:/e2e-chat/{champion.version}"
     steps2 = nested_runs(client, second.experiment_id, second.parent_run_id)
     assert set(steps2) == {"sft-data", "sft-tokenize", "sft-train", "evaluate", "register"}
     assert second.tags["homegrown.sft_eval_digest"] == first.tags["homegrown.sft_eval_digest"]

@@ -68,6 +68,11 @@ def test_pretrain_then_sft_chains_the_pretrained_model_into_instruction_tuning(t
         assert executors[name]["container"]["resources"]["accelerator"]["resourceCount"] == "8"
         assert k8s[name]["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert executors["exec-sft-tokenize-op"]["container"]["image"] == "homegrown/steps:0.1.0"
+    # evaluate scores and generates with the tuned model: one GPU on the GPU nodes
+    evaluate = executors["exec-evaluate-op"]["container"]
+    assert evaluate["image"] == "homegrown/trainer:0.1.0" and evaluate["resources"]["accelerator"]["resourceCount"] == "1"
+    assert k8s["exec-evaluate-op"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert "accelerator" not in json.dumps(executors["exec-register-op"])
 
 
 def test_sft_of_a_base_runs_no_pretraining(tmp_path):
@@ -116,6 +121,21 @@ def test_a_config_that_cannot_run_its_stages_is_refused_naming_the_key(data, mes
         parse_config(data)
     assert message in str(refused.value)
     assert "(got {" not in str(refused.value), "a check across sections does not repeat the whole config"
+
+
+def test_evaluate_stays_on_the_cpu_image_when_asked(tmp_path):
+    config = gpu_config(evaluate={**load_config(CONFIGS / "gpu.yaml").evaluate.model_dump(), "device": "cpu"})
+    spec, _ = compiled(config, tmp_path)
+    evaluate = spec["deploymentSpec"]["executors"]["exec-evaluate-op"]["container"]
+    assert evaluate["image"] == "homegrown/steps:0.1.0" and "resources" not in evaluate
+
+
+def test_a_chat_model_is_registered_under_its_own_name_unless_one_is_given():
+    assert parse_config({"name": "kiswahili", "model": {"base": "b"}, "sft": {"data": "d"}}).registry.model_name \
+        == "kiswahili-chat"
+    given = parse_config({"model": {"base": "b"}, "sft": {"data": "d"}, "registry": {"model_name": "mine"}})
+    assert given.registry.model_name == "mine"
+    assert parse_config({"corpus": "c"}).registry.model_name == "homegrown-demo"
 
 
 def test_the_chat_demo_config_is_sft_of_the_packaged_base():

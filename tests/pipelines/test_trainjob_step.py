@@ -213,6 +213,6 @@ def test_a_documents_manifest_is_refused_before_a_trainjob_is_requested(tmp_path
         trainjob_launch.launch, api=api_for(server), poll_s=0.01, handle_signals=False, log=lambda line: None))  # fmt: skip
     documents = str(tmp_path / "clean" / "manifest.json")  # the clean step's output, not the tokenizer's
     Manifest(kind="documents", root=str(tmp_path / "clean")).save(documents)
-    with pytest.raises(PreflightError, match=re.escape(f"training data {documents}: a 'documents' manifest, not the ")):
+    with pytest.raises(PreflightError, match=re.escape(f"training data {documents}: a 'documents' manifest, not one of ")):
         train.run(multinode(namespace=NS), documents, str(tmp_path / "train"))
     assert not server.calls("POST") and not server.calls("GET")
