@@ -16,9 +16,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from pydantic import BaseModel, SecretBytes, SecretStr
+
 DEFAULT_ROOT = Path("runs")
 PARENT_TAG = "mlflow.parentRunId"
-SECRET_MARKERS = ("password", "secret", "token", "access_key", "credential")
 # MLflow retries a call that gets no answer 7 times over ~4 minutes (backoff factor 2); steps
 # give up after ~7 s instead and are rerun (KFP retries them with its own backoff)
 FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
@@ -44,11 +45,139 @@ class TrackingUnavailable(RuntimeError):
     """The tracking server did not answer; the error says what to do once it does."""
 
 
+# ---- credentials -------------------------------------------------------------------------
+# What never reaches MLflow is recognised by what it is, never by a substring of a name (a rule
+# that hid every key containing "token" hid tokenizer.* and evaluate.max_new_tokens):
+#   declared  a config field typed pydantic SecretStr / SecretBytes: its key is left out
+#             (declared_secrets lists them; RunConfig declares none today: its credentials come
+#             from the environment, cluster.secrets names Kubernetes Secrets, never their values)
+#   named     a key whose last dotted segment is a credential's name: credential_name
+#   shaped    text that looks like a key, or equals a credential-named environment variable's
+#             value, in any value: mask_secrets (and redact_uri for a URI's userinfo and query)
+MASK = "***"
+_PYDANTIC_MASK = "**********"  # what model_dump(mode="json") writes for a SecretStr
+# a name's last word alone names a credential
+_CREDENTIAL_WORDS = frozenset({
+    "password", "passwd", "pwd", "passphrase", "secret", "credential", "credentials", "auth", "authorization",
+    "bearer", "apikey", "accesskey", "secretkey", "privatekey", "accesstoken", "authtoken", "refreshtoken",
+})  # fmt: skip
+# <kind>_key and <kind>_key_id name one (secret_access_key, api_key, access_key_id); a bare `key` does not
+_KEY_KINDS = frozenset({"secret", "access", "api", "private", "signing", "encryption", "master", "account", "client", "ssh"})
+# <kind>_token names one (hf_token, access_token, aws_session_token); pad_token, max_new_tokens do not
+_TOKEN_KINDS = frozenset({
+    "hf", "hub", "access", "refresh", "auth", "api", "bearer", "id", "session", "security", "oauth", "github", "gh",
+    "gitlab", "slack", "bot", "tracking", "client", "service", "personal", "pat", "jwt", "csrf", "sas", "sts",
+    "secret", "registry", "npm", "pypi", "upload", "read", "write",
+})  # fmt: skip
+# text shaped like a key, whatever it is called
+_KEY_SHAPES = re.compile(
+    r"\bhf_[A-Za-z0-9]{16,}"                                     # Hugging Face
+    r"|\bsk-[A-Za-z0-9_\-]{20,}"                                  # OpenAI, Anthropic (sk-proj-, sk-ant-)
+    r"|\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"  # GitHub
+    r"|\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"                             # AWS access key id
+    r"|\bxox[abposr]-[A-Za-z0-9\-]{10,}"                          # Slack
+    r"|\bAIza[A-Za-z0-9_\-]{35}"                                  # Google API key
+    r"|\beyJ[A-Za-z0-9_\-]{4,}\.eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"  # JWT: {"...}.{"...}.signature
+    r"|-----BEGIN[A-Z ]*PRIVATE KEY-----(?:.*?-----END[A-Z ]*PRIVATE KEY-----|.*)",  # PEM (a cut one too)
+    re.DOTALL,
+)
+_BEARER = re.compile(r"\b(bearer\s+)[A-Za-z0-9._~+/\-]{8,}=*", re.IGNORECASE)
+# 40 characters of base64 standing alone, as an AWS secret access key: scored by _aws_secret_like
+_AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9][A-Za-z0-9/+]{39}(?![A-Za-z0-9/+=])")
+_URI_PASSWORD = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://[^\s/?#@:'\"]+):[^\s/?#@'\"]+@")
+_ENV_VALUE_MIN = 6  # a credential env var's shorter value is too likely an ordinary word to mask everywhere
+
+
+def _words(name: str) -> list[str]:
+    """`name`'s words, lowercase: AWS_SECRET_ACCESS_KEY, secretAccessKey -> [.., secret, access, key]."""
+    return [w for w in re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()) if w]
+
+
+def credential_name(name: str) -> bool:
+    """Whether `name` (a dotted param key, a tag key, an environment variable, a query parameter)
+    names a credential, judged on its last dotted segment's words: ends in password, secret,
+    credentials, auth, bearer, apikey ... (_CREDENTIAL_WORDS); in <kind>_key or <kind>_key_id
+    for kind secret, access, api, private ... (aws_secret_access_key, AWS_ACCESS_KEY_ID);
+    in <kind>_token for kind hf, access, refresh, auth, session ... or is `token` alone;
+    or in connection_string. tokenizer.vocab_size, max_new_tokens, special_tokens, pad_token,
+    secret_name, num_key_value_heads are not credentials."""
+    words = _words(name.rsplit(".", 1)[-1])
+    if not words:
+        return False
+    last, before = words[-1], words[:-1]
+    if last in _CREDENTIAL_WORDS:
+        return True
+    if last == "token":
+        return not before or before[-1] in _TOKEN_KINDS
+    if last == "key":
+        return bool(before) and before[-1] in _KEY_KINDS
+    if last == "id":
+        return len(before) >= 2 and before[-1] == "key" and before[-2] in _KEY_KINDS
+    return words[-2:] == ["connection", "string"]
+
+
+def declared_secrets(model: type[BaseModel], prefix: str = "") -> set[str]:
+    """Dotted keys (as flatten writes them) of the fields `model` declares secret by typing them
+    SecretStr or SecretBytes (optional or not), nested sections walked; the keys safe_params
+    leaves out of a dump of such a model. Fields inside lists are not walked: a list is one
+    param, and pydantic writes its secrets as **********."""
+    import typing
+
+    found: set[str] = set()
+    for name, field in model.model_fields.items():
+        kinds = typing.get_args(field.annotation) or (field.annotation,)
+        for kind in kinds:
+            if kind in (SecretStr, SecretBytes):
+                found.add(f"{prefix}{name}")
+            elif isinstance(kind, type) and issubclass(kind, BaseModel):
+                found |= declared_secrets(kind, f"{prefix}{name}.")
+    return found
+
+
+def _declared(value: Any) -> bool:
+    """Whether a dumped value is a declared secret: pydantic's SecretStr/SecretBytes, or its mask."""
+    return isinstance(value, (SecretStr, SecretBytes)) or (isinstance(value, str) and value == _PYDANTIC_MASK)
+
+
+def _env_secrets() -> list[str]:
+    """Values of the credential-named environment variables (AWS_SECRET_ACCESS_KEY, HF_TOKEN,
+    MLFLOW_TRACKING_PASSWORD ...) long enough to mask, longest first."""
+    values = {v for k, v in os.environ.items() if len(v) >= _ENV_VALUE_MIN and credential_name(k)}
+    return sorted(values, key=len, reverse=True)
+
+
+def _aws_secret_like(match: re.Match) -> str:
+    text = match.group(0)
+    mixed = any(c.isupper() for c in text) and any(c.islower() for c in text) and any(c.isdigit() for c in text)
+    return MASK if mixed and text.count("/") <= 2 else text  # a hex digest is one case; a path has many /
+
+
+def mask_secrets(text: str) -> str:
+    """`text` with what looks like a credential replaced by ***: the value of any credential-named
+    environment variable (credential_name, at least 6 characters); keys by their shape (hf_...,
+    sk-..., ghp_..., AKIA..., xox.-..., AIza..., JWTs, PEM private keys, 40-character mixed-case
+    base64 as an AWS secret key); a Bearer token (Bearer ***); a password in a URI's userinfo
+    anywhere in the text (user:***@host). Text with none comes back unchanged."""
+    for value in _env_secrets():
+        text = text.replace(value, MASK)
+    text = _KEY_SHAPES.sub(MASK, text)
+    text = _BEARER.sub(lambda m: m.group(1) + MASK, text)
+    text = _AWS_SECRET.sub(_aws_secret_like, text)
+    return _URI_PASSWORD.sub(lambda m: f"{m.group(1)}:{MASK}@", text)
+
+
+def shown(value: Any) -> str:
+    """`value` as it may reach MLflow (a param, a tag, a description): a string (str()), a URI's
+    credentials masked (redact_uri), then anything shaped like a credential (mask_secrets)."""
+    return mask_secrets(redact_uri(value) if isinstance(value, str) else str(value))
+
+
 def redact_uri(uri: str) -> str:
     """`uri` as it may be printed or logged: a password in its userinfo becomes ***
     (http://admin:***@host:5000), a user name alone too (a token: https://***@host), and so do
-    the values of query parameters named like a credential (SECRET_MARKERS). Anything that is
-    not a URI with such parts comes back unchanged."""
+    the values of query parameters named like a credential (credential_name: api_token,
+    X-Amz-Security-Token) or a signature (sig, X-Amz-Signature). Anything that is not a URI with
+    such parts comes back unchanged."""
     from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
     try:
@@ -59,10 +188,12 @@ def redact_uri(uri: str) -> str:
     if "@" in netloc:
         userinfo, _, host = netloc.rpartition("@")
         user, colon, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{host}" if colon else f"***@{host}"
-    if query and any(marker in query.lower() for marker in SECRET_MARKERS):
+        netloc = f"{user}:{MASK}@{host}" if colon else f"{MASK}@{host}"
+    if query and "=" in query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if any(m in k.lower() for m in SECRET_MARKERS) else v) for k, v in pairs], safe="*")
+        masked = [(k, MASK if credential_name(k) or _words(k)[-1:] in (["sig"], ["signature"]) else v) for k, v in pairs]
+        if masked != pairs:
+            query = urlencode(masked, safe="*")
     if (netloc, query) == (parts.netloc, parts.query):
         return uri
     return urlunsplit(parts._replace(netloc=netloc, query=query))
@@ -138,12 +269,14 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def safe_params(params: dict[str, Any]) -> dict[str, str]:
     """Flattened params as strings (original names, values capped at MLflow's 6000 characters),
-    with anything that looks like a credential left out: keys named like one (SECRET_MARKERS), and
-    credentials inside URI values (redact_uri: mlflow.tracking_uri=http://admin:***@host)."""
+    credentials left out: declared secrets (SecretStr, SecretBytes: declared_secrets) and keys
+    named like a credential (credential_name: s3.secret_key, not tokenizer.vocab_size) are
+    dropped; values are shown masked (shown: mlflow.tracking_uri=http://admin:***@host, hf_... ->
+    ***). Every other key is kept."""
     return {
-        k: fit_value(redact_uri(v) if isinstance(v, str) else v, PARAM_VALUE_MAX)
+        k: fit_value(shown(v), PARAM_VALUE_MAX)
         for k, v in flatten(params).items()
-        if not any(marker in k.lower() for marker in SECRET_MARKERS)
+        if not (credential_name(k) or _declared(v))
     }
 
 
@@ -251,15 +384,17 @@ def log_params(client, run_id: str, params: dict[str, Any]) -> dict[str, str]:
 
 def run_tags(tags: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
     """(valid run tags, {MLflow key: original} of the renamed ones): keys through mlflow_key,
-    values capped at 8000 characters."""
+    values masked (shown) and capped at 8000 characters; a tag named like a credential
+    (credential_name) is left out."""
+    tags = {k: shown(v) for k, v in tags.items() if not credential_name(k)}
     keys = mlflow_keys(tags)
     return ({keys[k]: fit_value(v, TAG_VALUE_MAX) for k, v in tags.items()},
             {key: name for name, key in keys.items()})  # fmt: skip
 
 
 def set_tags(client, run_id: str, tags: dict[str, Any]) -> dict[str, str]:
-    """Set run tags under valid keys with values capped at 8000 characters (one batch call);
-    renamed keys go into the run's name table. Returns {original: MLflow key}."""
+    """Set run tags as run_tags makes them (one batch call per 100); renamed keys go into the
+    run's name table. Returns {original: MLflow key} of the tags set."""
     from mlflow.entities import RunTag
 
     valid, renamed = run_tags(tags)
@@ -271,9 +406,11 @@ def set_tags(client, run_id: str, tags: dict[str, Any]) -> dict[str, str]:
 
 
 def model_version_tags(tags: dict[str, Any]) -> dict[str, str]:
-    """Model-version tags with valid keys (mlflow_key) and values capped at MLflow's 100,000
-    characters; the keys are the code's own, so nothing needs a name table."""
-    return {mlflow_key(k): fit_value(v, MODEL_VERSION_TAG_VALUE_MAX) for k, v in tags.items()}
+    """Model-version tags with valid keys (mlflow_key) and values masked (shown) and capped at
+    MLflow's 100,000 characters, credential-named ones left out (credential_name); the keys are
+    the code's own, so nothing needs a name table."""
+    return {mlflow_key(k): fit_value(shown(v), MODEL_VERSION_TAG_VALUE_MAX) for k, v in tags.items()
+            if not credential_name(k)}  # fmt: skip
 
 
 def no_answer(exc: BaseException) -> bool:

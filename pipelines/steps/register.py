@@ -92,7 +92,7 @@ def run(config: RunConfig, model_uri: str, results_uri: str, lineage: dict[str, 
                           config.model.base, config.model.lora is not None)  # fmt: skip
         mlflow.log_text(card, "model_card.md")
         # the description column holds 5000 characters; the full card is the run's model_card.md
-        description = mlflow_runs.fit_value(card, mlflow_runs.DESCRIPTION_MAX - 80)
+        description = mlflow_runs.fit_value(mlflow_runs.shown(card), mlflow_runs.DESCRIPTION_MAX - 80)
         if description != card:
             description += f"\n\nFull card: model_card.md of MLflow run {mlflow.active_run().info.run_id}."
         MlflowClient(target.uri).update_model_version(name, version_id, description=description)
