@@ -83,13 +83,23 @@ def build_or_load(
     return apply_lora(module, model.lora) if model.lora else module
 
 
-def load_consolidated(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load a consolidated ZeRO state dict; a tied weight (lm_head = embeddings) appears once in it."""
+def load_consolidated(module: torch.nn.Module, state: dict[str, torch.Tensor], trained_only: bool = False) -> None:
+    """Load a consolidated ZeRO state dict; a tied weight (lm_head = embeddings) appears once in it.
+
+    trained_only (LoRA): load only the parameters that trained and keep the frozen ones as the
+    module holds them (the fp32 base as loaded): a bf16/fp16 checkpoint has no fp32 masters of
+    frozen weights, only their bf16/fp16 copies, which would round the whole base."""
+    if trained_only:
+        trained = {name for name, param in module.named_parameters() if param.requires_grad}
+        state = {name: tensor for name, tensor in state.items() if name in trained}
     missing, unexpected = module.load_state_dict(state, strict=False)
     shared: dict[int, list[str]] = {}
     for name, param in module.named_parameters(remove_duplicate=False):
         shared.setdefault(id(param), []).append(name)
     tied = {name for names in shared.values() if len(names) > 1 and any(n in state for n in names) for name in names}
+    if trained_only:
+        frozen = {name for name, param in module.named_parameters(remove_duplicate=False) if not param.requires_grad}
+        missing = [name for name in missing if name not in frozen and name in dict(module.named_parameters())]
     if unexpected or set(missing) - tied:
         raise RuntimeError(
             f"the consolidated checkpoint does not match the model: missing {sorted(set(missing) - tied)[:5]}, "

@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if master:
             consolidated = build_or_load(model_cfg, vocab_size, train.seed, eos, base_dir)
-            load_consolidated(consolidated, consolidated_state_dict(ckpt_dir / tag, consolidated))
+            load_consolidated(consolidated, consolidated_state_dict(ckpt_dir / tag, consolidated),
+                              trained_only=model_cfg.lora is not None)  # the frozen base stays fp32 as loaded
             consolidated_loss = fixed_batch_loss(consolidated, to_device(fixed, "cpu"))  # fp32
             stops = stop_token_ids(manifest.facts) if manifest.kind == SFT_KIND else None
             output.save_model(consolidated, model_cfg, manifest.facts.get("tokenizer_uri"), stops)

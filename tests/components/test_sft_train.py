@@ -371,3 +371,141 @@ def test_torchrun_fine_tunes_on_packed_conversations(sft, tokenizer, tmp_path, c
             alone = token_losses(model(input_ids=ids[None]).logits[0], ids)
         losses += [float(alone[i - 1]) for i in assistant_positions(ids.tolist(), tokenizer)]
     assert result.fixed_batch_loss_consolidated == pytest.approx(np.mean(losses), abs=1e-5)
+
+
+# ---- LoRA under bf16, and resuming: one launch -------------------------------------------------
+
+LORA_TRAIN_STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def lora_bf16_runs(sft, tmp_path_factory):
+    """One torchrun launch (tests/components/train_cases.py), 2 ranks, ZeRO-2, bf16, LoRA on the
+    tiny base's q/v projections: "ref" runs LORA_TRAIN_STEPS steps with a checkpoint every 2;
+    "resumed" starts from ref's step-2 tag copied into its own output (as if it had died after
+    step 2) and runs to the end. Returns (runs dir, TrainConfig, ModelConfig, the launch's output)."""
+    from components.train.config import LoraConfig, ModelConfig, TrainConfig
+    from tests.components.train_cases import case, launch_cases
+
+    base, _, packed, _ = sft
+    root = tmp_path_factory.mktemp("lora-bf16")
+    train = TrainConfig(zero_stage=2, precision="bf16", nproc_per_node=2, micro_batch_size=2, global_batch_size=8,
+                        max_steps=LORA_TRAIN_STEPS, checkpoint_every=2, learning_rate=1e-2, warmup_steps=0,
+                        log_every=1, system_metrics=False)  # fmt: skip
+    model = ModelConfig(base=str(base), lora=LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj"]))
+    cases = [case("ref", train, model), case("resumed", train, model, copy_from="ref", copy_tag="step-2")]
+    log = launch_cases(cases, packed.manifest_uri, root / "runs", world=2)
+    return root / "runs", train, model, log
+
+
+def step_labelled(data, train, world: int, step: int) -> int:
+    """The labelled tokens (data.labelled_tokens) of every micro batch the ranks take in `step`
+    (1-based), found from the worker's data order (data.micro_batches)."""
+    from components.train.data import labelled_tokens, micro_batches
+
+    accum = train.global_batch_size // (train.micro_batch_size * world)
+    total = 0
+    for rank in range(world):
+        stream = micro_batches(len(data), train.micro_batch_size, rank, world, train.seed)
+        taken = [next(stream) for _ in range(step * accum)][-accum:]
+        total += sum(int(labelled_tokens(data.take(indices))) for indices in taken)
+    return total
+
+
+@pytest.mark.slow
+def test_lora_fine_tunes_on_packed_conversations_in_bf16(sft, tokenizer, lora_bf16_runs):
+    """LoRA + bf16 SFT: trained in bf16, the adapter merged into a plain model that reloads with
+    transformers at the consolidated loss, saved with the chat template and stopping at <|im_end|>
+    like a full fine-tune, and the labelled share of each step logged as the data holds it."""
+    import re
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    from components.train.result import TrainResult
+
+    base, _, packed, _ = sft
+    runs, train, _, log = lora_bf16_runs
+    out = runs / "ref"
+    result = TrainResult.model_validate_json((out / "result.json").read_text())
+    assert result.precision == "bf16" and result.world_size == 2 and result.gradient_accumulation_steps == 2
+    assert result.steps == LORA_TRAIN_STEPS and len(result.losses) == LORA_TRAIN_STEPS
+    assert all(np.isfinite(result.losses)) and result.resumed_from_step is None
+    # bf16 copies of the fp32 masters computed the engine's loss; the masters were saved (the matrix's bound)
+    assert result.fixed_batch_loss_consolidated == pytest.approx(result.fixed_batch_loss_engine, abs=2e-3)
+    assert result.fixed_batch_loss_consolidated != result.fixed_batch_loss_engine
+
+    # the labelled share the worker printed for each step: its ranks' micro batches, counted here
+    data = training_data(Manifest.load(packed.manifest_uri))
+    slots = train.global_batch_size * SEQ_LEN
+    for step in range(1, LORA_TRAIN_STEPS + 1):
+        (line,) = re.findall(rf"\[train\] step {step}/{LORA_TRAIN_STEPS} \|[^\n]*", log.split("[train] done")[0])
+        assert line.endswith(f"| labelled {step_labelled(data, train, 2, step) / slots:.1%}"), line
+
+    # model/: the merged model, no adapter left in it, reloading with transformers
+    model_dir = out / "model"
+    with safe_open(model_dir / "model.safetensors", "pt") as weights:
+        names = list(weights.keys())
+    assert names and not [n for n in names if "lora" in n]
+    merged = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).eval()
+    assert type(merged).__name__ == "LlamaForCausalLM" and next(merged.parameters()).dtype == torch.float32
+    assert AutoTokenizer.from_pretrained(model_dir).chat_template == DEFAULT_CHAT_TEMPLATE
+    assert GenerationConfig.from_pretrained(model_dir).eos_token_id == [0, tokenizer.convert_tokens_to_ids(IM_END)]
+    original = load_file(base / "model.safetensors")
+    saved = merged.state_dict()
+    adapted = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.allclose(saved[adapted], original[adapted], rtol=2**-8, atol=0)  # the adapter merged in
+    for name in ("model.embed_tokens.weight", "model.layers.0.self_attn.k_proj.weight", "model.norm.weight"):
+        assert torch.equal(saved[name], original[name]), name  # not adapted, not trained: the fp32 base's
+    adapter = out / "adapter"
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 4
+    assert all("lora_" in key for key in load_file(adapter / "adapter_model.safetensors"))
+
+    # the fixed batch (the first micro batch of rows): the merged model is the consolidated one
+    rows = data.take(np.arange(train.micro_batch_size))
+    assert fixed_batch_loss(merged, rows) == pytest.approx(result.fixed_batch_loss_consolidated, abs=1e-5)
+    # The packed mask in the compute dtype (model_inputs). Not observable through a CPU run: torch's
+    # sdpa also takes an fp32 mask with bf16 queries, and gives the same loss to the last bit.
+    mask = model_inputs(rows, torch.bfloat16)["attention_mask"]
+    assert mask.dtype == torch.bfloat16 and mask.min().item() == torch.finfo(torch.bfloat16).min
+    assert torch.equal(mask == 0, model_inputs(rows)["attention_mask"] == 0)
+
+
+@pytest.mark.slow
+def test_lora_in_bf16_keeps_the_base_weights_it_did_not_adapt(sft, lora_bf16_runs):
+    """The weights LoRA did not adapt are the fp32 base's, bit for bit, as under fp32
+    (test_train_base.py): a bf16 checkpoint holds only bf16 copies of frozen weights
+    (zero_to_fp32 takes them from the module states), so consolidation loads only what trained
+    (model.load_consolidated(trained_only=True)); before, the whole base came out rounded to bf16."""
+    from safetensors.torch import load_file
+
+    base = sft[0]
+    runs = lora_bf16_runs[0]
+    original = load_file(base / "model.safetensors")
+    saved = load_file(runs / "ref" / "model" / "model.safetensors")
+    name = "model.layers.0.self_attn.k_proj.weight"
+    assert torch.equal(saved[name], original[name])
+
+
+@pytest.mark.slow
+def test_a_resumed_sft_run_follows_the_uninterrupted_one(sft, lora_bf16_runs):
+    """Resumed from step-2 of the same LoRA + bf16 run: the same loss at steps 3 and 4 (same rows,
+    same optimizer state and schedule), so the same model."""
+    from components.train.data import micro_batches
+    from components.train.result import TrainResult
+
+    runs, train, _, _ = lora_bf16_runs
+    ref = TrainResult.model_validate_json((runs / "ref" / "result.json").read_text())
+    resumed = TrainResult.model_validate_json((runs / "resumed" / "result.json").read_text())
+    assert resumed.resumed_from_step == 2 and resumed.steps == LORA_TRAIN_STEPS
+    assert resumed.losses[:2] == ref.losses[:2]  # carried over from the checkpoint
+    assert resumed.losses[2:] == pytest.approx(ref.losses[2:], abs=1e-5)
+    assert resumed.fixed_batch_loss_engine == pytest.approx(ref.fixed_batch_loss_engine, abs=1e-5)
+    assert resumed.fixed_batch_loss_consolidated == pytest.approx(ref.fixed_batch_loss_consolidated, abs=1e-5)
+    assert sorted(p.name for p in (runs / "resumed" / "checkpoints").iterdir() if p.is_dir()) == ["step-2", "step-4"]
+    # a resume that restarted the data order would have trained steps 3 and 4 on other rows
+    stream = micro_batches(len(training_data(Manifest.load(sft[2].manifest_uri))), train.micro_batch_size, 0, 2,
+                           train.seed)  # fmt: skip
+    taken = [tuple(next(stream)) for _ in range(LORA_TRAIN_STEPS * 2)]
+    assert not set(taken[:4]) & set(taken[4:])
