@@ -20,6 +20,7 @@ Lines starting with `/` are commands: `/reset` clears the history (the system pr
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import threading
@@ -227,6 +228,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from components.hf_model import ModelDirError
 
     transformers_logging.disable_progress_bar()  # no weight-loading bars in the conversation
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # nor download bars
     settings = ChatSettings(args.system, args.max_new_tokens, args.temperature, args.seed)
     if args.model_uri.startswith(("models:/", "runs:/")):
         mlflow_runs.configure(mlflow_runs.resolve_tracking_uri(args.tracking_uri))

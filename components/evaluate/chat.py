@@ -66,7 +66,7 @@ from jinja2.exceptions import TemplateError
 from components import storage
 from components.evaluate.chat_report import render_chat_report
 from components.evaluate.config import EvaluateConfig
-from components.evaluate.scoring import ScoreResult, Totals, rolling_windows
+from components.evaluate.scoring import ScoreResult, Totals, right_padded, rolling_windows
 from components.evaluate.step import EVAL_ROLE, EvalResult, _block, _device, _json_safe, load_model
 from components.hf_model import context_length
 from components.manifest import Manifest, file_digest
@@ -248,12 +248,7 @@ def _takes_logits_to_keep(model) -> bool:
 @torch.inference_mode()
 def _score_batch(model, batch: list[_Window], device: torch.device, pad_id: int) -> list[float]:
     """Nats of each window's targets, right-padded inputs under an attention mask."""
-    width = max(len(w.inputs) for w in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for i, w in enumerate(batch):
-        ids[i, : len(w.inputs)] = torch.tensor(w.inputs)
-        mask[i, : len(w.inputs)] = 1
+    ids, mask = right_padded([w.inputs for w in batch], pad_id)
     # only the scored positions go through the head (a vocabulary of 50k+ makes full logits the
     # largest tensor), through the model's own logits_to_keep where it has one (softcapping, scaling)
     keep = sorted({p for w in batch for p in w.positions})

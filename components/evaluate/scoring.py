@@ -98,14 +98,21 @@ class ScoreResult:
     per_source: dict[str, Totals] = field(default_factory=dict)  # meta['source'], when documents carry one
 
 
+def right_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows of different lengths as input_ids and attention_mask, both LongTensor
+    [len(rows), longest], padded on the right with pad_id (mask 0 there)."""
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
 @torch.inference_mode()
 def _score_batch(model, batch: list[_Window], device: torch.device, pad_id: int) -> list[float]:
-    width = max(len(w.inputs) for w in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for i, w in enumerate(batch):
-        ids[i, : len(w.inputs)] = torch.tensor(w.inputs)
-        mask[i, : len(w.inputs)] = 1
+    ids, mask = right_padded([w.inputs for w in batch], pad_id)
     logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     out = []
