@@ -1,6 +1,6 @@
 """`homegrown`: run the pipeline locally, compile, submit or upload it, run one step by hand
 (the steps' own commands, from pipelines/steps/<step>.py's COMMAND, in the DAG's order), or chat
-with a model (pipelines/chat.py)."""
+with or serve a model (pipelines/chat.py, pipelines/serve.py)."""
 
 from __future__ import annotations
 
@@ -176,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("chat", help=chat.HELP, description=chat.HELP)
     chat.add_arguments(p)
     p.set_defaults(func=chat.cmd_chat)
+
+    from pipelines import serve
+
+    p = sub.add_parser("serve", help=serve.HELP, description=serve.HELP)
+    serve.add_arguments(p)
+    p.set_defaults(func=serve.cmd_serve)
     return parser
 
 
