@@ -8,7 +8,7 @@ import html
 from typing import Any
 
 from components.evaluate import plots
-from components.evaluate.report import _fence, _fmt
+from components.evaluate.report import _fence, _fmt, metrics_table
 
 ROWS = [
     ("bits_per_byte", "bits per byte", "{:.4f}"),
@@ -56,16 +56,7 @@ def render_chat_report(results: dict[str, Any]) -> str:
     if champion:
         lines.append(f"- champion: `{champion['model_uri']}`" + (" (cached scores)" if champion.get("cached") else ""))
     lines += ["", DEFINITION, "", "## Metrics", ""]
-    if champion:
-        lines += ["| metric | challenger | champion | Δ |", "|---|---:|---:|---:|"]
-        for key, label, fmt in ROWS:
-            mine, theirs = metrics.get(key), champion["metrics"].get(key)
-            delta = _fmt("{:+.4f}", mine - theirs) if key in ("bits_per_byte", "loss") else ""
-            lines.append(f"| {label} | {_fmt(fmt, mine)} | {_fmt(fmt, theirs)} | {delta} |")
-        lines += ["", "Lower bits per byte is better; Δ = challenger − champion."]
-    else:
-        lines += ["| metric | value |", "|---|---:|"]
-        lines += [f"| {label} | {_fmt(fmt, metrics.get(key))} |" for key, label, fmt in ROWS]
+    lines += metrics_table(metrics, champion, ROWS)
 
     if counts:
         lines += ["", "## Conversations", "", f"{counts['scored']:,} of {counts['total']:,} scored"

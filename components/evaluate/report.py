@@ -25,6 +25,21 @@ def _fence(text: str) -> str:
     return f"{ticks}text\n{text}\n{ticks}"
 
 
+def metrics_table(metrics: dict[str, Any], champion: dict[str, Any] | None,
+                  rows: list[tuple[str, str, str]]) -> list[str]:
+    """The metrics as Markdown table lines: (key, label, format) per row; challenger, champion and
+    their difference (bits per byte, loss) when a champion block is given."""
+    if not champion:
+        return ["| metric | value |", "|---|---:|",
+                *(f"| {label} | {_fmt(fmt, metrics.get(key))} |" for key, label, fmt in rows)]  # fmt: skip
+    lines = ["| metric | challenger | champion | Δ |", "|---|---:|---:|---:|"]
+    for key, label, fmt in rows:
+        mine, theirs = metrics.get(key), champion["metrics"].get(key)
+        delta = _fmt("{:+.4f}", mine - theirs) if key in ("bits_per_byte", "loss") else ""
+        lines.append(f"| {label} | {_fmt(fmt, mine)} | {_fmt(fmt, theirs)} | {delta} |")
+    return lines + ["", "Lower bits per byte is better; Δ = challenger − champion."]
+
+
 def render_report(results: dict[str, Any]) -> str:
     metrics = results["metrics"]
     champion = results.get("champion")
@@ -37,16 +52,7 @@ def render_report(results: dict[str, Any]) -> str:
     if champion:
         lines.append(f"- champion: `{champion['model_uri']}`")
     lines += ["", "## Metrics", ""]
-    if champion:
-        lines += ["| metric | challenger | champion | Δ |", "|---|---:|---:|---:|"]
-        for key, label, fmt in ROWS:
-            mine, theirs = metrics.get(key), champion["metrics"].get(key)
-            delta = _fmt("{:+.4f}", mine - theirs) if key in ("bits_per_byte", "loss") else ""
-            lines.append(f"| {label} | {_fmt(fmt, mine)} | {_fmt(fmt, theirs)} | {delta} |")
-        lines += ["", "Lower bits per byte is better; Δ = challenger − champion."]
-    else:
-        lines += ["| metric | value |", "|---|---:|"]
-        lines += [f"| {label} | {_fmt(fmt, metrics.get(key))} |" for key, label, fmt in ROWS]
+    lines += metrics_table(metrics, champion, ROWS)
 
     per_language = results.get("per_language") or {}
     if per_language:
