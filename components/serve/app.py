@@ -10,6 +10,8 @@ What is added around transformers' handlers, and why:
   max_tokens over it answers 400 as OpenAI does.
 - Stop sequences end the text before them, as OpenAI's do (transformers' stop_strings keep them),
   streamed text held back only while it could still be the start of one.
+- A temperature above 0 samples (seeded by `seed`), as OpenAI's does; without one, decoding
+  follows the model's generation config (greedy for homegrown's models).
 - Errors have OpenAI's shape, {"error": {"message", "type", "code"}}; a body that is not JSON is a 400.
 - /v1/chat/completions needs a chat template (400 otherwise): the model's own, applied by transformers.
 - GET /health/live and /health/ready (and transformers' /health). transformers' /load_model, /reset,
@@ -55,6 +57,8 @@ class _Served:
 
     def _build_generation_config(self, body: dict, model_generation_config: Any, use_cb: bool = False) -> Any:
         config = super()._build_generation_config(body, model_generation_config, use_cb=use_cb)
+        if (body.get("temperature") or 0) > 0:
+            config.do_sample = True  # OpenAI's meaning (transformers samples only when the model's config does)
         if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
             config.max_new_tokens = None  # the rest of the context, set once the prompt's length is known
         stops = [config.stop_strings] if isinstance(config.stop_strings, str) else config.stop_strings or []

@@ -119,6 +119,21 @@ def test_completion_and_max_tokens(client: openai.OpenAI, model_dir: Path):
         assert (new == max_tokens) == (finish == "length") and text
 
 
+def test_a_temperature_samples_and_a_seed_replays_it(client: openai.OpenAI, model_dir: Path):
+    greedy = greedy_reply(model_dir, QUESTION, 24)
+
+    def sampled(seed: int) -> str:
+        reply = client.chat.completions.create(model=NAME, messages=QUESTION, max_tokens=24, temperature=3.0,
+                                               seed=seed)  # fmt: skip
+        return reply.choices[0].message.content
+
+    first = [sampled(seed) for seed in range(4)]
+    assert first == [sampled(seed) for seed in range(4)]  # the seed replays the sample
+    assert any(text != greedy for text in first)  # a temperature above 0 samples
+    reply = client.chat.completions.create(model=NAME, messages=QUESTION, max_tokens=24, temperature=0.0)
+    assert reply.choices[0].message.content == greedy
+
+
 def test_stop_sequences_end_the_text_before_them(client: openai.OpenAI):
     reply = client.chat.completions.create(model=NAME, messages=QUESTION, stop=[" not", "xyz"])
     assert (reply.choices[0].message.content, reply.choices[0].finish_reason) == ("I do", "stop")
