@@ -52,7 +52,6 @@ the step writes chat_report.report_html's page as report.html).
 from __future__ import annotations
 
 import inspect
-import json
 import sys
 import tempfile
 import time
@@ -63,11 +62,12 @@ from typing import Any
 import torch
 from jinja2.exceptions import TemplateError
 
-from components import storage
 from components.evaluate.chat_report import render_chat_report
 from components.evaluate.config import EvaluateConfig
 from components.evaluate.scoring import ScoreResult, Totals, right_padded, rolling_windows
-from components.evaluate.step import EVAL_ROLE, EvalResult, _block, _device, _json_safe, load_model
+from components.evaluate.step import (
+    EVAL_ROLE, EvalResult, _block, _device, flat_metrics, load_model, write_results
+)  # fmt: skip
 from components.hf_model import context_length
 from components.manifest import Manifest, file_digest
 from components.sft.clean import KIND as CONVERSATIONS_KIND
@@ -494,13 +494,7 @@ def evaluate_chat_model(
     results["samples"] = chat_samples(challenger, conversations, scored[: config.chat_samples], config, device,
                                       champion)  # fmt: skip
 
-    metrics = dict(results["metrics"])
-    for lang, m in results["per_language"].items():
-        metrics[f"bits_per_byte_{lang}"] = m["bits_per_byte"]
-        metrics[f"tokens_per_char_{lang}"] = m["tokens_per_char"]
-    for source, m in results["per_source"].items():
-        metrics[f"bits_per_byte_source_{source}"] = m["bits_per_byte"]
-    metrics = {k: v for k, v in metrics.items() if v == v}
+    metrics = flat_metrics(results)
     counts = results["conversations"]
     metrics.update(conversations_total=counts["total"], conversations_scored=counts["scored"],
                    conversations_unscored=counts["total"] - counts["scored"],
@@ -510,7 +504,6 @@ def evaluate_chat_model(
     metrics["eval_seconds"] = mine.seconds
     metrics["eval_tokens_per_s"] = forwarded / mine.seconds if mine.seconds > 0 else 0.0
 
-    champion_metrics = None
     if use_cache:
         results["champion"] = {"model_uri": champion_name, "cached": True, "metrics": champion_scores["metrics"],
                                "per_language": champion_scores["per_language"]}  # fmt: skip
@@ -522,22 +515,4 @@ def evaluate_chat_model(
                               "refused": _counts(conversations, theirs.refused, [])["unscored"]},
             "chat_template": _template_facts(champion),
         }  # fmt: skip
-    if "champion" in results:
-        results["champion"]["version"] = champion_version
-        champion_metrics = dict(results["champion"]["metrics"])
-        metrics["champion_bits_per_byte"] = champion_metrics["bits_per_byte"]
-        metrics["bits_per_byte_delta"] = metrics["bits_per_byte"] - champion_metrics["bits_per_byte"]
-    results["metrics_flat"] = metrics
-
-    report = render_chat_report(results)
-    results_uri = storage.join(output_uri, "results.json")
-    storage.write_text(storage.join(output_uri, "samples.json"),
-                       json.dumps(results["samples"], indent=2, ensure_ascii=False) + "\n")  # fmt: skip
-    storage.write_text(storage.join(output_uri, "report.md"), report)
-    storage.write_text(results_uri, json.dumps(_json_safe(results), indent=2, ensure_ascii=False) + "\n")
-    return EvalResult(
-        metrics={k: float(v) for k, v in metrics.items()},
-        champion_metrics=champion_metrics,
-        report_markdown=report,
-        results_uri=results_uri,
-    )
+    return write_results(output_uri, results, metrics, champion_version, render_chat_report)

@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -158,17 +158,10 @@ def evaluate_model(
         "config": config.model_dump(mode="json"),
         "samples": samples,
     }
-    metrics = dict(results["metrics"])
-    for lang, m in results["per_language"].items():
-        metrics[f"bits_per_byte_{lang}"] = m["bits_per_byte"]
-        metrics[f"tokens_per_char_{lang}"] = m["tokens_per_char"]
-    for source, m in results["per_source"].items():
-        metrics[f"bits_per_byte_source_{source}"] = m["bits_per_byte"]
-    metrics = {k: v for k, v in metrics.items() if v == v}  # NaN (e.g. tokens per word without words) left out
+    metrics = flat_metrics(results)
     metrics["eval_seconds"] = seconds
     metrics["eval_tokens_per_s"] = scored.total.tokens / seconds if seconds > 0 else 0.0
 
-    champion_metrics = None
     if champion_scores is not None and config.compare_champion:
         results["champion"] = {"model_uri": champion_label or champion_uri or "champion", "cached": True,
                                "metrics": champion_scores["metrics"], "per_language": champion_scores["per_language"]}
@@ -181,6 +174,27 @@ def evaluate_model(
                 "champion alias to a loadable version (or set evaluate.compare_champion: false)"
             ) from exc
         results["champion"] = _block(champion_label or champion_uri, champ_scored)
+    return write_results(output_uri, results, metrics, champion_version, render_report)
+
+
+def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
+    """results' metrics with bits per byte (and tokens per character) per language and per source
+    as flat keys; NaN figures (e.g. tokens per word without words) left out."""
+    metrics = dict(results["metrics"])
+    for lang, m in results["per_language"].items():
+        metrics[f"bits_per_byte_{lang}"] = m["bits_per_byte"]
+        metrics[f"tokens_per_char_{lang}"] = m["tokens_per_char"]
+    for source, m in results["per_source"].items():
+        metrics[f"bits_per_byte_source_{source}"] = m["bits_per_byte"]
+    return {k: v for k, v in metrics.items() if v == v}
+
+
+def write_results(output_uri: str, results: dict[str, Any], metrics: dict[str, float], champion_version: str | None,
+                  render: Callable[[dict[str, Any]], str]) -> EvalResult:
+    """Complete results (the champion block's version, the champion's figures and the delta among
+    the metrics, metrics_flat), then write samples.json, report.md (`render`) and results.json
+    under output_uri, results.json last."""
+    champion_metrics = None
     if "champion" in results:
         results["champion"]["version"] = champion_version
         champion_metrics = dict(results["champion"]["metrics"])
@@ -188,9 +202,10 @@ def evaluate_model(
         metrics["bits_per_byte_delta"] = metrics["bits_per_byte"] - champion_metrics["bits_per_byte"]
     results["metrics_flat"] = metrics
 
-    report = render_report(results)
+    report = render(results)
     results_uri = storage.join(output_uri, "results.json")
-    storage.write_text(storage.join(output_uri, "samples.json"), json.dumps(samples, indent=2, ensure_ascii=False) + "\n")
+    storage.write_text(storage.join(output_uri, "samples.json"),
+                       json.dumps(results["samples"], indent=2, ensure_ascii=False) + "\n")  # fmt: skip
     storage.write_text(storage.join(output_uri, "report.md"), report)
     storage.write_text(results_uri, json.dumps(_json_safe(results), indent=2, ensure_ascii=False) + "\n")
     return EvalResult(

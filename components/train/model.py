@@ -89,17 +89,16 @@ def load_consolidated(module: torch.nn.Module, state: dict[str, torch.Tensor], t
     trained_only (LoRA): load only the parameters that trained and keep the frozen ones as the
     module holds them (the fp32 base as loaded): a bf16/fp16 checkpoint has no fp32 masters of
     frozen weights, only their bf16/fp16 copies, which would round the whole base."""
+    trained = {name for name, param in module.named_parameters(remove_duplicate=False) if param.requires_grad}
     if trained_only:
-        trained = {name for name, param in module.named_parameters() if param.requires_grad}
         state = {name: tensor for name, tensor in state.items() if name in trained}
     missing, unexpected = module.load_state_dict(state, strict=False)
     shared: dict[int, list[str]] = {}
     for name, param in module.named_parameters(remove_duplicate=False):
         shared.setdefault(id(param), []).append(name)
     tied = {name for names in shared.values() if len(names) > 1 and any(n in state for n in names) for name in names}
-    if trained_only:
-        frozen = {name for name, param in module.named_parameters(remove_duplicate=False) if not param.requires_grad}
-        missing = [name for name in missing if name not in frozen and name in dict(module.named_parameters())]
+    if trained_only:  # frozen parameters and buffers stay as the module holds them
+        missing = [name for name in missing if name in trained]
     if unexpected or set(missing) - tied:
         raise RuntimeError(
             f"the consolidated checkpoint does not match the model: missing {sorted(set(missing) - tied)[:5]}, "

@@ -46,14 +46,15 @@ def run(config: RunConfig, model_uri: str, eval_manifest_uri: str, output_uri: s
     from components.register import registry
 
     # held-out conversations (instruction tuning) are scored as a chat model; documents as text
-    chat = Manifest.load(eval_manifest_uri).kind == CONVERSATIONS
+    eval_manifest = Manifest.load(eval_manifest_uri)
+    chat = eval_manifest.kind == CONVERSATIONS
     with common.step_run("evaluate", target, config.evaluate.model_dump()), mlflow_runs.fail_fast(), \
             tempfile.TemporaryDirectory() as tmp:
         champion_version = cached = cache_key = None
         name = config.registry.model_name
         if champion_uri is None and config.evaluate.compare_champion and target is not None:
             # The champion's scores on this frozen set are kept on its model version: computed once.
-            cache_key = registry.eval_cache_key(Manifest.load(eval_manifest_uri).digest, config.evaluate.stride)
+            cache_key = registry.eval_cache_key(eval_manifest.digest, config.evaluate.stride)
             current = registry.champion_version(name)
             if current is not None and current.tags.get(cache_key):
                 champion_version, cached = str(current.version), json.loads(current.tags[cache_key])
