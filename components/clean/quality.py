@@ -2,10 +2,10 @@
 
     reason = quality_filter(text, lang, script, QualityConfig())   # None -> keep
 
-One function per rule family (CHECKS: boilerplate, gopher_words, character_ratios,
-gopher_line_marks, gopher_repeated_blocks, gopher_ngrams, fineweb_short_lines,
-c4_line_punctuation), all reading one precomputed view of the text (quality_view.TextView).
-They run in this order; the first that fails names the drop (stable reason strings):
+One Rule per threshold (rules_for): a statistic of one precomputed view of the text
+(quality_view.TextView), compared with its threshold; `statistics` gives every rule's number
+for a text (what `homegrown calibrate` chooses thresholds from). They run in this order; the
+first that fails names the drop (stable reason strings):
   boilerplate                        "lorem ipsum" anywhere, or too many boilerplate lines
   gopher_too_few_words               fewer than min_words words
   gopher_too_many_words              more than max_words words
@@ -49,9 +49,11 @@ How the script changes the checks (decisions a reader might not guess):
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Literal
 
 from pydantic import Field, PrivateAttr, model_validator
 
@@ -208,149 +210,173 @@ def _dup_ngram_share(units: list[str] | str, n: int, total: int) -> float:
     return sum(len(u) for u, c in zip(units, covered) if c) / total
 
 
-def _duplicates(items: list[str]) -> tuple[int, int]:
-    """(number of items that repeat an earlier one, their characters)."""
-    seen: set[str] = set()
-    count = chars = 0
-    for item in items:
-        if item in seen:
-            count += 1
-            chars += len(item)
-        else:
-            seen.add(item)
-    return count, chars
-
-
 def _ends_in(line: str, marks: str) -> bool:
     line = line.rstrip(_CLOSERS + " ")
     return bool(line) and line[-1] in marks
 
 
-# ---- the checks, one per rule family: (view, thresholds) -> None to pass, else the reason ----
+# ---- the rules: one statistic per threshold, compared in the order of the module docstring ----
+# A statistic is None where its rule does not apply to the text (too few lines, an unspaced
+# script, ...). The filter and `homegrown calibrate` read the same functions, so a calibrated
+# threshold is compared with exactly the number it was chosen from.
 
 
-def boilerplate(v: TextView, t: QualityThresholds) -> str | None:
-    """C4's "lorem ipsum" anywhere, or a share of site-furniture lines above the limit."""
-    if t.drop_lorem_ipsum and _LOREM.search(v.text):
-        return "boilerplate"
-    if t.max_boilerplate_lines_fraction is not None:
-        if sum(1 for line in v.lines if BOILERPLATE_LINE.search(line)) / v.n_lines_or_1 > t.max_boilerplate_lines_fraction:
-            return "boilerplate"
-    return None
+def _boilerplate_lines(v: TextView, t: QualityThresholds) -> float:
+    return sum(1 for line in v.lines if BOILERPLATE_LINE.search(line)) / v.n_lines_or_1
 
 
-def gopher_words(v: TextView, t: QualityThresholds) -> str | None:
-    """Gopher's word rules: word count, mean word length (spaced scripts), symbols per word."""
-    if t.min_words is not None and v.n_words < t.min_words:
-        return "gopher_too_few_words"
-    if t.max_words is not None and v.n_words > t.max_words:
-        return "gopher_too_many_words"
-    if v.spaced and v.n_words:
-        mean = (v.n_letters + v.n_digits) / v.n_words
-        if t.min_mean_word_length is not None and mean < t.min_mean_word_length:
-            return "gopher_mean_word_length_low"
-        if t.max_mean_word_length is not None and mean > t.max_mean_word_length:
-            return "gopher_mean_word_length_high"
-    if t.max_symbol_to_word_ratio is not None:
-        symbols = v.text.count("#") + v.text.count("...") + v.text.count("…")
-        if symbols / max(v.n_words, 1) > t.max_symbol_to_word_ratio:
-            return "gopher_symbol_ratio"
-    return None
+def _words(v: TextView, t: QualityThresholds) -> float:
+    return float(v.n_words)
 
 
-def character_ratios(v: TextView, t: QualityThresholds) -> str | None:
-    """Digits and letters (any script) per non-space character."""
-    if t.max_digit_ratio is not None and v.n_digits / max(v.n_nonspace, 1) > t.max_digit_ratio:
-        return "high_digit_ratio"
-    if t.min_alpha_ratio is not None and v.n_letters / max(v.n_nonspace, 1) < t.min_alpha_ratio:
-        return "low_alpha_ratio"
-    return None
+def _mean_word_length(v: TextView, t: QualityThresholds) -> float | None:
+    return (v.n_letters + v.n_digits) / v.n_words if v.spaced and v.n_words else None
 
 
-def gopher_line_marks(v: TextView, t: QualityThresholds) -> str | None:
-    """Gopher's shares of lines starting with a bullet and ending in an ellipsis."""
+def _symbols_per_word(v: TextView, t: QualityThresholds) -> float:
+    return (v.text.count("#") + v.text.count("...") + v.text.count("…")) / max(v.n_words, 1)
+
+
+def _digit_ratio(v: TextView, t: QualityThresholds) -> float:
+    return v.n_digits / max(v.n_nonspace, 1)
+
+
+def _alpha_ratio(v: TextView, t: QualityThresholds) -> float:
+    return v.n_letters / max(v.n_nonspace, 1)
+
+
+def _bullet_lines(v: TextView, t: QualityThresholds) -> float | None:
     if len(v.lines) < t.line_ratios_min_lines:
         return None
-    if t.max_bullet_lines_ratio is not None:
-        if sum(1 for line in v.lines if line.startswith(_BULLETS)) / v.n_lines_or_1 > t.max_bullet_lines_ratio:
-            return "gopher_bullet_lines"
-    if t.max_ellipsis_lines_ratio is not None:
-        if sum(1 for line in v.lines if line.endswith(_ELLIPSES)) / v.n_lines_or_1 > t.max_ellipsis_lines_ratio:
-            return "gopher_ellipsis_lines"
-    return None
+    return sum(1 for line in v.lines if line.startswith(_BULLETS)) / v.n_lines_or_1
 
 
-def gopher_repeated_blocks(v: TextView, t: QualityThresholds) -> str | None:
-    """Gopher's repeated paragraphs, then repeated lines: by count and by characters."""
-    if t.max_duplicate_paragraph_fraction is not None or t.max_duplicate_paragraph_char_fraction is not None:
-        paragraphs = v.paragraphs
-        if len(paragraphs) > 1:
-            dup, dup_chars = _duplicates(paragraphs)
-            if t.max_duplicate_paragraph_fraction is not None and dup / len(paragraphs) > t.max_duplicate_paragraph_fraction:
-                return "gopher_dup_para_frac"
-            if t.max_duplicate_paragraph_char_fraction is not None and dup_chars / len(v.text) > t.max_duplicate_paragraph_char_fraction:
-                return "gopher_dup_para_char_frac"
-    if len(v.lines) > 1:
-        dup, dup_chars = _duplicates(v.lines)
-        if t.max_duplicate_line_fraction is not None and dup / len(v.lines) > t.max_duplicate_line_fraction:
-            return "gopher_dup_line_frac"
-        if t.max_duplicate_line_char_fraction is not None and dup_chars / len(v.text) > t.max_duplicate_line_char_fraction:
-            return "gopher_dup_line_char_frac"
-    return None
+def _ellipsis_lines(v: TextView, t: QualityThresholds) -> float | None:
+    if len(v.lines) < t.line_ratios_min_lines:
+        return None
+    return sum(1 for line in v.lines if line.endswith(_ELLIPSES)) / v.n_lines_or_1
 
 
-def gopher_ngrams(v: TextView, t: QualityThresholds) -> str | None:
-    """Gopher's repetition: the most frequent n-gram's share, then the repeated n-grams' share."""
-    units, total = v.units, v.unit_chars
-    top = t.top_ngram_max_share if v.n_words >= t.top_ngram_min_words else None
-    for n, limit in sorted((top or {}).items()):
+def _dup_paragraphs(v: TextView, t: QualityThresholds) -> float | None:
+    return v.repeated_paragraphs[0] / len(v.paragraphs) if len(v.paragraphs) > 1 else None
+
+
+def _dup_paragraph_chars(v: TextView, t: QualityThresholds) -> float | None:
+    return v.repeated_paragraphs[1] / len(v.text) if len(v.paragraphs) > 1 else None
+
+
+def _dup_lines(v: TextView, t: QualityThresholds) -> float | None:
+    return v.repeated_lines[0] / len(v.lines) if len(v.lines) > 1 else None
+
+
+def _dup_line_chars(v: TextView, t: QualityThresholds) -> float | None:
+    return v.repeated_lines[1] / len(v.text) if len(v.lines) > 1 else None
+
+
+def _top_ngram(n: int) -> Callable[[TextView, QualityThresholds], float | None]:
+    def statistic(v: TextView, t: QualityThresholds) -> float | None:
         size = v.ngram_size(n)
-        if len(units) >= size and _top_ngram_share(units, size, total) > limit:
-            return f"gopher_top_{n}gram"
-    for n, limit in sorted((t.duplicate_ngram_max_share or {}).items()):
+        if v.n_words < t.top_ngram_min_words or len(v.units) < size:
+            return None
+        return _top_ngram_share(v.units, size, v.unit_chars)
+
+    return statistic
+
+
+def _dup_ngram(n: int) -> Callable[[TextView, QualityThresholds], float | None]:
+    def statistic(v: TextView, t: QualityThresholds) -> float | None:
         size = v.ngram_size(n)
-        if len(units) < size:
-            break
-        share = _dup_ngram_share(units, size, total)
-        if share > limit:
-            return f"gopher_dup_{n}gram"
+        if len(v.units) < size:
+            return None
+        if v.repeat_free_from is not None and size >= v.repeat_free_from:
+            return 0.0  # nothing repeats at a shorter length, so nothing repeats at this one
+        share = _dup_ngram_share(v.units, size, v.unit_chars)
         if share == 0.0:
-            break  # nothing repeats at this length, so nothing longer repeats either
-    return None
+            v.repeat_free_from = size if v.repeat_free_from is None else min(size, v.repeat_free_from)
+        return share
+
+    return statistic
 
 
-def fineweb_short_lines(v: TextView, t: QualityThresholds) -> str | None:
-    """FineWeb's share of short lines; the length is scaled to the same words for unspaced scripts."""
-    if len(v.lines) < t.line_ratios_min_lines or t.short_line_chars is None or t.max_short_lines_fraction is None:
+def _short_lines(v: TextView, t: QualityThresholds) -> float | None:
+    if len(v.lines) < t.line_ratios_min_lines or t.short_line_chars is None:
         return None
     limit = t.short_line_chars if v.spaced else round(t.short_line_chars * v.chars_per_word / _LATIN_CHARS_PER_WORD_AND_SPACE)
-    if sum(1 for line in v.lines if len(line) < limit) / v.n_lines_or_1 > t.max_short_lines_fraction:
-        return "fineweb_short_lines"
-    return None
+    return sum(1 for line in v.lines if len(line) < limit) / v.n_lines_or_1
 
 
-def c4_line_punctuation(v: TextView, t: QualityThresholds) -> str | None:
-    """C4/FineWeb's share of lines ending in the script's terminal punctuation (off for Thai, Lao)."""
-    if len(v.lines) < t.line_ratios_min_lines or t.min_lines_ending_in_punctuation is None:
-        return None
+def _lines_ending_in_punctuation(v: TextView, t: QualityThresholds) -> float | None:
     marks = TERMINAL_PUNCTUATION.get(v.script, _COMMON_TERMINAL)
-    if marks is not None and v.lines:
-        ending = sum(1 for line in v.lines if _ends_in(line, marks))
-        if ending / len(v.lines) < t.min_lines_ending_in_punctuation:
-            return "c4_line_punctuation"
-    return None
+    if len(v.lines) < t.line_ratios_min_lines or marks is None or not v.lines:
+        return None
+    return sum(1 for line in v.lines if _ends_in(line, marks)) / len(v.lines)
 
 
-Check = Callable[[TextView, QualityThresholds], "str | None"]
-# In this order: the first failing check names the drop (the order of the module docstring's table).
-CHECKS: tuple[Check, ...] = (
-    boilerplate, gopher_words, character_ratios, gopher_line_marks, gopher_repeated_blocks, gopher_ngrams,
-    fineweb_short_lines, c4_line_punctuation,
+Statistic = Callable[[TextView, QualityThresholds], "float | None"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One quality rule: drop with `reason` when `statistic` is above (bound "max") or below
+    (bound "min") the threshold in QualityThresholds.`field` (`field`[n] for the n-gram rules)."""
+
+    reason: str
+    field: str
+    bound: Literal["min", "max"]
+    statistic: Statistic
+    n: int | None = None
+
+    @property
+    def key(self) -> str:
+        """The threshold's name: the field, or `field.n` for an n-gram rule (top_ngram_max_share.2)."""
+        return self.field if self.n is None else f"{self.field}.{self.n}"
+
+    def limit(self, t: QualityThresholds) -> float | None:
+        """The threshold in `t`; None when the rule is off."""
+        value = getattr(t, self.field)
+        return value if self.n is None else (value or {}).get(self.n)
+
+    def fails(self, value: float, limit: float) -> bool:
+        return value < limit if self.bound == "min" else value > limit
+
+
+_FIXED_BEFORE_NGRAMS = (
+    Rule("boilerplate", "max_boilerplate_lines_fraction", "max", _boilerplate_lines),
+    Rule("gopher_too_few_words", "min_words", "min", _words),
+    Rule("gopher_too_many_words", "max_words", "max", _words),
+    Rule("gopher_mean_word_length_low", "min_mean_word_length", "min", _mean_word_length),
+    Rule("gopher_mean_word_length_high", "max_mean_word_length", "max", _mean_word_length),
+    Rule("gopher_symbol_ratio", "max_symbol_to_word_ratio", "max", _symbols_per_word),
+    Rule("high_digit_ratio", "max_digit_ratio", "max", _digit_ratio),
+    Rule("low_alpha_ratio", "min_alpha_ratio", "min", _alpha_ratio),
+    Rule("gopher_bullet_lines", "max_bullet_lines_ratio", "max", _bullet_lines),
+    Rule("gopher_ellipsis_lines", "max_ellipsis_lines_ratio", "max", _ellipsis_lines),
+    Rule("gopher_dup_para_frac", "max_duplicate_paragraph_fraction", "max", _dup_paragraphs),
+    Rule("gopher_dup_para_char_frac", "max_duplicate_paragraph_char_fraction", "max", _dup_paragraph_chars),
+    Rule("gopher_dup_line_frac", "max_duplicate_line_fraction", "max", _dup_lines),
+    Rule("gopher_dup_line_char_frac", "max_duplicate_line_char_fraction", "max", _dup_line_chars),
+)
+_FIXED_AFTER_NGRAMS = (
+    Rule("fineweb_short_lines", "max_short_lines_fraction", "max", _short_lines),
+    Rule("c4_line_punctuation", "min_lines_ending_in_punctuation", "min", _lines_ending_in_punctuation),
 )
 
 
+@functools.lru_cache(maxsize=64)
+def _rules(top: tuple[int, ...], dup: tuple[int, ...]) -> tuple[Rule, ...]:
+    ngrams = [Rule(f"gopher_top_{n}gram", "top_ngram_max_share", "max", _top_ngram(n), n) for n in top]
+    ngrams += [Rule(f"gopher_dup_{n}gram", "duplicate_ngram_max_share", "max", _dup_ngram(n), n) for n in dup]
+    return _FIXED_BEFORE_NGRAMS + tuple(ngrams) + _FIXED_AFTER_NGRAMS
+
+
+def rules_for(t: QualityThresholds) -> tuple[Rule, ...]:
+    """Every rule `t` can set, in the order they are checked (the module docstring's table);
+    one n-gram rule per n in t's top_ngram_max_share / duplicate_ngram_max_share."""
+    return _rules(tuple(sorted(t.top_ngram_max_share or {})), tuple(sorted(t.duplicate_ngram_max_share or {})))
+
+
 def quality_filter(text: str, lang: str, script: str, config: QualityConfig | QualityThresholds) -> str | None:
-    """None to keep `text`, else the reason to drop it (the first failing check of CHECKS).
+    """None to keep `text`, else the reason to drop it (the first failing rule of rules_for).
 
     `lang` picks the thresholds from `config` (QualityConfig.thresholds_for); `script` is the
     text's dominant ISO 15924 script (langid.detect_script), which sets how words, n-grams,
@@ -358,8 +384,20 @@ def quality_filter(text: str, lang: str, script: str, config: QualityConfig | Qu
     """
     t = config.thresholds_for(lang) if isinstance(config, QualityConfig) else config
     view = text_view(text, script)
-    for check in CHECKS:
-        reason = check(view, t)
-        if reason is not None:
-            return reason
+    if t.drop_lorem_ipsum and _LOREM.search(view.text):
+        return "boilerplate"
+    for rule in rules_for(t):
+        limit = rule.limit(t)
+        if limit is None:
+            continue
+        value = rule.statistic(view, t)
+        if value is not None and rule.fails(value, limit):
+            return rule.reason
     return None
+
+
+def statistics(text: str, script: str, t: QualityThresholds) -> dict[str, float | None]:
+    """{Rule.key: the rule's statistic for `text`} for every rule of rules_for(t), whether on or
+    off; None where a rule does not apply to this text. The numbers quality_filter compares."""
+    view = text_view(text, script)
+    return {rule.key: rule.statistic(view, t) for rule in rules_for(t)}

@@ -52,6 +52,20 @@ def _words(text: str, classes: str) -> list[str]:
     return [w for w, k in zip(text.lower().split(), classes.split()) if "a" in k or "0" in k]
 
 
+def _duplicates(items: list[str]) -> tuple[int, int]:
+    """(number of items that repeat an earlier one, their characters)."""
+    seen: set[str] = set()
+    count = chars = 0
+    for item in items:
+        if item in seen:
+            count += 1
+            chars += len(item)
+        else:
+            seen.add(item)
+    return count, chars
+
+
+
 @dataclass
 class TextView:
     """What the quality checks count in one document (built by `text_view`).
@@ -71,6 +85,7 @@ class TextView:
     n_words: int  # words, or letters / chars_per_word for unspaced scripts
     units: list[str] | str
     unit_chars: int
+    repeat_free_from: int | None = None  # the shortest n-gram size found not to repeat (filled by the checks)
 
     @property
     def n_lines_or_1(self) -> int:
@@ -82,6 +97,16 @@ class TextView:
         """Stripped, non-empty paragraphs (split at a blank line or U+2029); computed on first use."""
         paragraphs = [p.strip() for p in _PARAGRAPH_BREAK.split(self.text)]
         return [p for p in paragraphs if p]
+
+    @cached_property
+    def repeated_paragraphs(self) -> tuple[int, int]:
+        """(paragraphs that repeat an earlier one, their characters)."""
+        return _duplicates(self.paragraphs)
+
+    @cached_property
+    def repeated_lines(self) -> tuple[int, int]:
+        """(lines that repeat an earlier one, their characters)."""
+        return _duplicates(self.lines)
 
     def ngram_size(self, n: int) -> int:
         """Units in a word n-gram: n words, or n words' worth of characters (at least n + 1)."""

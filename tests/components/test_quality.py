@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from components.clean.langid import detect_script
 from components.clean.normalize import normalize
-from components.clean.quality import CHECKS, QualityConfig, QualityThresholds, quality_filter
+from components.clean.quality import QualityConfig, QualityThresholds, quality_filter, rules_for, statistics
 from components.shards import read_json_lines
 
 DATA = Path(__file__).parent / "data"
@@ -210,7 +210,7 @@ def test_config_rejects_unknown_and_bad_values():
         QualityThresholds(top_ngram_max_share={0: 0.2})
 
 
-# --- the checks kept quality_filter's decisions when it was split into CHECKS (issue 13) -----------
+# --- the rules kept quality_filter's decisions when it was split into checks (issue 13), then rules (issue 19) -----------
 
 
 def random_thresholds(rng: random.Random) -> dict:
@@ -278,7 +278,11 @@ def test_decisions_are_those_of_the_unsplit_filter():
     assert Counter(row[1] for row in rows) == {None: 516, "gopher_top_4gram": 1}
     assert Counter(row[2] for row in rows) == REASONS_JUNK
     assert hashlib.sha256(repr(rows).encode()).hexdigest() == DIGEST
-    assert [check.__name__ for check in CHECKS] == [  # the order of the module docstring's table
-        "boilerplate", "gopher_words", "character_ratios", "gopher_line_marks", "gopher_repeated_blocks", "gopher_ngrams",
+    assert [rule.reason for rule in rules_for(QualityThresholds())] == [  # the order of the module docstring's table
+        "boilerplate", "gopher_too_few_words", "gopher_too_many_words", "gopher_mean_word_length_low",
+        "gopher_mean_word_length_high", "gopher_symbol_ratio", "high_digit_ratio", "low_alpha_ratio", "gopher_bullet_lines",
+        "gopher_ellipsis_lines", "gopher_dup_para_frac", "gopher_dup_para_char_frac", "gopher_dup_line_frac",
+        "gopher_dup_line_char_frac", "gopher_top_2gram", "gopher_top_3gram", "gopher_top_4gram", "gopher_dup_5gram",
+        "gopher_dup_6gram", "gopher_dup_7gram", "gopher_dup_8gram", "gopher_dup_9gram", "gopher_dup_10gram",
         "fineweb_short_lines", "c4_line_punctuation",
     ]
