@@ -22,6 +22,9 @@ class StepStats(BaseModel):
     counters: dict[str, int] = Field(
         default_factory=dict, description="other counts: PII masked by type, kept documents by language, ..."
     )
+    languages: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="per language: documents kept and dropped by reason ('und': not determined)"
+    )
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + n
@@ -32,6 +35,12 @@ class StepStats(BaseModel):
     def count(self, key: str, n: int = 1) -> None:
         if n:
             self.counters[key] = self.counters.get(key, 0) + n
+
+    def language(self, lang: str, key: str, n: int = 1) -> None:
+        """Count `n` documents of language `lang` as `key`: "kept" or a drop reason."""
+        if n:
+            counts = self.languages.setdefault(lang, {})
+            counts[key] = counts.get(key, 0) + n
 
     def stage(self, name: str, key: str, n: int = 1) -> None:
         counts = self.stages.setdefault(name, {"in": 0, "out": 0})
@@ -48,6 +57,11 @@ class StepStats(BaseModel):
             stages[name] = dict(merged)
         counters = Counter(self.counters)
         counters.update(other.counters)
+        languages = {lang: dict(counts) for lang, counts in self.languages.items()}
+        for lang, counts in other.languages.items():
+            merged = Counter(languages.get(lang, {}))
+            merged.update(counts)
+            languages[lang] = dict(sorted(merged.items()))
         return StepStats(
             records_in=self.records_in + other.records_in,
             kept=self.kept + other.kept,
@@ -55,6 +69,7 @@ class StepStats(BaseModel):
             quarantined=dict(sorted(quarantined.items())),
             stages=stages,
             counters=dict(sorted(counters.items())),
+            languages=dict(sorted(languages.items())),
         )
 
     def check(self) -> None:

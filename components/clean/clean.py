@@ -41,6 +41,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 from components import shards, storage
 from components.clean import minhash
 from components.clean.config import CleanConfig
+from components.clean.audit import language_table
 from components.clean.dedup import exact_duplicates, save_keys, text_key
 from components.clean.paths import OUTPUT_DIRS, CleanPaths, part
 from components.clean.stages import build_stages, run_stages
@@ -137,7 +138,7 @@ def filter_shard(index: int, uri: str, output_uri: str, config: CleanConfig) -> 
     started = time.perf_counter()
     stats = StepStats()
     stages = build_stages(config, stats)
-    samples: dict[str, list[Document]] = {}
+    samples: dict[str, dict[str, list[Document]]] = {}  # reason -> language -> the first dropped
     keys: list[bytes] = []
     # spills to disk: a shard of a million undecodable lines does not fill memory
     with tempfile.SpooledTemporaryFile(max_size=1 << 20) as quarantined:
@@ -152,7 +153,7 @@ def filter_shard(index: int, uri: str, output_uri: str, config: CleanConfig) -> 
                 reason = run_stages(item, stages, stats)
                 if reason is not None:
                     stats.drop(reason)
-                    bucket = samples.setdefault(reason, [])
+                    bucket = samples.setdefault(reason, {}).setdefault(item.meta.get("lang", "und"), [])
                     if len(bucket) < config.dropped_samples:
                         bucket.append(_sample(item, reason, config.max_chars))
                     continue
@@ -168,7 +169,8 @@ def filter_shard(index: int, uri: str, output_uri: str, config: CleanConfig) -> 
     if config.near_dedup is not None:
         docs = ((d.id, d.text) for d in shards.iter_texts([paths.staged(index)]))
         minhash.write_signatures(part(index), docs, paths.signatures(index), config.near_dedup)
-    for reason, docs in samples.items():
+    for reason, by_language in samples.items():
+        docs = [doc for lang in sorted(by_language) for doc in by_language[lang]]
         shards.write_documents(storage.join(paths.filter_samples(index), f"{reason}.jsonl"), docs)
     stats.check()
     # written last: marks the shard done for exactly this input file
@@ -226,6 +228,7 @@ def write_shard(index: int, output_uri: str, config: CleanConfig) -> dict[str, A
     dropped: dict[str, int] = {}
     samples: dict[str, list[dict]] = {}
     languages: dict[str, int] = {}
+    dropped_languages: dict[str, dict[str, int]] = {}  # language -> reason -> documents
 
     def kept() -> Iterator[Document]:
         for row, doc in enumerate(staged):
@@ -236,8 +239,11 @@ def write_shard(index: int, output_uri: str, config: CleanConfig) -> dict[str, A
                 yield doc
                 continue
             dropped[reason] = dropped.get(reason, 0) + 1
+            lang = doc.meta.get("lang", "und")
+            counts = dropped_languages.setdefault(lang, {})
+            counts[reason] = counts.get(reason, 0) + 1
             bucket = samples.setdefault(reason, [])
-            if len(bucket) < config.dropped_samples:
+            if sum(1 for d in bucket if d["meta"].get("lang", "und") == lang) < config.dropped_samples:
                 bucket.append({"id": doc.id, "text": doc.text, "meta": {**doc.meta, "drop_reason": reason}})
 
     infos: list[dict] = []
@@ -250,7 +256,7 @@ def write_shard(index: int, output_uri: str, config: CleanConfig) -> dict[str, A
         count = shards.write_documents(uri, itertools.chain([first], itertools.islice(docs, config.shard_max_records - 1)))
         infos.append(shard_info(uri, count).model_dump())
     result = {"inputs": inputs, "shards": infos, "dropped": dropped, "samples": samples, "languages": languages,
-              "seconds": time.perf_counter() - started}
+              "dropped_languages": dropped_languages, "seconds": time.perf_counter() - started}
     storage.write_text(marker, json.dumps(result, ensure_ascii=False))
     return result
 
@@ -334,12 +340,18 @@ def collect(input_uri: str, output_uri: str, n_shards: int, config: CleanConfig,
         shard_stats.stage("dedup", "out", shard_stats.kept)
         for lang, count in written["languages"].items():
             shard_stats.count(f"kept_lang_{lang}", count)
+            shard_stats.language(lang, "kept", count)
+        shard_stats.language("und", "kept", shard_stats.kept - sum(written["languages"].values()))  # no language ID
+        for lang, reasons in written.get("dropped_languages", {}).items():
+            for reason, count in reasons.items():
+                shard_stats.language(lang, reason, count)
         stats = stats.merge(shard_stats)
     stats.check()
     infos = [ShardInfo.model_validate(info) for written in writes for info in written["shards"]]
-    published = {info.uri for info in infos} | set(_write_samples(paths, n_shards, writes, config))
+    published = {info.uri for info in infos} | set(_write_samples(paths, n_shards, writes, config)) | {paths.languages}
     published |= {paths.quarantine(i) for i in range(n_shards) if storage.exists(paths.quarantine(i))}
     storage.write_text(paths.stats, json.dumps(stats.model_dump(), indent=2, ensure_ascii=False) + "\n")
+    storage.write_text(paths.languages, "# Documents per language: kept and dropped by reason\n\n" + language_table(stats))
     if stats.kept == 0:
         _remove_stale(paths, published)
         raise _nothing_kept(input_uri, stats, paths)
@@ -366,7 +378,7 @@ def clean_corpus(input_uri: str, output_uri: str, config: CleanConfig) -> CleanR
 
 
 def _write_samples(paths: CleanPaths, n_shards: int, writes: list[dict], config: CleanConfig) -> list[str]:
-    """Up to `dropped_samples` dropped documents per reason, first in input order."""
+    """Up to `dropped_samples` dropped documents per reason and language, first in input order."""
     samples: dict[str, list[Document]] = {}
     for index in range(n_shards):
         directory = paths.filter_samples(index)
@@ -382,7 +394,12 @@ def _write_samples(paths: CleanPaths, n_shards: int, writes: list[dict], config:
     uris = []
     for reason, docs in sorted(samples.items()):
         uris.append(paths.dropped(reason))
-        shards.write_documents(uris[-1], docs[: config.dropped_samples])
+        by_language: dict[str, list[Document]] = {}
+        for doc in docs:
+            bucket = by_language.setdefault(doc.meta.get("lang", "und"), [])
+            if len(bucket) < config.dropped_samples:
+                bucket.append(doc)
+        shards.write_documents(uris[-1], [doc for lang in sorted(by_language) for doc in by_language[lang]])
     return uris
 
 

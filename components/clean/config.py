@@ -31,7 +31,9 @@ class CleanConfig(Section):
         "processing); at least max_chars, with room for JSON escapes and the markup strip_html removes",
     )
     shard_max_records: int = Field(5_000, ge=1, description="records per output shard")
-    dropped_samples: int = Field(20, ge=0, description="dropped documents kept per reason for inspection")
+    dropped_samples: int = Field(
+        20, ge=0, description="dropped documents kept per reason and language for inspection (`homegrown dropped`)"
+    )
     workers: int = Field(0, ge=0, description="processes cleaning shards in parallel; 0 = one per CPU core")
     parallel_shards: int = Field(
         0, ge=0, description="on a cluster: pods cleaning shards at once (0 = no limit); locally tasks run in turn"

@@ -93,6 +93,10 @@ class CleanPaths:
         return storage.join(self.output_uri, "quarantine")
 
     @property
+    def languages(self) -> str:
+        return storage.join(self.output_uri, "languages.md")
+
+    @property
     def stats(self) -> str:
         return storage.join(self.output_uri, "stats.json")
 

@@ -110,12 +110,14 @@ def build_stages(config: CleanConfig, stats: StepStats) -> list[tuple[str, Stage
 
 
 def run_stages(doc: Document, stages: list[tuple[str, Stage]], stats: StepStats) -> str | None:
-    """Pass one document through the stages; the first drop reason ends it (and is returned)."""
+    """Pass one document through the stages; the first drop reason ends it (and is returned),
+    counted by stage and by the document's language ("und" before the language ID has run)."""
     for name, stage in stages:
         stats.stage(name, "in")
         reason = stage(doc)
         if reason is not None:
             stats.stage(name, reason)
+            stats.language(doc.meta.get("lang", "und"), reason)
             return reason
         stats.stage(name, "out")
     return None

@@ -62,7 +62,13 @@ def test_clean_normalises_dedups_filters_and_conserves(tmp_path):
         "kept": 2,
         "dropped": {"duplicate": 2, "empty": 1, "too_long": 1, "too_short": 1},
         "quarantined": {},
+        "languages": {"und": {"duplicate": 2, "empty": 1, "kept": 2, "too_long": 1, "too_short": 1}},
     }
+    assert (out / "languages.md").read_text(encoding="utf-8").splitlines()[2:] == [
+        "| language | in | kept | kept % | duplicate | empty | too_long | too_short | other |",
+        "|---|---|---|---|---|---|---|---|---|",
+        "| und | 7 | 2 | 28.6% | 2 | 1 | 1 | 1 | 0 |",
+    ]
     assert result.stats.stages == {
         "normalise": {"in": 7, "out": 7},
         "length": {"in": 7, "out": 4, "empty": 1, "too_short": 1, "too_long": 1},
@@ -116,7 +122,7 @@ def test_directory_of_gz_and_jsonl_shards_sharded_output(tmp_path):
     (tmp_path / "in" / "README.md").write_text("not a shard")  # counted, not silently left out
     out = tmp_path / "out"
     result = clean_corpus(str(tmp_path / "in"), str(out), CleanConfig(**BASIC, shard_max_records=2))
-    assert result.stats.model_dump(exclude={"stages", "counters"}) == {
+    assert result.stats.model_dump(exclude={"stages", "counters", "languages"}) == {
         "records_in": 6, "kept": 4, "dropped": {"duplicate": 1}, "quarantined": {"unsupported_file_type": 1}
     }  # fmt: skip
     assert [s.records for s in result.manifest.shards] == [2, 1, 1]  # per input shard, at most 2 each
