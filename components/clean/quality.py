@@ -50,10 +50,12 @@ How the script changes the checks (decisions a reader might not guess):
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Literal
+from pathlib import Path
+from typing import Any, Callable, Literal
 
 from pydantic import Field, PrivateAttr, model_validator
 
@@ -150,11 +152,27 @@ class QualityThresholds(Section):
         return self
 
 
+BUILTIN_DEFAULTS_FILE = Path(__file__).with_name("quality_defaults.json")
+
+
+@functools.lru_cache(maxsize=1)
+def builtin_thresholds() -> dict[str, dict[str, Any]]:
+    """{language: thresholds} calibrated from the UDHR (pipelines/gen_quality_defaults.py writes the file)."""
+    data = json.loads(BUILTIN_DEFAULTS_FILE.read_text(encoding="utf-8"))
+    return {lang: entry["thresholds"] for lang, entry in data["languages"].items() if entry["thresholds"]}
+
+
 class QualityConfig(Section):
     default: QualityThresholds = Field(default_factory=QualityThresholds, description="thresholds for every language")
+    builtin_per_language: bool = Field(
+        True,
+        description="loosen `default` where the thresholds calibrated per language from the UDHR (quality_defaults.json, "
+        "pipelines/gen_quality_defaults.py) are looser: e.g. min_words 8 for Kannada, whose shortest articles are 8 "
+        "words; never tightens, and a rule `default` turns off stays off",
+    )
     per_language: dict[str, QualityThresholds] = Field(
         default_factory=dict,
-        description="language code -> overrides; only the fields written here replace the default's",
+        description="language code -> overrides; only the fields written here replace the default's (and the built-in)",
     )
     _merged: dict[str, QualityThresholds] = PrivateAttr(default_factory=dict)
 
@@ -164,16 +182,37 @@ class QualityConfig(Section):
         return self
 
     def thresholds_for(self, lang: str) -> QualityThresholds:
+        """`default`, loosened by the built-in thresholds of `lang`, then `per_language[lang]`'s fields."""
         merged = self._merged.get(lang)
         if merged is None:
+            merged = self.default
+            builtin = builtin_thresholds().get(lang) if self.builtin_per_language else None
+            if builtin:
+                merged = loosened(merged, QualityThresholds.model_validate(builtin))
             override = self.per_language.get(lang)
-            if override is None:
-                merged = self.default
-            else:
-                update = {name: getattr(override, name) for name in override.model_fields_set}
-                merged = self.default.model_copy(update=update)
+            if override is not None:
+                merged = merged.model_copy(update={name: getattr(override, name) for name in override.model_fields_set})
             self._merged[lang] = merged
         return merged
+
+
+def loosened(base: QualityThresholds, other: QualityThresholds) -> QualityThresholds:
+    """`base` with each threshold `other` sets (model_fields_set) replaced where it is looser: a
+    larger maximum, a smaller minimum, per n for the n-gram shares. Off (None) in `base` stays off."""
+    update: dict[str, Any] = {}
+    for rule in rules_for(other):
+        if rule.field not in other.model_fields_set:
+            continue
+        mine, theirs = rule.limit(base), rule.limit(other)
+        if mine is None or theirs is None:
+            continue
+        looser = max(mine, theirs) if rule.bound == "max" else min(mine, theirs)
+        if looser != mine:
+            if rule.n is None:
+                update[rule.field] = looser
+            else:
+                update.setdefault(rule.field, dict(getattr(base, rule.field)))[rule.n] = looser
+    return base.model_copy(update=update) if update else base
 
 
 def _ngrams(units: list[str] | str, n: int) -> list:

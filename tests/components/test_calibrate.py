@@ -148,3 +148,33 @@ def test_a_language_with_too_few_documents_is_reported_not_calibrated():
     calibrations, reference = calibrate(texts, CalibrationSettings(min_documents=30, resamples=0))
     assert {c.lang for c in calibrations} == {"zh"}
     assert reference.skipped == {"ar": 24, "en": 28, "hi": 29, "ja": 17, "ru": 28, "sw": 27, "th": 26, "yo": 29}
+
+
+def test_built_in_defaults_are_what_the_generator_calibrates_from_the_udhr():
+    """quality_defaults.json is reproducible: these languages recalibrate to exactly its entries."""
+    from components.clean.quality import BUILTIN_DEFAULTS_FILE
+    from pipelines.gen_quality_defaults import quality_defaults
+
+    shipped = json.loads(BUILTIN_DEFAULTS_FILE.read_text(encoding="utf-8"))
+    labels = ["kn", "sw", "zh", "en"]
+    fresh = json.loads(json.dumps(quality_defaults(demo_corpus.fetch(demo_corpus.UDHR, SOURCES), labels)))  # keys as written
+    assert {k: fresh["languages"][k] for k in labels} == {k: shipped["languages"][k] for k in labels}
+    assert len(shipped["languages"]) == 121 and shipped["keep"] == 0.98
+    assert shipped["languages"]["kn"]["thresholds"] == {"min_words": 8}  # its shortest articles are 8 words
+    assert shipped["languages"]["en"]["thresholds"] == {}
+
+
+def test_built_in_thresholds_only_loosen_the_default():
+    default = QualityConfig()
+    assert default.thresholds_for("kn").min_words == 8 and default.thresholds_for("en").min_words == 10
+    stricter = QualityConfig(default=QualityThresholds(min_words=20))
+    assert stricter.thresholds_for("kn").min_words == 8  # the language's calibrated value, looser than 20
+    looser = QualityConfig(default=QualityThresholds(min_words=5))
+    assert looser.thresholds_for("kn").min_words == 5  # never tighter than the user's default
+    off = QualityConfig(default=QualityThresholds(min_words=None))
+    assert off.thresholds_for("kn").min_words is None
+    assert QualityConfig(builtin_per_language=False).thresholds_for("kn").min_words == 10
+    mine = QualityConfig(per_language={"kn": QualityThresholds(min_words=12)})
+    assert mine.thresholds_for("kn").min_words == 12  # the user's per_language has the last word
+    sw = QualityConfig().thresholds_for("sw")
+    assert sw.min_lines_ending_in_punctuation == 0.0 and sw.min_words == 10
