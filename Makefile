@@ -81,8 +81,24 @@ chat-demo: $(STAMP) $(BASE)/config.json $(CHAT_DATA)/.built  ## instruction-tune
 compile: $(STAMP)  ## compile the pipeline for a cluster into pipeline.yaml
 	$(BIN)/homegrown compile pipelines/configs/gpu.yaml -o pipeline.yaml
 
-test: $(STAMP) $(CORPUS)/.built  ## run the test suite
+# checkov scans the rendered chart (tests/charts/test_checkov.py) from its own venv: its pins clash
+# with ours. charts/checkov.lock pins it and its whole dependency closure, installed --no-deps.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+CHECKOV_LOCK := charts/checkov.lock
+
+test: $(STAMP) $(CORPUS)/.built $(CHECKOV_STAMP)  ## run the test suite
 	$(BIN)/python -m pytest -q
+
+$(CHECKOV_STAMP): $(CHECKOV_LOCK)
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q --no-deps -r $(CHECKOV_LOCK)
+	touch $@
+
+.PHONY: checkov
+checkov: $(STAMP) $(CHECKOV_STAMP)  ## scan the rendered chart with checkov (its own venv, .venv-checkov)
+	$(BIN)/python -m pytest -q tests/charts/test_checkov.py
 
 bench: $(CORPUS)/.built  ## benchmarks against peer tools, in their own venv (.venv-bench)
 	bash benchmarks/setup_env.sh

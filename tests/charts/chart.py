@@ -15,15 +15,58 @@ NAMESPACE = "ml"
 POD_KINDS = {"Deployment", "StatefulSet", "Job", "Pod"}
 GPU_CONFIG = yaml.safe_load((REPO / "pipelines" / "configs" / "gpu.yaml").read_text())
 
+STEPS_IMAGE = "registry.example.com/ml/homegrown-steps"
+TRAIN_IMAGE = "registry.example.com/ml/homegrown-trainer"
+# the values without a default: every install names the pipeline's images
+REQUIRED = {"steps": {"image": {"repository": STEPS_IMAGE}, "trainImage": {"repository": TRAIN_IMAGE}}}
+DIGEST = "sha256:" + "ab" * 32
+# every switch of the chart on, every image pinned by digest: what checkov scans besides the defaults
+ALL_ON = {
+    "seaweedfs": {"enabled": True, "image": {"digest": DIGEST}},
+    "postgresql": {"image": {"digest": DIGEST}},
+    "mlflow": {
+        "image": {"digest": DIGEST},
+        "replicas": 2,
+        "metrics": {"enabled": True, "serviceMonitor": {"enabled": True}},
+        "networkPolicy": {
+            "allowedNamespaces": ["ingress-nginx", "monitoring"],
+            "egress": {"extraRules": [{"to": [{"ipBlock": {"cidr": "169.254.170.23/32"}}],
+                                       "ports": [{"port": 80, "protocol": "TCP"}]}]},
+        },
+        "ingress": {"enabled": True, "host": "mlflow.example.com", "className": "nginx", "tlsSecret": "mlflow-tls"},
+        "auth": {"stepsUser": {"registeredModels": ["homegrown-demo", "homegrown-chat"]}},
+    },
+    "steps": {
+        "extraServiceAccounts": ["pipeline-runner"],
+        "image": {"repository": STEPS_IMAGE, "tag": "0.1.1", "digest": DIGEST},
+        "trainImage": {"repository": f"{TRAIN_IMAGE}@{DIGEST}"},
+    },
+    "pipelineUpload": {"enabled": True, "runConfig": {**GPU_CONFIG, "cluster": {"gpus": 8}}},
+    "imagePullSecrets": [{"name": "regcred"}],
+}
+
+
+def merged(base: dict, over: dict) -> dict:
+    """`over` merged into a copy of `base`, maps recursively (as Helm merges value files)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 VALUE_SETS = {
     "defaults": {},
     "external": {
         "postgresql": {"enabled": False},
         "database": {"external": {"host": "pg.example.internal", "existingSecret": "mlflow-db", "sslMode": "require"}},
         "artifacts": {
-            "s3": {"bucket": "ml-artifacts", "endpoint": "https://s3.example.internal", "existingSecret": "mlflow-s3"}
+            "s3": {"bucket": "ml-artifacts", "endpoint": "https://s3.example.internal:9443",
+                   "existingSecret": "mlflow-s3"}
         },
-        "mlflow": {"auth": {"existingSecret": "mlflow-admin"}},
+        "mlflow": {
+            "auth": {"existingSecret": "mlflow-admin", "stepsUser": {"existingSecret": "mlflow-steps"}},
+            "networkPolicy": {"egress": {"externalCIDRs": ["10.20.0.0/16", "192.0.2.0/24"]}},
+        },
     },
     "bundled": {
         "seaweedfs": {"enabled": True},
@@ -44,7 +87,9 @@ VALUE_SETS = {
             "ingress": {"enabled": True, "host": "mlflow.example.com", "className": "nginx", "tlsSecret": "mlflow-tls"},
         },
     },
+    "all-on": ALL_ON,
 }
+VALUE_SETS = {name: merged(REQUIRED, values) for name, values in VALUE_SETS.items()}
 
 
 @cache

@@ -63,7 +63,7 @@ def test_trainjob_carries_the_cluster_settings():
     assert env["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow.homegrown:5000"
     assert env["MLFLOW_RUN_ID"]["value"] == "abc123"
     assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "homegrown-mlflow", "key": "MLFLOW_TRACKING_PASSWORD"}  # fmt: skip
+        "name": "homegrown-mlflow-steps", "key": "MLFLOW_TRACKING_PASSWORD"}  # fmt: skip
     assert "AWS_SECRET_ACCESS_KEY" not in env  # secrets travel as references, never by value
     assert env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"]["value"] == str(config.train.preemption_grace_s)
     assert body["metadata"]["labels"]["homegrown/run"] == "abc123"

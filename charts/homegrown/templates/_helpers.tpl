@@ -40,15 +40,31 @@ app.kubernetes.io/instance: {{ $ctx.Release.Name }}
 app.kubernetes.io/component: {{ index . 1 }}
 {{- end -}}
 
-{{/* `repository:tag` of an image value. */}}
+{{/*
+An image reference from `repository`, a tag and an optional `digest`: `repository:tag`,
+`repository:tag@sha256:…` (the runtime pulls by digest; the tag is for people), or the
+repository as is when it already holds `@sha256:…`. Call with (list REPOSITORY TAG DIGEST).
+*/}}
+{{- define "homegrown.imageRef" -}}
+{{- $repository := index . 0 -}}
+{{- $tag := index . 1 -}}
+{{- $digest := index . 2 -}}
+{{- if contains "@" $repository -}}
+{{- $repository -}}
+{{- else -}}
+{{- printf "%s:%s" $repository $tag -}}{{- with $digest }}@{{ . }}{{ end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The reference of an image value (repository, tag, digest). */}}
 {{- define "homegrown.image" -}}
-{{- printf "%s:%s" .repository .tag -}}
+{{- include "homegrown.imageRef" (list .repository .tag (.digest | default "")) -}}
 {{- end -}}
 
 {{/* A homegrown image (steps, trainer): the tag defaults to the chart's appVersion; call with (list $ .Values.steps.image). */}}
 {{- define "homegrown.stepsImage" -}}
 {{- $image := index . 1 -}}
-{{- printf "%s:%s" $image.repository (default (index . 0).Chart.AppVersion $image.tag) -}}
+{{- include "homegrown.imageRef" (list $image.repository (default (index . 0).Chart.AppVersion $image.tag) ($image.digest | default "")) -}}
 {{- end -}}
 
 {{/* Pod security context of the restricted Pod Security Standard; ids from a podSecurityContext value. */}}
@@ -120,6 +136,11 @@ there is one (`lookup`), else a new random one. Call with (dict "ctx" $ "secret"
 {{- .Values.mlflow.auth.existingSecret | default (include "homegrown.componentName" (list . "mlflow")) -}}
 {{- end -}}
 
+{{/* Secret with the pipeline steps' own MLflow login (mlflow.auth.stepsUser). */}}
+{{- define "homegrown.mlflow.stepsSecret" -}}
+{{- .Values.mlflow.auth.stepsUser.existingSecret | default (printf "%s-steps" (include "homegrown.componentName" (list . "mlflow"))) -}}
+{{- end -}}
+
 {{/* Host headers the server accepts (--allowed-hosts): its Service names, the ingress host, then mlflow.allowedHosts. */}}
 {{- define "homegrown.mlflow.allowedHosts" -}}
 {{- $svc := include "homegrown.componentName" (list . "mlflow") -}}
@@ -188,6 +209,70 @@ key: {{ .Values.database.external.passwordKey }}
 {{- if $s3.prefix }}{{ printf "s3://%s/%s" $s3.bucket $s3.prefix }}{{ else }}{{ printf "s3://%s" $s3.bucket }}{{ end -}}
 {{- end -}}
 
+{{/* ---- network policies ---- */}}
+
+{{/* "true" when NetworkPolicies restrict egress too (mlflow.networkPolicy.egress.enabled), else "". */}}
+{{- define "homegrown.egress" -}}
+{{- if and .Values.mlflow.networkPolicy.enabled .Values.mlflow.networkPolicy.egress.enabled }}true{{ end -}}
+{{- end -}}
+
+{{/* policyTypes of a pod whose egress is restricted when egress policies are on. */}}
+{{- define "homegrown.policyTypes" -}}
+{{- if include "homegrown.egress" . }}[Ingress, Egress]{{ else }}[Ingress]{{ end -}}
+{{- end -}}
+
+{{/* Egress rule: DNS lookups, to whichever resolver the pod has (kube-dns, NodeLocal DNSCache). */}}
+{{- define "homegrown.egress.dns" -}}
+- ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
+{{- end -}}
+
+{{/* `to` peers of something outside this release: any pod of the cluster, or egress.externalCIDRs. */}}
+{{- define "homegrown.egress.external" -}}
+- namespaceSelector: {}
+{{- range .Values.mlflow.networkPolicy.egress.externalCIDRs }}
+- ipBlock: {cidr: {{ . | quote }}}
+{{- end }}
+{{- end -}}
+
+{{/* TCP port of a URL: explicit, else 443 for https and 80 for http. */}}
+{{- define "homegrown.urlPort" -}}
+{{- $url := urlParse . -}}
+{{- $hostPort := splitList ":" $url.host -}}
+{{- if gt (len $hostPort) 1 }}{{ last $hostPort }}{{ else if eq $url.scheme "https" }}443{{ else }}80{{ end -}}
+{{- end -}}
+
+{{/* What MLflow may reach: DNS, its database, its S3 (bundled pods, or their ports outside), extraRules. */}}
+{{- define "homegrown.mlflow.egress" -}}
+{{ include "homegrown.egress.dns" . }}
+{{- if .Values.postgresql.enabled }}
+- to:
+    - podSelector:
+        matchLabels: {{- include "homegrown.selectorLabels" (list . "postgres") | nindent 10 }}
+  ports:
+    - {port: 5432, protocol: TCP}
+{{- else }}
+- to: {{- include "homegrown.egress.external" . | nindent 4 }}
+  ports:
+    - {port: {{ .Values.database.external.port }}, protocol: TCP}
+{{- end }}
+{{- if .Values.seaweedfs.enabled }}
+- to:
+    - podSelector:
+        matchLabels: {{- include "homegrown.selectorLabels" (list . "seaweedfs") | nindent 10 }}
+  ports:
+    - {port: 8333, protocol: TCP}
+{{- else }}
+- to: {{- include "homegrown.egress.external" . | nindent 4 }}
+  ports:
+    - {port: {{ include "homegrown.urlPort" (.Values.artifacts.s3.endpoint | default "https://s3.amazonaws.com") }}, protocol: TCP}
+{{- end }}
+{{- with .Values.mlflow.networkPolicy.egress.extraRules }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
 {{/* ---- steps ---- */}}
 
 {{/*
@@ -198,7 +283,7 @@ training placement, and the Secrets steps need as env.
 {{- define "homegrown.steps.cluster" -}}
 {{- $secrets := list -}}
 {{- if .Values.mlflow.auth.enabled -}}
-{{- $secrets = append $secrets (dict "secret_name" (include "homegrown.mlflow.authSecret" .) "keys" (dict "MLFLOW_TRACKING_USERNAME" "MLFLOW_TRACKING_USERNAME" "MLFLOW_TRACKING_PASSWORD" "MLFLOW_TRACKING_PASSWORD")) -}}
+{{- $secrets = append $secrets (dict "secret_name" (include "homegrown.mlflow.stepsSecret" .) "keys" (dict "MLFLOW_TRACKING_USERNAME" "MLFLOW_TRACKING_USERNAME" "MLFLOW_TRACKING_PASSWORD" "MLFLOW_TRACKING_PASSWORD")) -}}
 {{- end -}}
 {{- with include "homegrown.s3.secret" . -}}
 {{- $secrets = append $secrets (dict "secret_name" . "keys" (dict "AWS_ACCESS_KEY_ID" "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" "AWS_SECRET_ACCESS_KEY")) -}}
@@ -223,6 +308,9 @@ service_account: {{ .Values.steps.serviceAccountName }}
 {{- end -}}
 {{- if and .Values.seaweedfs.enabled (or .Values.artifacts.s3.endpoint .Values.artifacts.s3.existingSecret) -}}
 {{- fail "seaweedfs.enabled=true brings its own S3 endpoint and keys: leave artifacts.s3.endpoint and artifacts.s3.existingSecret empty, or turn seaweedfs off" -}}
+{{- end -}}
+{{- if and .Values.mlflow.auth.enabled (eq .Values.mlflow.auth.stepsUser.username .Values.mlflow.auth.adminUsername) -}}
+{{- fail "mlflow.auth.stepsUser.username must differ from mlflow.auth.adminUsername: the steps get a user of their own, not the admin" -}}
 {{- end -}}
 {{- if and .Values.mlflow.ingress.enabled (not .Values.mlflow.ingress.host) -}}
 {{- fail "mlflow.ingress.host is required when mlflow.ingress.enabled=true, e.g. mlflow.example.com" -}}
