@@ -31,6 +31,7 @@ from typing import Any, BinaryIO, Iterable, Iterator
 from components import storage
 
 DOCUMENT_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".json", ".jsonl.zst", ".json.zst", ".parquet")
+SPLITTABLE_SUFFIXES = (".jsonl", ".json")  # uncompressed: a reader can start at any byte
 
 
 try:
@@ -156,26 +157,35 @@ def _skip_line(handle: BinaryIO) -> int:
     return skipped
 
 
-def _lines(uri: str, max_bytes: int | None) -> Iterator[bytes | _Unreadable]:
-    """The file's lines; one longer than `max_bytes` comes out as `_Unreadable`, never whole."""
-    with storage.open_read(uri) as raw:
-        handle = _open_decoded(uri, raw)
+def _lines(uri: str, max_bytes: int | None, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes | _Unreadable]]:
+    """(byte offset, line) for the file's lines; one longer than `max_bytes` comes out as
+    `_Unreadable`, never whole. With `start`/`end` (an uncompressed file only): the lines that
+    begin in bytes [start, end), as Hadoop's line reader splits a file: a range that starts inside
+    a line leaves that line to the range before it."""
+    with storage.open_read(uri, max(start - 1, 0)) as raw:
+        handle = _open_decoded(uri, raw) if not start else (raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw))
+        offset = 0
+        if start:
+            offset = start - 1 + _skip_line(handle)  # the rest of the line holding byte start - 1
         head = handle.peek(_SNIFF_BYTES)
         unreadable = _not_text(uri, head)
         if unreadable is not None:
-            yield unreadable
+            yield offset, unreadable
             return
         limit = max_bytes + 1 if max_bytes is not None else -1
-        while line := handle.readline(limit):
+        while (end is None or offset < end) and (line := handle.readline(limit)):
+            at = offset
             if max_bytes is not None and len(line) > max_bytes and not line.endswith(b"\n"):
-                start, line = line[:200], b""  # let go of the over-long part before skipping the rest
+                first, line = line[:200], b""  # let go of the over-long part before skipping the rest
                 size = max_bytes + 1 + _skip_line(handle)
+                offset += size
                 detail = f"a line of {size:,} bytes, over max_line_bytes ({max_bytes:,}); skipped without reading it whole"
-                yield _Unreadable("line_too_long", start, detail)
+                yield at, _Unreadable("line_too_long", first, detail)
             else:
+                offset += len(line)
                 # Windows tools start a file with a mark, and `cat` puts a later file's mid-file;
                 # JSON may not start with one
-                yield line.removeprefix(codecs.BOM_UTF8)
+                yield at, line.removeprefix(codecs.BOM_UTF8)
 
 
 def is_text_type(arrow_type: Any) -> bool:
@@ -233,14 +243,18 @@ def _parquet_documents(
 
 
 def read_documents(
-    uri: str, text_field: str = "text", id_field: str = "id", max_line_bytes: int | None = None
+    uri: str, text_field: str = "text", id_field: str = "id", max_line_bytes: int | None = None,
+    byte_range: tuple[int, int | None] | None = None,
 ) -> Iterator[Document | Quarantined]:
     """Yield each record of a shard as a Document, or as Quarantined with the reason.
 
     JSONL (plain, .gz, .zst) is read line by line, a line over `max_line_bytes` skipped unread
     (so memory stays bounded whatever a file holds); Parquet batch by batch. A file with none of
-    these suffixes is one quarantined item.
+    these suffixes is one quarantined item. `byte_range` (start, end or None), for a plain
+    .jsonl/.json file only: the records whose line begins in those bytes (SPLITTABLE_SUFFIXES).
     """
+    if byte_range is not None and not uri.endswith(SPLITTABLE_SUFFIXES):
+        raise ValueError(f"{uri}: only {', '.join(SPLITTABLE_SUFFIXES)} files are read by byte range")
     if uri.endswith(".parquet"):
         yield from _parquet_documents(uri, text_field, id_field, max_line_bytes)
         return
@@ -249,7 +263,7 @@ def read_documents(
                           f"not a document shard (those end in {', '.join(DOCUMENT_SUFFIXES)}): "
                           f"convert it, or move it out of the input")  # fmt: skip
         return
-    for where, item, raw in _jsonl_objects(uri, max_line_bytes):
+    for where, item, raw in _jsonl_objects(uri, max_line_bytes, byte_range):
         yield item if isinstance(item, Quarantined) else _document(where, item, raw, text_field, id_field)
 
 
@@ -292,13 +306,17 @@ def _parquet_rows(uri: str) -> Iterator[tuple[str, dict[str, Any] | Quarantined]
                 yield f"{uri}:{row}", record
 
 
-def _jsonl_objects(uri: str, max_line_bytes: int | None) -> Iterator[tuple[str, dict[str, Any] | Quarantined, str]]:
+def _jsonl_objects(uri: str, max_line_bytes: int | None, byte_range: tuple[int, int | None] | None = None
+                   ) -> Iterator[tuple[str, dict[str, Any] | Quarantined, str]]:
     """(where, JSON object | Quarantined, the line's start for a quarantine row) per non-blank line of a
-    JSONL(.gz/.zst) file."""
+    JSONL(.gz/.zst) file, or of the lines beginning in `byte_range` of a plain one. `where` is
+    "<uri>:<line number>", or "<uri>@<byte offset>" for a range (line numbers need the bytes before it)."""
     line_no = 0
+    where = f"{uri}:1"
+    start, end = byte_range if byte_range is not None else (0, None)
     try:
-        for line_no, line in enumerate(_lines(uri, max_line_bytes), start=1):
-            where = f"{uri}:{line_no}"
+        for line_no, (offset, line) in enumerate(_lines(uri, max_line_bytes, start, end), start=1):
+            where = f"{uri}@{offset}" if byte_range is not None else f"{uri}:{line_no}"
             item = _json_object(where, line)
             if isinstance(item, Quarantined):
                 yield where, item, item.raw

@@ -224,11 +224,32 @@ def list_files(uri: str, suffixes: tuple[str, ...] = ()) -> list[str]:
     return sorted(f for f in found if not suffixes or f.endswith(suffixes))
 
 
-@contextlib.contextmanager
-def open_read(uri: str) -> Iterator[BinaryIO]:
+def list_sizes(uri: str) -> list[tuple[str, int]]:
+    """(file, size in bytes) for list_files(uri), in the same order: one listing on S3."""
     if is_s3(uri):
         bucket, key = _s3_split(uri)
-        body = _s3(uri, "read", lambda: _s3_client().get_object(Bucket=bucket, Key=key)["Body"])
+
+        def listing() -> list[tuple[str, int]]:
+            client = _s3_client()
+            if key and not key.endswith("/") and _s3_has_key(client, bucket, key):
+                return [(key, client.head_object(Bucket=bucket, Key=key)["ContentLength"])]
+            pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=_s3_dir_prefix(key))
+            return [(obj["Key"], obj["Size"]) for page in pages for obj in page.get("Contents", []) if not obj["Key"].endswith("/")]
+
+        found = _s3(uri, "list", listing)
+        if not found:
+            raise StorageError(f"{uri}: no such file or directory")
+        return sorted((f"s3://{bucket}/{k}", size) for k, size in found)
+    return [(f, local_path(f).stat().st_size) for f in list_files(uri)]
+
+
+@contextlib.contextmanager
+def open_read(uri: str, start: int = 0) -> Iterator[BinaryIO]:
+    """The file's bytes from byte `start` on (an HTTP range request on S3)."""
+    if is_s3(uri):
+        bucket, key = _s3_split(uri)
+        extra = {"Range": f"bytes={start}-"} if start else {}
+        body = _s3(uri, "read", lambda: _s3_client().get_object(Bucket=bucket, Key=key, **extra)["Body"])
         try:
             yield body
         finally:
@@ -239,6 +260,8 @@ def open_read(uri: str) -> Iterator[BinaryIO]:
         except OSError as exc:
             raise StorageError(f"{uri}: cannot read ({exc.strerror})") from exc
         with handle:
+            if start:
+                handle.seek(start)
             yield handle
 
 
