@@ -2,7 +2,8 @@
 and the registry's champion (whose scores on a frozen set are computed once and kept on its
 version). A held-out set of conversations (instruction tuning) is scored on the assistant's
 tokens, with replies generated beside the reference and the champion's
-(components.evaluate.chat). By hand: `homegrown evaluate`."""
+(components.evaluate.chat). By hand: `homegrown evaluate`; with `--text FILE` it scores one or
+more models on the user's own text file instead, the same way (components.evaluate.text_file)."""
 
 import argparse
 import json
@@ -125,25 +126,75 @@ def evaluate(config_json: str, run_root: str, tracking_uri: str, parent_run_id: 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`homegrown evaluate`'s own arguments."""
-    parser.add_argument("--model", required=True, help="Hugging Face model directory (train output model/)")
-    parser.add_argument("--data", required=True,
-                        help="manifest.json from `homegrown tokenize` (or its held-out set, eval/manifest.json)")
+    """`homegrown evaluate`'s own arguments: the held-out set (--data) or your own text (--text)."""
+    parser.add_argument("--model", required=True, action="append", metavar="MODEL_URI",
+                        help="the model: a Hugging Face model directory (train output model/), s3:// prefix, "
+                        "models:/name@alias or runs:/<run id>/model; with --text, repeat it to compare models in one "
+                        "table")  # fmt: skip
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="manifest.json from `homegrown tokenize` (or its held-out set, "
+                        "eval/manifest.json)")  # fmt: skip
+    source.add_argument("--text", metavar="FILE",
+                        help="your own text file, local or s3://, scored as the held-out set is (no cleaning): .jsonl "
+                        "(a text field per line; also .jsonl.gz/.zst), .parquet (a text column) or .txt (one document "
+                        "per paragraph between blank lines); bits per byte overall and per language, one column per "
+                        "--model")  # fmt: skip
+    parser.add_argument("--text-field", default="text", metavar="NAME",
+                        help="with --text: the JSONL field or Parquet column holding the text (default: %(default)s)")
+    parser.add_argument("--lang-field", metavar="NAME",
+                        help="with --text: the field naming a document's language (default: lang_hint, else lang); "
+                        "documents without one get the clean step's language ID")  # fmt: skip
     parser.add_argument("--output", required=True, help="output directory URI (results.json, report.md)")
     parser.add_argument("--champion", help="another model directory to score on the same set (register's gate "
-                        "compares only against the registry's champion: use --tracking-uri for that)")
+                        "compares only against the registry's champion: use --tracking-uri for that); with --text, "
+                        "one more column")  # fmt: skip
     common.add_tracking_arguments(parser)
 
 
 def by_hand(args: argparse.Namespace) -> int:
     """`homegrown evaluate`: prints the report."""
+    if any(uri.startswith(("models:/", "runs:/")) for uri in [*args.model, args.champion or ""]):
+        mlflow_runs.configure(mlflow_runs.resolve_tracking_uri(args.tracking_uri))
+    if args.text:
+        return _score_text(args)
+    if len(args.model) > 1:
+        raise ValueError(f"--data scores one --model (and --champion), got {len(args.model)}: to compare models "
+                         "on one file, use --text FILE with a --model for each")  # fmt: skip
     config = common.config_from_args(args, corpus=args.data)
-    eval_uri = Manifest.load(args.data).facts.get("eval_manifest_uri", args.data)  # a packed manifest or an eval set
-    result = run(config, args.model, eval_uri, args.output, common.target_from_args(args, config), args.champion)
+    eval_uri = _manifest(args.data).facts.get("eval_manifest_uri", args.data)  # a packed manifest or an eval set
+    result = run(config, args.model[0], eval_uri, args.output, common.target_from_args(args, config), args.champion)
     print(result.value.report_markdown)
     return 0
 
 
+def _manifest(uri: str) -> Manifest:
+    """The manifest at uri; a text file given as --data is pointed to --text."""
+    from components.evaluate.text_file import file_format
+
+    try:
+        return Manifest.load(uri)
+    except ValueError as exc:
+        if file_format(uri) is None:
+            raise
+        raise ValueError(f"{uri}: not a homegrown manifest: --data takes the manifest.json `homegrown tokenize` "
+                         f"writes. To score your own text file, use `homegrown evaluate --model MODEL --text {uri} "
+                         "--output DIR`") from exc  # fmt: skip
+
+
+def _score_text(args: argparse.Namespace) -> int:
+    """`homegrown evaluate --text FILE`: every --model (and --champion) on the file; prints the table."""
+    from components.evaluate.text_file import score_text_file
+
+    config = common.config_from_args(args, corpus=args.text)
+    scores = score_text_file([*args.model, *([args.champion] if args.champion else [])], args.text, args.output,
+                             config.evaluate, text_field=args.text_field, lang_field=args.lang_field,
+                             langid=config.clean.langid, max_line_bytes=config.clean.max_line_bytes)  # fmt: skip
+    print(scores.report_markdown)
+    print(f"results: {scores.results_uri}")
+    return 0
+
+
 COMMAND = common.StepCommand(
-    "evaluate", "score a model on the held-out set: loss, perplexity, bits per byte, samples", add_arguments, by_hand
+    "evaluate", "score a model on the held-out set, or models on your own text file (--text): loss, perplexity, "
+    "bits per byte", add_arguments, by_hand
 )
