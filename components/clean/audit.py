@@ -67,14 +67,15 @@ def explain(doc: Document, config: CleanConfig, identifier: LanguageIdentifier |
     script = doc.meta.get("script") or detect_script(doc.text)
     quality = config.quality or QualityConfig()
     thresholds = quality.thresholds_for(lang)
-    for rule in rules_for(thresholds):
-        if rule.reason == reason and (reason != "boilerplate" or rule.key == "max_boilerplate_lines_fraction"):
-            value = statistics(doc.text, script, thresholds)[rule.key]
-            limit = rule.limit(thresholds)
-            side = "below the minimum" if rule.bound == "min" else "above the maximum"
-            if reason == "boilerplate" and (value is None or limit is None or not rule.fails(value, limit)):
-                return Explanation(reason, None, None, "'lorem ipsum' in the text (drop_lorem_ipsum)")
-            return Explanation(reason, value, limit, f"{rule.key} for {lang} ({script}): {side} drops")
+    values = statistics(doc.text, script, thresholds)
+    candidates = [r for r in rules_for(thresholds) if r.reason == reason and values[r.key] is not None and r.limit(thresholds) is not None]
+    failing = [r for r in candidates if r.fails(values[r.key], r.limit(thresholds))]
+    if reason == "boilerplate" and not failing:
+        return Explanation(reason, None, None, "'lorem ipsum' in the text (drop_lorem_ipsum)")
+    if failing or candidates:
+        rule = (failing or candidates)[0]
+        side = "below the minimum" if rule.bound == "min" else "above the maximum"
+        return Explanation(reason, values[rule.key], rule.limit(thresholds), f"{rule.key} for {lang} ({script}): {side} drops")
     if reason in ("language_uncertain", "language_undetermined", "language_not_wanted", "script_not_wanted"):
         identifier = identifier or LanguageIdentifier(config.langid)
         decision = identifier.filter(doc.text)

@@ -121,6 +121,12 @@ _TABLE, _CODE_TO_SCRIPT = _build_table()
 _HANI_CODE = next(c for c, s in _CODE_TO_SCRIPT.items() if s == "Hani")
 
 
+def letter_scripts() -> dict[int, str]:
+    """BMP code point -> ISO 15924 script, for the letters and marks of the scripts in `_RANGES`
+    (what script_counts counts them as; other letters, "Zzzz", are left out)."""
+    return {cp: _CODE_TO_SCRIPT[code] for cp, code in _TABLE.items() if code is not None and _CODE_TO_SCRIPT[code] != UNKNOWN_SCRIPT}
+
+
 def script_counts(text: str) -> Counter[str]:
     """Letters (and combining marks) per script; letters of no listed script count as "Zzzz"."""
     raw = Counter(text.translate(_TABLE))

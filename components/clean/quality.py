@@ -17,7 +17,8 @@ first that fails names the drop (stable reason strings):
   gopher_ellipsis_lines              share of lines ending in an ellipsis above the limit
   gopher_dup_para_frac / gopher_dup_para_char_frac   repeated paragraphs (count / characters)
   gopher_dup_line_frac / gopher_dup_line_char_frac   repeated lines (count / characters)
-  gopher_top_<n>gram                 the most frequent n-gram covers too many characters
+  gopher_top_<n>gram                 the most frequent n-gram covers too many characters (a higher
+                                     limit below top_ngram_min_words words: keyword stuffing)
   gopher_dup_<n>gram                 repeated n-grams cover too many characters
   fineweb_short_lines                share of short lines above the limit
   c4_line_punctuation                share of lines ending in terminal punctuation below the limit
@@ -59,7 +60,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import Field, PrivateAttr, model_validator
 
-from components.clean.quality_view import TextView, text_view
+from components.clean.quality_view import TextView, count_words, text_view
 from components.config import Section
 
 _LATIN_CHARS_PER_WORD_AND_SPACE = 6
@@ -98,7 +99,15 @@ BOILERPLATE_LINE = re.compile(
         r"\bpol[ií]tica de privacidad(e)?\b", r"\baceptar (todas las )?cookies\b", r"\bt[eé]rminos y condiciones\b",
         r"\bполитика конфиденциальности\b",
         "隐私政策", "隱私權政策", "使用条款", "使用條款", "版权所有", "版權所有", "跳到主要内容",
-        "接受所有", "プライバシーポリシー", "利用規約", "クッキー", "개인정보처리방침", "이용약관",
+        "接受所有", "全部接受", "接受全部", "全部拒绝", "使用 ?cookie", "プライバシーポリシー", "利用規約", "クッキー",
+        "개인정보처리방침", "이용약관",
+        # Hindi, Arabic, Swahili, Indonesian/Malay: cookies, privacy policy, terms, all rights reserved, accept all
+        "कुकी", "कुकीज़", "गोपनीयता नीति", "नियम और शर्तें", "उपयोग की शर्तें", "सर्वाधिकार सुरक्षित", "सभी स्वीकार करें",
+        "ملفات تعريف الارتباط", "سياسة الخصوصية", "الشروط والأحكام", "شروط الاستخدام", "جميع الحقوق محفوظة", "قبول الكل",
+        r"\bvidakuzi\b", r"\bsera ya faragha\b", r"\bsheria na masharti\b", r"\bmasharti ya matumizi\b",
+        r"\bhaki zote zimehifadhiwa\b", r"\bkubali (vyote|zote)\b",
+        r"\bkebijakan privasi\b", r"\bsyarat dan ketentuan\b", r"\bketentuan penggunaan\b",
+        r"\bhak cipta dilindungi\b", r"\bterima semua\b", r"\bmenggunakan cookie\b",
     ]),
     re.IGNORECASE,
 )
@@ -132,6 +141,12 @@ class QualityThresholds(Section):
     top_ngram_min_words: int = Field(
         50, ge=0, description="top n-gram checks only from this many words (Gopher's minimum document); shorter texts repeat a phrase by chance"
     )
+    short_top_ngram_max_share: dict[int, float] | None = Field(
+        default_factory=lambda: {2: 0.4, 3: 0.4, 4: 0.4},
+        description="word n -> largest share of the most frequent n-gram in a text under top_ngram_min_words words (same "
+        "reason, gopher_top_<n>gram): short keyword stuffing covers 0.43-0.79, short real paragraphs at most 0.39 "
+        "(prose set of tests/components/test_quality_prose.py, 1,240 paragraphs under 50 words in six languages)",
+    )
     short_line_chars: int | None = Field(30, ge=1, description="a line shorter than this is short (FineWeb); scaled for unspaced scripts")
     max_short_lines_fraction: float | None = Field(0.67, ge=0, le=1, description="short lines / lines (FineWeb)")
     min_lines_ending_in_punctuation: float | None = Field(
@@ -141,11 +156,16 @@ class QualityThresholds(Section):
         3, ge=1, description="bullet, ellipsis, short-line and punctuation shares only from this many non-empty lines"
     )
     max_boilerplate_lines_fraction: float | None = Field(0.3, ge=0, le=1, description="boilerplate lines / lines")
+    boilerplate_line_max_words: int | None = Field(
+        20, ge=1, description="a line with a boilerplate phrase counts as boilerplate only up to this many words: site "
+        "furniture is short, while a privacy policy or licence quotes 'terms and conditions' in sentences of 20-80 words "
+        "(measured on the prose set of tests/components/test_quality_prose.py); None: any length",
+    )
     drop_lorem_ipsum: bool = Field(True, description="any 'lorem ipsum' drops the document (C4)")
 
     @model_validator(mode="after")
     def _ngram_sizes(self) -> "QualityThresholds":
-        for name in ("top_ngram_max_share", "duplicate_ngram_max_share"):
+        for name in ("top_ngram_max_share", "short_top_ngram_max_share", "duplicate_ngram_max_share"):
             for n, share in (getattr(self, name) or {}).items():
                 if n < 1 or not 0 <= share <= 1:
                     raise ValueError(f"{name}: {n}: {share} needs n >= 1 and a share in [0, 1]")
@@ -228,7 +248,7 @@ def _top_ngram_share(units: list[str] | str, n: int, total: int) -> float:
     if count < 2:
         return 0.0
     length = len(key) if isinstance(key, str) else sum(map(len, key))
-    return count * length / total
+    return min(1.0, count * length / total)  # overlapping occurrences ("哈哈哈哈") would count characters twice
 
 
 def _dup_ngram_share(units: list[str] | str, n: int, total: int) -> float:
@@ -261,7 +281,9 @@ def _ends_in(line: str, marks: str) -> bool:
 
 
 def _boilerplate_lines(v: TextView, t: QualityThresholds) -> float:
-    return sum(1 for line in v.lines if BOILERPLATE_LINE.search(line)) / v.n_lines_or_1
+    limit = t.boilerplate_line_max_words
+    furniture = sum(1 for line in v.lines if BOILERPLATE_LINE.search(line) and (limit is None or count_words(line) <= limit))
+    return furniture / v.n_lines_or_1
 
 
 def _words(v: TextView, t: QualityThresholds) -> float:
@@ -312,10 +334,12 @@ def _dup_line_chars(v: TextView, t: QualityThresholds) -> float | None:
     return v.repeated_lines[1] / len(v.text) if len(v.lines) > 1 else None
 
 
-def _top_ngram(n: int) -> Callable[[TextView, QualityThresholds], float | None]:
+def _top_ngram(n: int, short: bool = False) -> Callable[[TextView, QualityThresholds], float | None]:
+    """The top n-gram share of texts of top_ngram_min_words words or more (short: of shorter ones)."""
+
     def statistic(v: TextView, t: QualityThresholds) -> float | None:
         size = v.ngram_size(n)
-        if v.n_words < t.top_ngram_min_words or len(v.units) < size:
+        if (v.n_words < t.top_ngram_min_words) != short or len(v.units) < size:
             return None
         return _top_ngram_share(v.units, size, v.unit_chars)
 
@@ -402,16 +426,18 @@ _FIXED_AFTER_NGRAMS = (
 
 
 @functools.lru_cache(maxsize=64)
-def _rules(top: tuple[int, ...], dup: tuple[int, ...]) -> tuple[Rule, ...]:
+def _rules(top: tuple[int, ...], short_top: tuple[int, ...], dup: tuple[int, ...]) -> tuple[Rule, ...]:
     ngrams = [Rule(f"gopher_top_{n}gram", "top_ngram_max_share", "max", _top_ngram(n), n) for n in top]
+    ngrams += [Rule(f"gopher_top_{n}gram", "short_top_ngram_max_share", "max", _top_ngram(n, short=True), n) for n in short_top]
     ngrams += [Rule(f"gopher_dup_{n}gram", "duplicate_ngram_max_share", "max", _dup_ngram(n), n) for n in dup]
     return _FIXED_BEFORE_NGRAMS + tuple(ngrams) + _FIXED_AFTER_NGRAMS
 
 
 def rules_for(t: QualityThresholds) -> tuple[Rule, ...]:
-    """Every rule `t` can set, in the order they are checked (the module docstring's table);
-    one n-gram rule per n in t's top_ngram_max_share / duplicate_ngram_max_share."""
-    return _rules(tuple(sorted(t.top_ngram_max_share or {})), tuple(sorted(t.duplicate_ngram_max_share or {})))
+    """Every rule `t` can set, in the order they are checked (the module docstring's table); one
+    n-gram rule per n in t's top_ngram_max_share, short_top_ngram_max_share and duplicate_ngram_max_share."""
+    return _rules(tuple(sorted(t.top_ngram_max_share or {})), tuple(sorted(t.short_top_ngram_max_share or {})),
+                  tuple(sorted(t.duplicate_ngram_max_share or {})))  # fmt: skip
 
 
 def quality_filter(text: str, lang: str, script: str, config: QualityConfig | QualityThresholds) -> str | None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 
-from components.clean.langid import is_space_delimited
+from components.clean.langid import NOT_SPACE_DELIMITED, is_space_delimited, letter_scripts
 
 # Letters per word for scripts written without spaces (rough means; CJK from segmented corpora).
 CHARS_PER_WORD: dict[str, float] = {
@@ -42,6 +43,44 @@ def _class_table() -> dict[int, str]:
 _CLASSES = _class_table()
 # Deletes everything but letters, marks and digits: the character stream of unspaced scripts.
 _TOKEN_CHARS = {cp: None for cp, cls in _CLASSES.items() if cls not in ("a", "0")}
+
+
+# Letters of the scripts written without spaces, by words per letter: h Han, k kana, t Thai/Lao/Khmer,
+# m Myanmar/Tibetan; `_UNSPACED_CLASS` maps them to these and deletes everything else.
+_UNSPACED_WORDS_PER_LETTER = {"h": 1 / 1.5, "k": 1 / 2.0, "t": 1 / 5.0, "m": 1 / 4.0}
+_UNSPACED_CLASS_OF = {"Hani": "h", "Hira": "k", "Kana": "k", "Thai": "t", "Laoo": "t", "Khmr": "t", "Mymr": "m", "Tibt": "m"}
+_UNSPACED_CLASS = dict.fromkeys(range(0x10000))
+_UNSPACED_CLASS.update({cp: _UNSPACED_CLASS_OF[script] for cp, script in letter_scripts().items() if script in NOT_SPACE_DELIMITED})
+# Unspaced letters as spaces: what is left are the tokens of spaced scripts (and digits).
+_UNSPACED_AS_SPACE = {cp: " " for cp, cls in _UNSPACED_CLASS.items() if cls is not None}
+
+
+def _char_class(cps: list[int]) -> str:
+    """A regex character class body for these code points, as ranges."""
+    out, start = [], None
+    for i, cp in enumerate(cps):
+        if start is None:
+            start = cp
+        if i + 1 == len(cps) or cps[i + 1] != cp + 1:
+            out.append(re.escape(chr(start)) + ("-" + re.escape(chr(cp)) if cp != start else ""))
+            start = None
+    return "".join(out)
+
+
+# A mixed text's n-gram units: each unspaced letter alone, or a run of anything else but spaces
+_UNSPACED_LETTERS = _char_class(sorted(_UNSPACED_AS_SPACE))
+_ANY_UNSPACED = re.compile(f"[{_UNSPACED_LETTERS}]")
+_MIXED_UNITS = re.compile(f"[{_UNSPACED_LETTERS}]|[^\\s{_UNSPACED_LETTERS}]+")
+
+
+def count_words(text: str) -> float:
+    """Words in `text` as text_view counts them in mixed text: a fraction of a word per unspaced
+    letter (Han 1/1.5, kana 1/2, Thai/Lao/Khmer 1/5, Myanmar/Tibetan 1/4), one per other token
+    holding a letter or digit. For one line (the boilerplate rule); text_view counts documents."""
+    unspaced = text.translate(_UNSPACED_CLASS) if _ANY_UNSPACED.search(text) else ""
+    rest = text.translate(_UNSPACED_AS_SPACE) if unspaced else text
+    tokens = sum(1 for k in rest.translate(_CLASSES).split() if "a" in k or "0" in k)
+    return tokens + sum(_UNSPACED_WORDS_PER_LETTER[c] * n for c, n in Counter(unspaced).items())
 
 
 def _words(text: str, classes: str) -> list[str]:
@@ -125,17 +164,34 @@ def text_view(text: str, script: str) -> TextView:
     classes = text.translate(_CLASSES)
     n_letters = classes.count("a")
     chars_per_word = CHARS_PER_WORD.get(script, 1.0)
+    # Mixed text (a Chinese manual quoting `apt-get install`, a Thai page naming Python) counts
+    # words per kind of letter, whichever script has the most letters: each unspaced letter as a
+    # fraction of a word, each space-separated token of the other scripts as one word.
+    unspaced = text.translate(_UNSPACED_CLASS) if _ANY_UNSPACED.search(text) else ""
+    rest = text.translate(_UNSPACED_AS_SPACE) if unspaced else text
+    rest_classes = rest.translate(_CLASSES) if unspaced else classes
+    tokens = [(w, k) for w, k in zip(rest.lower().split(), rest_classes.split()) if "a" in k or "0" in k]
+    mixed = bool(unspaced) and any("a" in k for _, k in tokens)
     units: list[str] | str
-    if spaced:
-        units = _words(text, classes)
+    if spaced and not unspaced:
+        units = [w for w, _ in tokens]
         n_words = len(units)
         unit_chars = sum(map(len, units))
     else:
-        units = text.translate(_TOKEN_CHARS).lower()
-        n_words = round(n_letters / chars_per_word)
-        if zwsp_separated:  # the writer marked words: at least as many as the separated tokens
+        per_letter = dict(_UNSPACED_WORDS_PER_LETTER, h=1 / chars_per_word) if script == "Jpan" else _UNSPACED_WORDS_PER_LETTER
+        counted = tokens if spaced else [(w, k) for w, k in tokens if "a" in k]  # an unspaced text's digits are no words
+        n_words = round(sum(per_letter[c] * n for c, n in Counter(unspaced).items()) + len(counted))
+        if mixed:
+            units = [u for u in (m.translate(_TOKEN_CHARS) for m in _MIXED_UNITS.findall(text.lower())) if u]
+            unit_chars = sum(map(len, units))
+        elif spaced:
+            units = [w for w, _ in tokens]
+            unit_chars = sum(map(len, units))
+        else:
+            units = text.translate(_TOKEN_CHARS).lower()
+            unit_chars = len(units)
+        if zwsp_separated and not spaced:  # the writer marked words: at least as many as the separated tokens
             n_words = max(n_words, len(_words(text, classes)))
-        unit_chars = len(units)
     return TextView(
         text=text,
         script=script,

@@ -40,25 +40,26 @@ def only(rule_key: str, limit: float, t0: QualityThresholds) -> QualityThreshold
 def test_each_statistic_is_the_number_its_rule_compares():
     """For every rule and real document: a limit just past the statistic drops it with the rule's
     reason, the statistic itself as the limit keeps it (the filter and calibrate read one number)."""
-    t0 = QualityThresholds(top_ngram_min_words=0)  # every n-gram rule applies to short texts too
     checked = set()
-    texts = fixture_texts()
-    repeated = [f"{a}\n\n{b}\n\n{a}" for a, b in zip(texts[:200:20], texts[1:200:20])]  # paragraphs, one repeated
-    for text in texts[::7] + repeated:
-        script = detect_script(text)
-        values = statistics(text, script, t0)
-        for rule in rules_for(t0):
-            value = values[rule.key]
-            if value is None:
-                continue
-            if rule.bound == "min" and value == 0:
-                continue  # nothing is below 0
-            checked.add(rule.key)
-            past = value + 1e-9 if rule.bound == "min" else value - 1e-9
-            past = math.ceil(value + 1) if isinstance(rule.limit(t0), int) and rule.bound == "min" else past
-            past = math.floor(value - 1) if isinstance(rule.limit(t0), int) and rule.bound == "max" else past
-            assert quality_filter(text, "xx", script, only(rule.key, past, t0)) == rule.reason, (rule.key, value)
-            assert quality_filter(text, "xx", script, only(rule.key, value, t0)) is None, (rule.key, value)
+    # every long-text n-gram rule applies with a minimum of 0 words, every short-text one with a huge one
+    for t0 in (QualityThresholds(top_ngram_min_words=0), QualityThresholds(top_ngram_min_words=10**6)):
+        texts = fixture_texts()
+        repeated = [f"{a}\n\n{b}\n\n{a}" for a, b in zip(texts[:200:20], texts[1:200:20])]  # paragraphs, one repeated
+        for text in texts[::7] + repeated:
+            script = detect_script(text)
+            values = statistics(text, script, t0)
+            for rule in rules_for(t0):
+                value = values[rule.key]
+                if value is None:
+                    continue
+                if rule.bound == "min" and value == 0:
+                    continue  # nothing is below 0
+                checked.add(rule.key)
+                past = value + 1e-9 if rule.bound == "min" else value - 1e-9
+                past = math.ceil(value + 1) if isinstance(rule.limit(t0), int) and rule.bound == "min" else past
+                past = math.floor(value - 1) if isinstance(rule.limit(t0), int) and rule.bound == "max" else past
+                assert quality_filter(text, "xx", script, only(rule.key, past, t0)) == rule.reason, (rule.key, value)
+                assert quality_filter(text, "xx", script, only(rule.key, value, t0)) is None, (rule.key, value)
     assert checked == {rule.key for rule in rules_for(t0)}  # the sample reaches every rule
 
 
