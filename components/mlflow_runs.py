@@ -33,6 +33,12 @@ TAG_VALUE_MAX = 8000
 MODEL_VERSION_TAG_VALUE_MAX = 100_000
 DESCRIPTION_MAX = 5000
 NAMES_ARTIFACT = "mlflow_names.json"
+# MLflow 3's UI opens an experiment as GenAI (traces, evaluations) or model training (runs, charts):
+# 3.17 decides by the page's `workflowType` query parameter, else the browser's last choice (GenAI
+# first); earlier 3.x releases by the experiment tag mlflow.experimentKind. Both are set.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+UI_VIEW = "workflowType=machine_learning"
 # A subset of what MLflow accepts ([/\w.\- :], \w Unicode): no colon (refused on Windows), no space
 # (filters need backticks), ASCII only (MySQL utf8mb3 columns refuse 4-byte characters). KFP v2
 # stores Metrics keys in a protobuf Struct, which takes any string, so the same key serves there.
@@ -220,18 +226,33 @@ def configure(tracking_uri: str) -> None:
 
 
 def ensure_experiment(tracking_uri: str, name: str) -> str:
-    """The experiment's id, creating it (with local artifacts beside a SQLite store) if needed."""
+    """The experiment's id, creating it (with local artifacts beside a SQLite store) if needed,
+    marked a model-training experiment (EXPERIMENT_KIND_TAG) unless someone chose another kind."""
     configure(tracking_uri)
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if EXPERIMENT_KIND_TAG not in experiment.tags:
+            from mlflow.exceptions import MlflowException
+
+            with contextlib.suppress(MlflowException):  # a user who may log runs but not tag the experiment
+                client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         return experiment.experiment_id
     location = None
     if tracking_uri.startswith("sqlite:"):
         location = (Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
+
+
+def run_link(experiment_id: str, run_id: str, ui: str = "") -> str:
+    """The MLflow UI page of a run in its model-training view (metrics, params, artifacts, not
+    MLflow 3's GenAI pages): `ui` (e.g. http://127.0.0.1:5000, no trailing /) + the hash route
+    #/experiments/<id>/runs/<run id>?workflowType=machine_learning. With ui="" the link is relative,
+    as a model version's description (Markdown shown by the UI itself) needs it."""
+    route = f"#/experiments/{experiment_id}/runs/{run_id}?{UI_VIEW}"
+    return f"{ui.rstrip('/')}/{route}" if ui else route
 
 
 def start_pipeline_run(
@@ -471,17 +492,21 @@ def step_run(
     tracking_uri: str | None = None,
     parent_run_id: str | None = None,
     experiment: str = "homegrown",
+    start_time: float | None = None,
 ) -> Iterator[Any]:
     """An active MLflow run for one step.
 
     Logs into MLFLOW_RUN_ID when set, else into a new run nested under `parent_run_id`,
-    else into a new top-level run (a step run by hand). A tracking server that does not answer
-    fails the step with a TrackingUnavailable (within seconds while starting or ending the run).
+    else into a new top-level run (a step run by hand). `start_time` (seconds since the epoch):
+    when the step's work began, if before now (a step whose phases ran as other tasks and is
+    tracked only by its last), so the run's duration is the step's. A tracking server that does
+    not answer fails the step with a TrackingUnavailable (within seconds while starting or
+    ending the run).
     """
     uri = resolve_tracking_uri(tracking_uri)
     with explain_outage(uri, f"running the {step} step", f"rerun the {step} step"):
         with fail_fast():
-            run = _start_run(step, ensure_experiment(uri, experiment), parent_run_id)
+            run = _start_run(step, ensure_experiment(uri, experiment), parent_run_id, start_time)
         import mlflow
 
         try:
@@ -494,11 +519,18 @@ def step_run(
             mlflow.end_run()
 
 
-def _start_run(step: str, experiment_id: str, parent_run_id: str | None) -> Any:
+def _start_run(step: str, experiment_id: str, parent_run_id: str | None, start_time: float | None = None) -> Any:
     import mlflow
 
     injected = os.environ.get("MLFLOW_RUN_ID")
     if injected:
         return mlflow.start_run(run_id=injected)
     tags = {PARENT_TAG: parent_run_id} if parent_run_id else {}
-    return mlflow.start_run(experiment_id=experiment_id, run_name=step, tags={**tags, "homegrown.step": step})
+    tags = {**tags, "homegrown.step": step}
+    if start_time is None:
+        return mlflow.start_run(experiment_id=experiment_id, run_name=step, tags=tags)
+    from mlflow.tracking import MlflowClient
+
+    # fluent start_run takes no start time; a run created with one is then made the active run
+    created = MlflowClient().create_run(experiment_id, start_time=int(start_time * 1000), tags=tags, run_name=step)
+    return mlflow.start_run(run_id=created.info.run_id)

@@ -1,6 +1,11 @@
 """The model card: a Markdown page logged with every registered version (and set as the
 version's description, so the MLflow UI shows it): data, languages, training, evaluation,
-gate, lineage and limits, from what the pipeline measured."""
+gate, lineage and limits, from what the pipeline measured.
+
+Lineage keys the card knows: digest.data, digest.tokenizer, digest.packed (the names of 0.1,
+data_manifest_digest, tokenizer_digest, packed_data_digest, too), cleaning_stats (a JSON text,
+summarised under Data, not listed), run.<step> and run.pipeline (MLflow run ids, listed as links to
+the runs' pages when the experiment id is given), the rest listed as they are."""
 
 from __future__ import annotations
 
@@ -14,6 +19,16 @@ def _num(value: Any, fmt: str = "{:,.0f}") -> str:
     return "–" if value is None or value != value else fmt.format(value)
 
 
+def _lineage_line(key: str, value: str, experiment_id: str | None) -> str:
+    """`- key: `value``; an MLflow run id (run.<step>, run.pipeline) as a link to its page in the
+    model-training view, relative (#/experiments/...), as the UI shows a version's description."""
+    if key.startswith("run.") and experiment_id:
+        from components.mlflow_runs import run_link
+
+        return f"- {key}: [{value}]({run_link(experiment_id, value)})"
+    return f"- {key}: `{value}`"
+
+
 def model_card(
     name: str,
     version: str,
@@ -23,8 +38,12 @@ def model_card(
     train: dict[str, Any] | None = None,
     base_model: str | None = None,
     lora: bool = False,
+    experiment_id: str | None = None,
 ) -> str:
     stats = json.loads(lineage.get("cleaning_stats") or "{}")
+    data_digest = lineage.get("digest.data") or lineage.get("data_manifest_digest") or "?"
+    tokenizer_digest = lineage.get("digest.tokenizer") or lineage.get("tokenizer_digest") or "?"
+    packed_digest = lineage.get("digest.packed") or lineage.get("packed_data_digest") or "?"
     metrics = results["metrics"]
     per_language = results.get("per_language") or {}
     chat = results.get("kind") == "chat"  # instruction-tuned: scored on held-out conversations
@@ -41,11 +60,11 @@ def model_card(
         "## Data",
         "",
         f"- {'cleaned conversations' if chat else 'cleaned corpus'}: manifest digest "
-        f"`{lineage.get('data_manifest_digest', '?')[:16]}`; {_num(stats.get('records_in'))} {unit} in, "
+        f"`{data_digest[:16]}`; {_num(stats.get('records_in'))} {unit} in, "
         f"{_num(stats.get('kept'))} kept, {_num(stats.get('dropped'))} dropped, {_num(stats.get('quarantined'))} "
         "quarantined",
-        f"- tokenizer digest `{lineage.get('tokenizer_digest', '?')[:16]}`; packed data digest "
-        f"`{lineage.get('packed_data_digest', '?')[:16]}`",
+        f"- tokenizer digest `{tokenizer_digest[:16]}`; packed data digest "
+        f"`{packed_digest[:16]}`",
         f"- evaluation set: digest `{results.get('eval_digest', '?')[:16]}`, {_num(metrics.get('documents'))} held-out "
         f"{unit}, {len(per_language)} languages",
         "",
@@ -77,7 +96,8 @@ def model_card(
                          f"{_num(m.get('tokens_per_char'), '{:.3f}')} |")  # fmt: skip
         lines.append("")
     lines += ["## Promotion gate", "", gate_markdown.strip(), "", "## Lineage", ""]
-    lines += [f"- {key}: `{value}`" for key, value in sorted(lineage.items()) if key != "cleaning_stats"]
+    lines += [_lineage_line(key, value, experiment_id) for key, value in sorted(lineage.items())
+              if key != "cleaning_stats"]
     few = [lang for lang, m in per_language.items() if (m.get("documents") or 0) < 20]
     lines += [
         "",

@@ -33,7 +33,8 @@ from components.register.config import RegisterConfig
 
 CANDIDATE = "candidate"
 CHAMPION = "champion"
-DIGEST_TAG = "model_digest"
+DIGEST_TAG = "digest.model"  # sha256 of the weights: the version's identity
+LEGACY_DIGEST_TAG = "model_digest"  # what versions registered before 0.2 carry
 CHAT_TASK = "llm/v1/chat"  # MLflow's chat schema over a transformers text-generation pipeline
 BASE_TASK = "text-generation"
 CHAT_MAX_NEW_TOKENS = 256  # a reply's default length through pyfunc; a request's max_tokens overrides it
@@ -147,7 +148,8 @@ def versions_with_digest(name: str, digest: str) -> list[Any]:
     """The registered versions of these exact weights, oldest first."""
     from mlflow.tracking import MlflowClient
 
-    found = [v for v in MlflowClient().search_model_versions(f"name = '{name}'") if v.tags.get(DIGEST_TAG) == digest]
+    found = [v for v in MlflowClient().search_model_versions(f"name = '{name}'")
+             if digest in (v.tags.get(DIGEST_TAG), v.tags.get(LEGACY_DIGEST_TAG))]  # fmt: skip
     return sorted(found, key=lambda v: int(v.version))
 
 
@@ -175,10 +177,22 @@ def is_chat_model(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def log_and_register(model_uri: str, config: RegisterConfig, tags: dict[str, str]) -> tuple[str, bool]:
-    """Log the HF model dir into the active run and register it; returns (version, created).
-    A model whose tokenizer has a chat template is logged with the chat task, any other with
-    text-generation (see the module docstring for what each answers).
+def logged_model_name(name: str) -> str:
+    """The logged model's name for registered model `name`: `name`, with the characters MLflow
+    refuses in a logged model's name (/ : . % " ') as -."""
+    return "".join("-" if c in '/:.%"\'' else c for c in name)
+
+
+def log_and_register(model_uri: str, config: RegisterConfig, tags: dict[str, str],
+                     trained_by: str | None = None) -> tuple[str, bool]:
+    """Log the HF model dir as a logged model named after the registered model (logged_model_name)
+    and register it; returns (version, created). A model whose tokenizer has a chat template is
+    logged with the chat task, any other with text-generation (see the module docstring for what
+    each answers).
+
+    trained_by: the MLflow run that trained the weights (the pipeline's train step). The logged
+    model is that run's output and the version's source run is that run, so the registry links a
+    version to its training curves and settings; None: the active run (a model registered by hand).
 
     Idempotent, also after a failure at any point (the tracking server gone, the pod killed):
     a version is created with its tags, the weights digest among them, in one request, so a
@@ -204,7 +218,8 @@ def log_and_register(model_uri: str, config: RegisterConfig, tags: dict[str, str
             model.generation_config.max_length = None
             info = mlflow.transformers.log_model(
                 transformers_model={"model": model, "tokenizer": tokenizer},
-                name="model",
+                name=logged_model_name(name),
+                run_id=trained_by,  # passed on to Model.log: the logged model's source run
                 task=CHAT_TASK if chat else BASE_TASK,
                 pip_requirements=pip_requirements(),
                 input_example={"messages": [{"role": "user", "content": "Hello"}]} if chat else "The",
@@ -213,10 +228,27 @@ def log_and_register(model_uri: str, config: RegisterConfig, tags: dict[str, str
                 # would answer differently each call
                 model_config={"max_new_tokens": max_new, "do_sample": False},
             )
-            created = str(mlflow.register_model(info.model_uri, name, tags=version_tags).version)
+            created = _create_version(name, info, trained_by, version_tags)
             version = _one_version(name, digest, created)
             _set_candidate(name, version)
     return version, True
+
+
+def _create_version(name: str, info: Any, run_id: str | None, tags: dict[str, str]) -> str:
+    """A new version of `name` (the registered model created if missing) from the logged model
+    `info`, with `run_id` as its source run (None: the logged model's own source run)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+    version = client.create_model_version(name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id)
+    return str(version.version)
 
 
 def _tag_version(name: str, version: str, tags: dict[str, str]) -> str:

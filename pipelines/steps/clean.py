@@ -62,22 +62,32 @@ def clean_collect_op(
 
 
 def run(config: RunConfig, input_uri: str, output_uri: str, target: common.MlflowTarget | None = None,
-        collected: "Callable[[], CleanResult] | None" = None) -> "common.StepResult[CleanResult]":
-    """Clean the corpus (or, with `collected`, track phases that ran elsewhere and collect them)."""
+        collected: "Callable[[], CleanResult] | None" = None, started: float | None = None,
+        input_bytes: int | None = None) -> "common.StepResult[CleanResult]":
+    """Clean the corpus (or, with `collected`, track phases that ran elsewhere and collect them:
+    `started`, when the plan phase began in seconds since the epoch, starts the MLflow run so it
+    lasts as long as the cleaning did). Metrics include seconds (wall time of the whole step),
+    docs_per_s and, given the input's size `input_bytes`, input_bytes and bytes_per_s."""
+    import time
+
     from components.clean.clean import clean_corpus
 
-    with common.step_run("clean", target, {"input": input_uri, **config.clean.model_dump()}):
+    begun = time.time()
+    with common.step_run("clean", target, {"input": input_uri, **config.clean.model_dump()}, start_time=started):
         value = collected() if collected else clean_corpus(input_uri, output_uri, config.clean)
         stats, digest = value.stats, value.manifest.digest
         metrics = {**stats.as_metrics(), "shard_seconds": value.shard_seconds, "docs_per_core_s": value.docs_per_core_s}
-        if value.seconds:
-            metrics.update(seconds=value.seconds, docs_per_s=value.docs_per_s)
+        seconds = value.seconds or (time.time() - started if started is not None and started <= begun else 0.0)
+        if seconds > 0:
+            metrics.update(seconds=seconds, docs_per_s=stats.records_in / seconds)
+            if input_bytes is not None:
+                metrics.update(input_bytes=float(input_bytes), bytes_per_s=input_bytes / seconds)
         return common.logged(target, common.StepResult(
             value,
             f"clean: {stats.records_in} documents in, {stats.kept} kept, dropped {stats.dropped}, "
             f"quarantined {stats.quarantined}",
             metrics,
-            headline={"clean.documents_in": stats.records_in, "clean.documents_kept": stats.kept},
+            headline=common.headline("clean", metrics),
             artifacts=[storage.join(output_uri, "stats.json"), value.manifest_uri],
             parent_tags={"homegrown.data_digest": digest},
             datasets=[common.DatasetRef(value.manifest_uri, "cleaned-corpus", digest, "training")],
@@ -94,15 +104,40 @@ def output_uri(run_root: str) -> str:
 
 
 def plan(config_json: str, run_root: str) -> list[dict]:
-    """The input shards as loop items: {"index", "uri", ..., "run_root"}."""
+    """The input shards as loop items: {"index", "uri", ..., "run_root", "planned_at", "bytes"}:
+    planned_at (seconds since the epoch) is when this phase began, bytes the shard's size (None
+    when unknown); collect reads both for the step's duration and throughput."""
+    import time
+
     from components.clean.clean import plan_shards
 
+    planned_at = time.time()
     config = common.config_from_json(config_json)
     items = plan_shards(config.corpus, output_uri(run_root), config.clean)
     common.say(f"clean: {len(items)} input shards")
     # each item carries the run root: kfp's local runner hands a ParallelFor body the loop
     # item in place of any other task's output, so loop bodies take only pipeline inputs
-    return [{**item, "run_root": run_root} for item in items]
+    return [{**item, "run_root": run_root, "planned_at": planned_at, "bytes": _size(item["uri"])} for item in items]
+
+
+def _size(uri: str) -> int | None:
+    """A local shard's size in bytes; None on S3 (components.storage has no size lookup, and a
+    HEAD request per shard would slow the plan of a large corpus) or when it cannot be read."""
+    if storage.is_s3(uri):
+        return None
+    try:
+        return storage.local_path(uri).stat().st_size
+    except OSError:  # the shard itself is read (and judged) later
+        return None
+
+
+def started_and_size(shards: list) -> tuple[float | None, int | None]:
+    """(when the plan phase began, the input's total bytes) from `plan`'s items; None for what
+    the items do not carry (items from an older plan)."""
+    starts = [float(s["planned_at"]) for s in shards if s.get("planned_at") is not None]
+    sizes = [s.get("bytes") for s in shards]  # KFP hands numbers back as floats (a protobuf Struct)
+    total = int(sum(sizes)) if sizes and all(isinstance(n, (int, float)) for n in sizes) else None
+    return (min(starts) if starts else None), total
 
 
 def filter_shard(config_json: str, shard: dict) -> None:
@@ -137,8 +172,10 @@ def collect(config_json: str, run_root: str, tracking_uri: str, parent_run_id: s
 
     config = common.config_from_json(config_json)
     out = output_uri(run_root)
+    started, size = started_and_size(shards)
     result = run(config, config.corpus, out, common.mlflow_target(config, tracking_uri, parent_run_id),
-                 collected=lambda: clean.collect(config.corpus, out, len(shards), config.clean))
+                 collected=lambda: clean.collect(config.corpus, out, len(shards), config.clean),
+                 started=started, input_bytes=size)
     common.publish(result, metrics, documents=documents)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import subprocess
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -137,14 +138,74 @@ def manifest_output(manifest_uri: str) -> Output:
 # ---- MLflow ------------------------------------------------------------------------------
 
 
+# The pipeline run's headline: figures a step's run measured, also on the parent run under short
+# names that stay the same from run to run, so MLflow's compare view of two pipeline runs (select
+# the parent runs, Compare) lines them up. {step: {step run's metric: parent run's metric}}; a pair
+# ending in `*` maps a family (bits_per_byte_<lang> -> eval.bits_per_byte_<lang>). Each step logs
+# its part when it ends (`headline`); the finish step logs again whatever a step run holds and the
+# parent lacks, so the parent's headline is complete whichever steps ran.
+HEADLINE: dict[str, dict[str, str]] = {
+    "clean": {"records_in": "clean.documents_in", "kept": "clean.documents_kept"},
+    "tokenizer": {"vocab_size": "tokenizer.vocab_size", "train_tokens": "tokenizer.train_tokens"},
+    "train": {"final_loss": "train.final_loss", "tokens": "train.tokens"},
+    "sft-data": {"records_in": "sft.conversations_in", "kept": "sft.conversations_kept"},
+    "sft-tokenize": {"assistant_tokens": "sft.assistant_tokens_available"},
+    "sft-train": {"final_loss": "sft-train.final_loss", "tokens": "sft-train.tokens"},
+    "evaluate": {"loss": "eval.loss", "perplexity": "eval.perplexity", "bits_per_byte": "eval.bits_per_byte",
+                 "bits_per_byte_*": "eval.bits_per_byte_*"},
+    "register": {"gate_passed": "gate.passed"},
+}  # fmt: skip
+
+
+def headline(step: str, metrics: dict[str, float]) -> dict[str, float]:
+    """The parent run's figures (HEADLINE) among a `step` run's `metrics` (original names)."""
+    out: dict[str, float] = {}
+    for name, value in metrics.items():
+        for ours, theirs in HEADLINE.get(step, {}).items():
+            if ours == name:
+                out[theirs] = float(value)
+            elif ours.endswith("*") and name.startswith(ours[:-1]) and len(name) > len(ours) - 1:
+                out[theirs[:-1] + name[len(ours) - 1 :]] = float(value)
+    return out
+
+
+def complete_headline(uri: str, parent_run_id: str) -> dict[str, float]:
+    """Log on the parent run the headline figures (HEADLINE) its step runs hold and it lacks or
+    holds with another value (a step rerun after it was logged), each step's latest run read;
+    returns the figures logged ({} when it was complete)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    parent = client.get_run(parent_run_id)
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                                  order_by=["attributes.start_time ASC"])  # fmt: skip
+    latest = {run.data.tags.get("homegrown.step"): run for run in children}  # later runs of a step win
+    figures: dict[str, float] = {}
+    for step, run in latest.items():
+        if step in HEADLINE and run.data.metrics:
+            names = mlflow_runs.read_names(client, run.info.run_id)  # keys from data back to their originals
+            figures.update(headline(step, {names.get(k, k): v for k, v in run.data.metrics.items()}))
+    have = parent.data.metrics
+    missing = {k: v for k, v in figures.items() if not _same(have.get(mlflow_runs.mlflow_key(k)), v)}
+    if missing:
+        mlflow_runs.log_metrics(client, parent_run_id, missing)
+    return missing
+
+
+def _same(logged: float | None, value: float) -> bool:
+    return logged is not None and (logged == value or (math.isnan(logged) and math.isnan(value)))
+
+
 @contextlib.contextmanager
-def step_run(name: str, target: MlflowTarget | None, params: dict[str, Any]) -> Iterator[Any]:
+def step_run(name: str, target: MlflowTarget | None, params: dict[str, Any],
+             start_time: float | None = None) -> Iterator[Any]:
     """The step's MLflow run (nested under the pipeline's), its params logged under `name.`;
-    yields the active run, or None when untracked (target None)."""
+    yields the active run, or None when untracked (target None). `start_time`: when the step's
+    work began (seconds since the epoch), for a step tracked only once its phases are done."""
     if target is None:
         yield None
         return
-    with mlflow_runs.step_run(name, target.uri, target.parent_run_id, target.experiment) as active:
+    with mlflow_runs.step_run(name, target.uri, target.parent_run_id, target.experiment, start_time) as active:
         from mlflow.tracking import MlflowClient
 
         mlflow_runs.log_params(MlflowClient(target.uri), active.info.run_id, {name: params})

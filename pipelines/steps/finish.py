@@ -1,5 +1,6 @@
 """Step `finish`, the DAG's exit handler: delete the TrainJobs the run left unfinished (multi-node
-training), then close the parent MLflow run as FINISHED or FAILED."""
+training), complete the parent MLflow run's headline figures from its step runs
+(common.HEADLINE), then close it as FINISHED or FAILED."""
 
 from kfp.dsl import PipelineTaskFinalStatus
 
@@ -36,7 +37,9 @@ def finish(config_json: str, run_name: str, kfp_run_name: str, tracking_uri: str
 
 
 def close_parent_run(config: RunConfig, run_name: str, tracking_uri: str, status: str) -> None:
-    """End the parent runs of this pipeline run (found by run name and config digest)."""
+    """End the parent runs of this pipeline run (found by run name and config digest), their
+    headline completed first (common.complete_headline: whatever steps ran, a failed run's too).
+    A headline that cannot be completed is reported, and the run closed all the same."""
     target = common.mlflow_target(config, tracking_uri)
     mlflow_runs.configure(target.uri)
     from mlflow.tracking import MlflowClient
@@ -46,4 +49,11 @@ def close_parent_run(config: RunConfig, run_name: str, tracking_uri: str, status
         filter_string=f"tags.`homegrown.run_name` = '{run_name}' and tags.`homegrown.config_digest` = '{config.digest}'",
     )
     for run in runs:
+        try:
+            logged = common.complete_headline(target.uri, run.info.run_id)
+        except Exception as exc:  # noqa: BLE001 -- closing the run matters more than its summary
+            common.say(f"finish: the headline of MLflow run {run.info.run_id} is incomplete: {exc}")
+        else:
+            if logged:
+                common.say(f"finish: {len(logged)} headline figures added to MLflow run {run.info.run_id}")
         mlflow_runs.end_pipeline_run(target.uri, run.info.run_id, status)

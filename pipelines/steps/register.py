@@ -43,8 +43,14 @@ class RegisterOutcome:
 def run(config: RunConfig, model_uri: str, results_uri: str, lineage: dict[str, str], target: common.MlflowTarget,
         train_result: dict[str, Any] | None = None) -> "common.StepResult[RegisterOutcome]":
     """Register the model (alias `candidate`) and decide whether it may become champion.
-    `results_uri`: evaluate's results.json; `lineage`: model-version tags; `train_result`: the
-    TrainResult as a dict, for the model card."""
+    `results_uri`: evaluate's results.json; `lineage`: model-version tags (short names: digest.data,
+    digest.tokenizer, ...), but cleaning_stats, a JSON text, goes to the run's artifact
+    lineage/cleaning_stats.json and into the card, not into a tag; `train_result`: the
+    TrainResult as a dict, for the model card.
+
+    In a pipeline run the version's source run is the step run that trained the model (run.train,
+    or run.sft-train for lineage training_stage=sft), and its description (the model card) links
+    every step's run."""
     from mlflow.tracking import MlflowClient
 
     from components.register import registry
@@ -65,15 +71,22 @@ def run(config: RunConfig, model_uri: str, results_uri: str, lineage: dict[str, 
         decision = registry.decide(challenger, champion, config.registry, languages(results), languages(block),
                                    champion_unscored=unscored)  # fmt: skip
         tags = {
-            **lineage,
+            **{k: v for k, v in lineage.items() if k not in ARTIFACT_LINEAGE},
             "bits_per_byte": f"{challenger:.6f}",
-            "eval_digest": results["eval_digest"],
+            "digest.eval": results["eval_digest"],
             "validation_status": decision.status,
             "validation_reason": decision.reason,
         }
+        experiment_id = None
         if target.parent_run_id:
-            tags.update(upstream_lineage(target))
-        version_id, created = registry.log_and_register(model_uri, config.registry, tags)
+            upstream, experiment_id = upstream_lineage(target)
+            tags.update(upstream)
+        import mlflow
+
+        for key in ARTIFACT_LINEAGE.intersection(lineage):
+            mlflow.log_text(lineage[key], f"lineage/{key}.json")
+        trained_by = tags.get("run.sft-train" if lineage.get("training_stage") == "sft" else "run.train")
+        version_id, created = registry.log_and_register(model_uri, config.registry, tags, trained_by)
         # its scores on this set, so that as champion it is not scored again on it; under the stride
         # they were scored with (results.json's), which evaluate's lookup key uses too
         if "stride" in results.get("config", {}):
@@ -85,23 +98,26 @@ def run(config: RunConfig, model_uri: str, results_uri: str, lineage: dict[str, 
         if not created:
             print(f"[register] these weights are already version {version_id} of {name}: "
                   "tags and the candidate alias refreshed, no new version")  # fmt: skip
-        import mlflow
-
         mlflow.log_text(decision.markdown(), "gate.md")
-        card = model_card(name, version_id, results, decision.markdown(), tags, train_result,
-                          config.model.base, config.model.lora is not None)  # fmt: skip
+        card = model_card(name, version_id, results, decision.markdown(), {**lineage, **tags}, train_result,
+                          config.model.base, config.model.lora is not None, experiment_id)  # fmt: skip
         mlflow.log_text(card, "model_card.md")
-        # the description column holds 5000 characters; the full card is the run's model_card.md
-        description = mlflow_runs.fit_value(mlflow_runs.shown(card), mlflow_runs.DESCRIPTION_MAX - 80)
-        if description != card:
-            description += f"\n\nFull card: model_card.md of MLflow run {mlflow.active_run().info.run_id}."
+        # the description column holds 5000 characters; the full card is the run's model_card.md, and
+        # a cut card still ends with the links to the runs
+        description = mlflow_runs.shown(card)
+        if len(description) > mlflow_runs.DESCRIPTION_MAX:
+            links = ", ".join(f"[{k.removeprefix('run.')}]({mlflow_runs.run_link(experiment_id, v)})"
+                              for k, v in tags.items() if k.startswith("run.")) if experiment_id else ""  # fmt: skip
+            tail = f"\n\nFull card: model_card.md of MLflow run {mlflow.active_run().info.run_id}." + (
+                f"\n\nRuns: {links}." if links else "")
+            description = mlflow_runs.fit_value(description, mlflow_runs.DESCRIPTION_MAX - len(tail)) + tail
         MlflowClient(target.uri).update_model_version(name, version_id, description=description)
         outcome = RegisterOutcome(version_id, decision.status, decision.reason, decision.markdown())
         return common.logged(target, common.StepResult(
             outcome,
             f"register: {name} v{version_id} (candidate); gate {decision.status}: {decision.reason}",
             {"gate_passed": float(decision.passed), "challenger_bits_per_byte": challenger},
-            headline={"gate.passed": float(decision.passed)},
+            headline=common.headline("register", {"gate_passed": float(decision.passed)}),
             parent_tags={"homegrown.gate": decision.status, "homegrown.model_version": version_id,
                          "homegrown.registered_model": name},
             outputs={"gate": common.Output(outcome.gate_markdown)},
@@ -131,20 +147,27 @@ def champion_block(results: dict[str, Any], results_uri: str, current: str | Non
     return block, None
 
 
-def upstream_lineage(target: common.MlflowTarget) -> dict[str, str]:
-    """The pipeline's MLflow run, each step's run and the KFP run, as model-version tags."""
+# lineage too large for a tag the UI lists: logged as the register run's lineage/<key>.json
+ARTIFACT_LINEAGE = frozenset({"cleaning_stats"})
+
+
+def upstream_lineage(target: common.MlflowTarget) -> tuple[dict[str, str], str]:
+    """(model-version tags, the experiment id): the pipeline's MLflow run (run.pipeline), each
+    step's run (run.<step>: the latest run of a step that ran more than once) and the KFP run
+    (kfp_run_name)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(target.uri)
     parent = client.get_run(target.parent_run_id)
-    tags = {"pipeline_mlflow_run_id": parent.info.run_id}
+    tags = {"run.pipeline": parent.info.run_id}
     if kfp_run := parent.data.tags.get("kfp.run_name"):
         tags["kfp_run_name"] = kfp_run
-    steps = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    steps = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+                               order_by=["attributes.start_time ASC"])  # fmt: skip
     for run in steps:
         if step := run.data.tags.get("homegrown.step"):
-            tags[f"mlflow_run.{step}"] = run.info.run_id
-    return tags
+            tags[f"run.{step}"] = run.info.run_id
+    return tags, parent.info.experiment_id
 
 
 def register(config_json: str, run_name: str, tracking_uri: str, parent_run_id: str,
@@ -155,11 +178,11 @@ def register(config_json: str, run_name: str, tracking_uri: str, parent_run_id: 
     config = common.config_from_json(config_json)
     packed_manifest, documents_manifest = Manifest.load(packed.path), Manifest.load(documents.path)
     lineage = {
-        "data_manifest_digest": documents_manifest.digest,
-        "cleaning_stats": json.dumps(documents_manifest.facts.get("stats", {}), sort_keys=True)[:4000],
-        "tokenizer_digest": str(packed_manifest.facts.get("tokenizer_digest", "")),
-        "packed_data_digest": packed_manifest.digest,
-        "config_digest": config.digest,
+        "digest.data": documents_manifest.digest,
+        "cleaning_stats": json.dumps(documents_manifest.facts.get("stats", {}), sort_keys=True),
+        "digest.tokenizer": str(packed_manifest.facts.get("tokenizer_digest", "")),
+        "digest.packed": packed_manifest.digest,
+        "digest.config": config.digest,
         "code_version": common.code_version(),
         "pipeline_run_name": run_name,
     }

@@ -48,7 +48,7 @@ def run(config: RunConfig, input_uri: str, output_uri: str,
             f"sft-data: {stats.records_in} conversations in, {stats.kept} kept ({value.eval_manifest.records} held "
             f"out), dropped {stats.dropped}, quarantined {stats.quarantined}",
             metrics,
-            headline={"sft.conversations_in": stats.records_in, "sft.conversations_kept": stats.kept},
+            headline=common.headline("sft-data", metrics),
             artifacts=[storage.join(output_uri, "stats.json"), value.manifest_uri, *_samples(output_uri)],
             parent_tags={"homegrown.sft_data_digest": digest, "homegrown.sft_eval_digest": eval_digest},
             datasets=[common.DatasetRef(value.manifest_uri, "sft-conversations", digest, "training"),

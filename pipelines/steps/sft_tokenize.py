@@ -61,14 +61,15 @@ def run(config: RunConfig, conversations_uri: str, base_uri: str, output_uri: st
                                "lower sft.seq_len")  # fmt: skip
         value = tokenize_conversations(conversations_uri, model_dir, base_uri, output_uri, sft.seq_len, sft.end_of_turn)
         facts = value.manifest.facts
+        metrics = {**value.metrics, "assistant_tokens": float(facts["labelled_tokens"])}
         samples = storage.list_files(storage.join(output_uri, "dropped"), (".jsonl",)) if facts.get("dropped") else []
         return common.logged(target, common.StepResult(
             value,
             f"sft-tokenize: {facts['conversations_packed']} conversations in {facts['rows']} rows of {sft.seq_len} "
             f"tokens ({facts['fill']:.0%} filled), {facts['labelled_tokens']} assistant tokens to learn; chat "
             f"template from the {'base model' if facts['chat_template_source'] == 'base' else 'default (ChatML)'}",
-            value.metrics,
-            headline={"sft.assistant_tokens_available": float(facts["labelled_tokens"])},
+            metrics,
+            headline=common.headline("sft-tokenize", metrics),
             artifacts=[value.manifest_uri, storage.join(output_uri, "stats.json"), *samples],
             parent_tags={"homegrown.chat_template": str(facts["chat_template_source"]), "homegrown.sft_base": base_uri},
             datasets=[common.DatasetRef(value.manifest_uri, "sft-packed", value.manifest.digest, "training")],

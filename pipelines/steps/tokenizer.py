@@ -37,7 +37,7 @@ def run(config: RunConfig, documents_manifest_uri: str, output_uri: str,
             f"tokenizer: vocab {m['vocab_size']:.0f}, {m['train_sequences']:.0f} sequences of "
             f"{config.tokenizer.seq_len} tokens, {m['eval_documents']:.0f} documents held out",
             m,
-            headline={"tokenizer.vocab_size": m["vocab_size"], "tokenizer.train_tokens": m["train_tokens"]},
+            headline=common.headline("tokenizer", m),
             artifacts=[value.manifest_uri],
             parent_tags={"homegrown.tokenizer_digest": str(facts.get("tokenizer_digest", "")),
                          "homegrown.eval_digest": str(facts["eval_digest"])},

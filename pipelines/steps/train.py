@@ -35,8 +35,7 @@ def run(config: RunConfig, packed_manifest_uri: str, output_uri: str, target: co
     from components.train.launch import train_local
     from components.train.preflight import check_train_inputs
 
-    params = {"train": config.train.model_dump(), "model": config.model.model_dump()}
-    with common.step_run(step, target, params) as active:
+    with common.step_run(step, target, step_params(config)) as active:
         env = {}
         if target is not None:
             # rank 0 of the torchrun job logs its curves into this step's run
@@ -62,12 +61,18 @@ def run(config: RunConfig, packed_manifest_uri: str, output_uri: str, target: co
             f"{step}: {value.steps} steps on {value.world_size} ranks, final loss {value.final_loss:.4f}, "
             f"{value.tokens_per_s:,.0f} tokens/s",
             metrics,
-            headline={f"{step}.final_loss": value.final_loss, f"{step}.tokens": value.tokens},
+            headline=common.headline(step, metrics),
             artifacts=[storage.join(output_uri, "result.json"), *adapter],
             parent_tags={"homegrown.base_model": base, "homegrown.lora": str(config.model.lora is not None).lower()}
             if base else {},
             outputs={"model": model_output(value)},
         ))  # fmt: skip
+
+
+def step_params(config: RunConfig) -> dict[str, Any]:
+    """The train step run's params, logged under the step's name: train.zero_stage,
+    train.model.base (sft-train.zero_stage, ...), never train.train.*."""
+    return {**config.train.model_dump(), "model": config.model.model_dump()}
 
 
 def train(config_json: str, run_root: str, run_name: str, tracking_uri: str, parent_run_id: str,

@@ -77,20 +77,27 @@ def test_two_runs_gate_keeps_the_better_champion(demo_corpus, tmp_path, sqlite_u
     candidate = client.get_model_version_by_alias("e2e-model", "candidate")
     assert str(champion.version) == str(candidate.version) == first.tags["homegrown.model_version"]
     assert champion.tags["validation_status"] == "passed"
-    for tag in ("data_manifest_digest", "tokenizer_digest", "config_digest", "eval_digest", "code_version",
-                "model_digest", "pipeline_mlflow_run_id", "mlflow_run.clean", "mlflow_run.train", "mlflow_run.evaluate"):
+    for tag in ("digest.data", "digest.tokenizer", "digest.config", "digest.eval", "code_version",
+                "digest.model", "run.pipeline", "run.clean", "run.train", "run.evaluate"):
         assert champion.tags[tag], tag
-    assert champion.tags["mlflow_run.train"] == steps["train"].info.run_id
+    assert champion.tags["run.train"] == champion.run_id == steps["train"].info.run_id  # trained by, not registered by
+    assert "cleaning_stats" not in champion.tags
     assert champion.description.startswith(f"# e2e-model, version {champion.version}")
     assert "## Evaluation" in champion.description and "## Promotion gate" in champion.description
     datasets = {d.dataset.name: d for d in client.get_run(first.parent_run_id).inputs.dataset_inputs}
     assert set(datasets) == {"cleaned-corpus", "eval-set"}
-    assert datasets["eval-set"].dataset.digest == champion.tags["eval_digest"][:36]
+    assert datasets["eval-set"].dataset.digest == champion.tags["digest.eval"][:36]
+    clean_run = steps["clean"].info
+    assert clean_run.end_time - clean_run.start_time >= steps["clean"].data.metrics["seconds"] * 1000 - 1
+    assert steps["clean"].data.metrics["docs_per_s"] > 0 and steps["clean"].data.metrics["bytes_per_s"] > 0
 
     second = run_local(small_config(corpus, tmp_path / "data", 1), "e2e-second", sqlite_uri,
                        work_dir=tmp_path / "runs")
     assert second.status == "FINISHED"
     assert second.tags["homegrown.gate"] == "failed"
+    # the compare view of the two parents lines them up; the second also has its delta to the champion
+    assert set(second.metrics) - set(first.metrics) == {"eval.bits_per_byte_delta"}
+    assert set(first.metrics) <= set(second.metrics)
     assert "homegrown.champion_version" not in second.tags, "promote must not run when the gate fails"
     evaluate = nested_runs(client, second.experiment_id, second.parent_run_id)["evaluate"]
     assert evaluate.data.metrics["champion_bits_per_byte"] < evaluate.data.metrics["bits_per_byte"]
