@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A local Kubernetes for homegrown, for anyone with Docker: a kind cluster running Kubeflow
-# Pipelines (standalone), Kubeflow Trainer with the torch-distributed runtime, the two homegrown
-# images and the homegrown chart (MLflow, bundled Postgres and SeaweedFS).
+# Pipelines (standalone), Kubeflow Trainer with the torch-distributed runtime, KServe in Serverless
+# (Knative) mode for the deploy step, the two homegrown images and the homegrown chart (MLflow,
+# bundled Postgres and SeaweedFS).
 #
 #   infra/cluster-up.sh                 # or: make cluster-up   (first run ~15 min; reruns are safe)
 #   BUILD_TRAINER=0 infra/cluster-up.sh # CPU laptops: skip the multi-GB CUDA trainer image
@@ -22,6 +23,16 @@ KFP_VERSION="2.17.2"
 # 2.3, spec.runtimePatches) are generated from.
 TRAINER_VERSION="2.3.0"
 TRAINER_CHART="oci://ghcr.io/kubeflow/charts/kubeflow-trainer"
+# KServe v0.20.0 (the CRD the deploy step's objects are validated against, the kserve SDK 0.20 in the
+# lock) in Serverless mode: canaryTrafficPercent takes effect only on Knative revisions. Its
+# Knative-mode dependencies at the versions KServe lists (kserve-deps.env): cert-manager for the
+# webhook certificates, Knative Serving, and Kourier as Knative's networking layer (lighter than
+# Istio on kind; KServe documents both).
+KSERVE_VERSION="v0.20.0"
+KSERVE_CHARTS="oci://ghcr.io/kserve/charts"
+CERT_MANAGER_VERSION="v1.17.0"
+KNATIVE_SERVING_VERSION="v1.21.1"
+KOURIER_VERSION="v1.21.0"
 
 # ---- settings (override from the environment) -----------------------------------------------
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -112,6 +123,44 @@ install_trainer() {
   done
 }
 
+wait_for() {  # wait_for WHAT COMMAND...: retry a check for 5 minutes
+  local what="$1" tries=0
+  shift
+  until "$@" > /dev/null 2>&1; do
+    tries=$((tries + 1))
+    ((tries <= 60)) || die "$what did not appear within 5 minutes"
+    sleep 5
+  done
+}
+
+install_kserve() {
+  say "installing cert-manager $CERT_MANAGER_VERSION (KServe's webhook certificates)"
+  k apply -f "https://github.com/cert-manager/cert-manager/releases/download/$CERT_MANAGER_VERSION/cert-manager.yaml"
+  k --namespace cert-manager wait deployment --all --for condition=Available --timeout "$WAIT_TIMEOUT"
+
+  say "installing Knative Serving $KNATIVE_SERVING_VERSION with Kourier $KOURIER_VERSION"
+  local knative="https://github.com/knative/serving/releases/download/knative-$KNATIVE_SERVING_VERSION"
+  k apply -f "$knative/serving-crds.yaml"
+  k wait --for condition=established --timeout=60s crd/services.serving.knative.dev
+  k apply -f "$knative/serving-core.yaml"
+  k apply -f "https://github.com/knative/net-kourier/releases/download/knative-$KOURIER_VERSION/kourier.yaml"
+  k --namespace knative-serving patch configmap/config-network --type merge \
+    --patch '{"data":{"ingress-class":"kourier.ingress.networking.knative.dev"}}'
+  # The deploy step sets tolerations and a node selector on the predictor (the GPU nodes'):
+  # Knative rejects those pod-spec fields unless these flags are on.
+  k --namespace knative-serving patch configmap/config-features --type merge \
+    --patch '{"data":{"kubernetes.podspec-tolerations":"enabled","kubernetes.podspec-nodeselector":"enabled","kubernetes.podspec-affinity":"enabled"}}'
+  k --namespace knative-serving wait deployment --all --for condition=Available --timeout "$WAIT_TIMEOUT"
+
+  say "installing KServe $KSERVE_VERSION (Serverless mode, its default)"
+  h upgrade --install kserve-crd "$KSERVE_CHARTS/kserve-crd" --version "$KSERVE_VERSION" \
+    --namespace kserve --create-namespace --wait --timeout "$WAIT_TIMEOUT"
+  h upgrade --install kserve "$KSERVE_CHARTS/kserve-resources" --version "$KSERVE_VERSION" \
+    --namespace kserve --create-namespace --wait --timeout "$WAIT_TIMEOUT"
+  # the deploy step's default runtime (serve.runtime)
+  wait_for "ClusterServingRuntime kserve-huggingfaceserver" k get clusterservingruntime kserve-huggingfaceserver
+}
+
 build_and_load() {  # build_and_load steps|trainer IMAGE
   local dockerfile="$ROOT/docker/$1.Dockerfile" image="$2" revision source_url
   revision="$(git -C "$ROOT" rev-parse HEAD 2> /dev/null || echo unknown)"
@@ -176,6 +225,7 @@ main() {
   create_cluster
   install_kfp
   install_trainer
+  install_kserve
   build_and_load_images
   wait_for_kfp
   install_chart

@@ -1,6 +1,7 @@
 """`homegrown`: run the pipeline locally, compile, submit or upload it, run one step by hand
 (the steps' own commands, from pipelines/steps/<step>.py's COMMAND, in the DAG's order), or chat
-with or serve a model (pipelines/chat.py, pipelines/serve.py)."""
+with or serve a model (pipelines/chat.py, pipelines/serve.py), or roll the champion back
+(pipelines/rollback.py)."""
 
 from __future__ import annotations
 
@@ -182,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help=serve.HELP, description=serve.HELP)
     serve.add_arguments(p)
     p.set_defaults(func=serve.cmd_serve)
+
+    from pipelines import rollback
+
+    p = sub.add_parser("rollback", help=rollback.HELP, description=rollback.HELP)
+    rollback.add_arguments(p)
+    p.set_defaults(func=rollback.cmd_rollback)
     return parser
 
 

@@ -1,6 +1,7 @@
 """Everything only a cluster run has, in one place: the Kubernetes settings a compiled pipeline
-gets (`apply_cluster_settings`) and the multi-node train step's TrainJob (`train_on_trainjob`),
-which the exit handler cleans up after (`delete_unfinished_trainjobs`).
+gets (`apply_cluster_settings`), the multi-node train step's TrainJob (`train_on_trainjob`),
+which the exit handler cleans up after (`delete_unfinished_trainjobs`), and the deploy step's
+KServe InferenceService (`inference_service_spec`).
 
 Local and cluster runs share the DAG and the steps; a local run never reaches this module's
 Kubernetes side (kfp's local runner ignores the settings, and it trains with torchrun).
@@ -21,6 +22,7 @@ from pipelines.config import ClusterConfig, RunConfig
 if TYPE_CHECKING:
     from kfp import dsl
 
+    from components.serve import inference_service as serving
     from components.train import trainjob
     from components.train.result import TrainResult
 
@@ -188,3 +190,60 @@ def delete_unfinished_trainjobs(config: RunConfig, run_name: str) -> list[str]:
     from components.train import trainjob, trainjob_launch
 
     return trainjob_launch.delete_unfinished(namespace(config.cluster), {trainjob.RUN_LABEL: run_label(run_name)})
+
+
+# ---- the deploy step: a KServe InferenceService -------------------------------------------------
+
+
+def serving_storage_uri(uri: str, cluster: ClusterConfig) -> str:
+    """Where KServe's storage initializer reads the serving copy `uri`: an s3:// URI as it is; a path
+    under /data (cluster.data_pvc mounted there) as pvc://<claim>/<path>. Raises ValueError for
+    anything else (a local path no predictor pod can see)."""
+    if storage.is_s3(uri):
+        return uri
+    path = Path(storage.local_path(uri))
+    if cluster.data_pvc and path.is_absolute() and path.is_relative_to("/data"):
+        return f"pvc://{cluster.data_pvc}/{path.relative_to('/data').as_posix()}"
+    raise ValueError(f"serve: the serving copy {uri} is not on S3 or the data PVC, so KServe cannot read it: set "
+                     "data_root to an s3:// URI (or /data/... with cluster.data_pvc)")  # fmt: skip
+
+
+def inference_service_spec(config: RunConfig, version: str, storage_uri: str,
+                           mlflow_run_id: str | None = None) -> serving.InferenceServiceSpec:  # fmt: skip
+    """The InferenceService of the deploy step: `config.serve` (which must be set) for the endpoint,
+    the cluster section for the GPU resource name, tolerations, node selector and (by default) the
+    service account and namespace. The canary share is serve.canary (None: all traffic).
+    Raises ValueError when serve is unset or no namespace is known."""
+    from components.serve import inference_service as serving_module
+
+    serve = config.serve
+    if serve is None:
+        raise ValueError("serve: not set in the run config: nothing to deploy")
+    cluster = config.cluster
+    found = serve.namespace or cluster.namespace or (
+        SERVICE_ACCOUNT_NAMESPACE.read_text().strip() if SERVICE_ACCOUNT_NAMESPACE.is_file() else None
+    )
+    if not found:
+        raise ValueError("serve.namespace is not set and this step does not run in a pod: set serve.namespace")
+    return serving_module.InferenceServiceSpec(
+        name=serve.name or serving_module.isvc_name(config.registry.model_name),
+        namespace=found,
+        storage_uri=serving_storage_uri(storage_uri, cluster),
+        model_name=config.registry.model_name,
+        model_version=str(version),
+        mlflow_run_id=mlflow_run_id,
+        runtime=serve.runtime,
+        backend=serve.backend,
+        max_model_len=serve.max_model_len,
+        args=list(serve.args),
+        gpus=serve.gpus,
+        accelerator_type=cluster.accelerator_type,
+        cpu=serve.cpu,
+        memory=serve.memory,
+        min_replicas=serve.min_replicas,
+        max_replicas=serve.max_replicas,
+        canary_traffic_percent=serve.canary,
+        tolerations=cluster.tolerations,
+        node_selector=cluster.node_selector,
+        service_account=serve.service_account or cluster.service_account,
+    )

@@ -15,6 +15,7 @@ from components.config import Section
 from components.evaluate.config import EvaluateConfig
 from components.k8s import SecretEnv, Toleration
 from components.register.config import RegisterConfig
+from components.serve.config import ServeConfig
 from components.sft.config import SftConfig
 from components.sft.template import CHATML_SPECIAL_TOKENS
 from components.tokenizer.config import TokenizerConfig
@@ -77,6 +78,10 @@ class RunConfig(Section):
     sft: SftConfig | None = Field(
         None, description="instruction tuning into a chat model: after pretraining on `corpus`, or of model.base "
         "when there is no corpus; null: pretraining only",
+    )
+    serve: ServeConfig | None = Field(
+        None, description="deploy each new champion as a KServe InferenceService (the deploy step, on a cluster); "
+        "null: no endpoint",
     )
 
     @model_validator(mode="before")

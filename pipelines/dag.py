@@ -4,10 +4,11 @@ Pretraining (config.stages has "pretrain"): clean (plan → filter per shard →
 shard → collect) → tokenizer → train. Instruction tuning ("sft"): sft-data (alongside, it needs
 nothing upstream) → sft-tokenize (for the pretrained model, or model.base when there is no
 pretraining) → train (stage sft). Then evaluate the last model → register → (gate passed)
-promote, wrapped in an exit handler (finish) that closes the pipeline's MLflow parent run
-whatever happens. Which stages run is fixed when the pipeline is built from the config, so the
-compiled YAML holds only the tasks it runs. Local and cluster differ only in
-pipelines.cluster.apply_cluster_settings, applied at compile time.
+promote → (config.serve set) deploy as a KServe InferenceService, wrapped in an exit handler
+(finish) that closes the pipeline's MLflow parent run whatever happens. Which stages run is
+fixed when the pipeline is built from the config, so the compiled YAML holds only the tasks it
+runs. Local and cluster differ only in pipelines.cluster.apply_cluster_settings, applied at
+compile time.
 """
 
 from typing import Callable, Literal
@@ -16,12 +17,14 @@ from kfp import dsl
 
 from pipelines.cluster import apply_cluster_settings
 from pipelines.config import RunConfig
-from pipelines.steps import clean, evaluate, finish, promote, register, sft_data, sft_tokenize, start, tokenizer, train
+from pipelines.steps import (
+    clean, deploy, evaluate, finish, promote, register, sft_data, sft_tokenize, start, tokenizer, train,
+)  # fmt: skip
 
 PIPELINE_NAME = "homegrown"
 Target = Literal["local", "cluster"]
 # The steps in run order; the CLI adds a `homegrown <command>` for each one with a COMMAND.
-STEPS = (start, clean, tokenizer, train, sft_data, sft_tokenize, evaluate, register, promote, finish)
+STEPS = (start, clean, tokenizer, train, sft_data, sft_tokenize, evaluate, register, promote, deploy, finish)
 
 
 def build_pipeline(config: RunConfig, target: Target = "local") -> Callable:
@@ -29,7 +32,8 @@ def build_pipeline(config: RunConfig, target: Target = "local") -> Callable:
     default_config = config.model_dump_json()
 
     @dsl.pipeline(name="champion-gate", description="Promote the new version to champion when the gate passed.")
-    def champion_gate(decision: str, version: str, config_json: str, tracking_uri: str, parent_run_id: str):
+    def champion_gate(decision: str, version: str, config_json: str, tracking_uri: str, parent_run_id: str,
+                      data_root: str):  # fmt: skip
         # A sub-pipeline, so the condition reads its own input: kfp's local runner cannot resolve
         # a sibling task's output in a condition nested in the exit handler, and skips the branch.
         with dsl.If(decision == "passed", name="gate-passed"):
@@ -37,8 +41,16 @@ def build_pipeline(config: RunConfig, target: Target = "local") -> Callable:
                 config_json=config_json, tracking_uri=tracking_uri, parent_run_id=parent_run_id, version=version
             )
             promoted.set_display_name("promote to champion").set_caching_options(False)
+            gated = [promoted]
+            if config.serve is not None:
+                deployed = deploy.deploy_op(
+                    config_json=config_json, tracking_uri=tracking_uri, parent_run_id=parent_run_id,
+                    version=version, data_root=data_root,
+                )  # fmt: skip
+                deployed.after(promoted).set_display_name("deploy (KServe)").set_caching_options(False)
+                gated.append(deployed)
             if target == "cluster":
-                apply_cluster_settings(config.cluster, [promoted])
+                apply_cluster_settings(config.cluster, gated)  # no GPU: the endpoint's pods have them
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -113,7 +125,8 @@ def build_pipeline(config: RunConfig, target: Target = "local") -> Callable:
             ).set_display_name("register")  # fmt: skip
             tasks += [evaluated, registered]
             champion_gate(
-                **common, decision=registered.outputs["decision"], version=registered.outputs["version"]
+                **common, decision=registered.outputs["decision"], version=registered.outputs["version"],
+                data_root=data_root,
             ).set_display_name("champion gate")
 
         for task in (finished, started, registered):

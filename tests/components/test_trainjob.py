@@ -6,14 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
 
-import jsonschema
-import kubernetes_validate
 import pytest
-import urllib3
-import yaml
 from kubeflow_trainer_api import models as m
 from kubernetes import client, config
 
@@ -34,10 +28,12 @@ from components.train.trainjob_launch import (
     TrainJobTimeout,
     launch,
 )
+from tests import kube_api
+from tests.kube_api import CRDS, api_for, crd_problems, error, reply
+from tests.kube_api import crd_schema as load_crd_schema
 
 NS = "ml"
 TRAINJOBS = f"/apis/trainer.kubeflow.org/v1alpha1/namespaces/{NS}/trainjobs"
-CRDS = Path(__file__).resolve().parents[3] / "shared" / "crds"  # ../shared/crds/ from the repository
 CRD = CRDS / "kubeflow-trainer-v2.3.0-trainer.kubeflow.org_trainjobs.yaml"
 # the launcher pod, as the downward API gives it
 POD = {trainjob.POD_NAME_ENV: "homegrown-pipeline-x7k2p-system-container-impl-2214580871",
@@ -204,45 +200,9 @@ def test_check_spec_names_every_problem_and_the_fix():
         check_spec(full_spec(name="a" * 47, num_nodes=1000))
 
 
-def pruned(obj: object, schema: dict, path: str) -> list[str]:
-    """Paths in `obj` that a structural schema does not declare: the API server drops them silently."""
-    if schema.get("x-kubernetes-preserve-unknown-fields"):
-        return []
-    if isinstance(obj, list):
-        return [p for i, item in enumerate(obj) for p in pruned(item, schema.get("items", {}), f"{path}[{i}]")]
-    if not isinstance(obj, dict):
-        return []
-    found = []
-    for key, value in obj.items():
-        sub = schema.get("properties", {}).get(key, schema.get("additionalProperties"))
-        if isinstance(sub, dict):
-            found += pruned(value, sub, f"{path}.{key}")
-        elif sub is not True:
-            found.append(f"{path}.{key}")
-    return found
-
-
 @pytest.fixture(scope="module")
 def crd_schema() -> dict:
-    if not CRD.is_file():
-        pytest.fail(f"{CRD} is missing: the released Trainer CRDs are read from ../shared/crds/")
-    crd = yaml.load(CRD.read_text(), Loader=yaml.CSafeLoader)
-    [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
-    return version["schema"]["openAPIV3Schema"]
-
-
-def crd_problems(body: dict, schema: dict) -> list[str]:
-    """Schema errors and pruned fields of a TrainJob against the released CRD; its metadata (which
-    the CRD leaves to the API server) against the strict ObjectMeta schema."""
-    errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
-              for e in jsonschema.Draft4Validator(schema).iter_errors(body)]  # fmt: skip
-    rest = {k: v for k, v in body.items() if k != "metadata"}
-    try:
-        holder = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": body["metadata"]}
-        kubernetes_validate.validate(holder, kubernetes_validate.latest_version(), strict=True)
-    except kubernetes_validate.ValidationError as exc:
-        errors.append(f"metadata: {str(exc).splitlines()[0]}")
-    return errors + [f"pruned: {p}" for p in pruned(rest, schema, "")]
+    return load_crd_schema(CRD, "v1alpha1")
 
 
 def test_the_trainjob_matches_the_released_crd_and_nothing_is_pruned(crd_schema, tmp_path):
@@ -290,25 +250,19 @@ def status(phase: str | None, reason: str = "", message: str = "", ready: int = 
     return {"conditions": [condition], "jobsStatus": jobs}
 
 
-class FakeApiServer:
+class FakeApiServer(kube_api.FakeApiServer):
     """Answers the requests the kubernetes client makes, from a script of TrainJob statuses."""
 
     def __init__(self, statuses: list[dict], pod_error: int | None = None, log_lines: list[str] | None = None):
+        super().__init__()
         self.statuses = statuses
         self.pod_error = pod_error
         self.log_lines = log_lines if log_lines is not None else []
-        self.requests: list[tuple[str, str, dict, object]] = []
         self.job: dict | None = None
         self.gets = 0
         self.on_get = None
         self.others: dict[str, dict] = {}  # more TrainJobs in the namespace, with their status
         self.list_error: int | None = None
-
-    def request(self, method, url, fields=None, body=None, headers=None, preload_content=True, timeout=None, **kw):
-        parts = urlsplit(url)
-        query = dict(parse_qsl(parts.query)) | {k: str(v) for k, v in (fields or [])}
-        self.requests.append((method, parts.path, query, json.loads(body) if body else None))
-        return self.route(method, parts.path, query, json.loads(body) if body else None)
 
     def route(self, method, path, query, body):
         if path == TRAINJOBS and method == "POST":
@@ -351,30 +305,11 @@ class FakeApiServer:
             return reply(200, "\n".join(self.log_lines) + "\n", "text/plain")
         return reply(404, error(404, "NotFound", f"no route for {method} {path}"))
 
-    def calls(self, method: str, path_prefix: str = "") -> list[tuple[str, str, dict, object]]:
-        return [r for r in self.requests if r[0] == method and r[1].startswith(path_prefix)]
-
-
-def error(code: int, reason: str, message: str) -> dict:
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "message": message,
-            "code": code}  # fmt: skip
-
-
-def reply(code: int, payload, content_type: str = "application/json") -> urllib3.HTTPResponse:
-    data = payload if isinstance(payload, str) else json.dumps(payload)
-    return urllib3.HTTPResponse(body=data.encode(), status=code, reason="x", headers={"Content-Type": content_type})
-
 
 @pytest.fixture
 def server() -> FakeApiServer:
     done = status("Complete", "JobSetCompleted", "jobset completed")
     return FakeApiServer([status(None), status(None, ready=1), done])
-
-
-def api_for(server: FakeApiServer) -> client.ApiClient:
-    api = client.ApiClient(client.Configuration(host="https://k8s.test"))
-    api.rest_client.pool_manager = server
-    return api
 
 
 def run(server: FakeApiServer, spec: TrainJobSpec | None = None, lines: list[str] | None = None, **kwargs):
