@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from components import storage
-from pipelines.config import ClusterConfig, RunConfig
+from pipelines.config import ClusterConfig, ConfigError, RunConfig
 
 if TYPE_CHECKING:
     from kfp import dsl
@@ -34,6 +34,19 @@ SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/
 LABEL_MAX = 63
 
 
+def check_images(cluster: ClusterConfig) -> None:
+    """Raises ConfigError when an image the cluster needs is not set: homegrown publishes none, and
+    a default naming a registry namespace we do not own could run someone else's image with the
+    run's MLflow and S3 credentials."""
+    missing = [key for key, needed in (("image", True), ("train_image", cluster.gpus > 0)) if needed and not getattr(cluster, key)]
+    if missing:
+        raise ConfigError(
+            f"cluster.{' and cluster.'.join(missing)} not set: build the images from docker/ (make images), push them to "
+            "your registry and set them, e.g. cluster.image: registry.example.com/ml/homegrown-steps:0.1.0 (pin with "
+            "@sha256:... to be sure what runs); the chart's steps ConfigMap (cluster.yaml) holds the ones it was given"
+        )
+
+
 def apply_cluster_settings(cluster: ClusterConfig, tasks: list, *trains: dsl.PipelineTask,
                            evaluate: dsl.PipelineTask | None = None) -> None:
     """Images, env from ConfigMap/Secrets, volumes, retries, and the train steps' (pretraining,
@@ -46,10 +59,11 @@ def apply_cluster_settings(cluster: ClusterConfig, tasks: list, *trains: dsl.Pip
     """
     from kfp import kubernetes  # compile time only: a running task (the train step) has no pipeline SDK
 
+    check_images(cluster)
     multi_node = cluster.train_nodes > 1
     for task in tasks:
         on_gpu = any(task is t for t in trains) and not multi_node or (task is evaluate and cluster.gpus > 0)
-        task.set_container_image(cluster.train_image if on_gpu else cluster.image)
+        task.set_container_image((cluster.train_image if cluster.gpus > 0 else cluster.image) if on_gpu else cluster.image)
         if cluster.config_map:
             kubernetes.use_config_map_as_env(
                 task, cluster.config_map,
@@ -146,7 +160,7 @@ def trainjob_spec(config: RunConfig, packed_manifest_uri: str, output_uri: str, 
     return trainjob.TrainJobSpec(
         name=trainjob.job_name(config.name, cluster.train_nodes),
         namespace=namespace(cluster),
-        image=cluster.train_image,
+        image=cluster.train_image or cluster.image,
         data_uri=packed_manifest_uri,
         output_uri=output_uri,
         config_uri=config_uri,

@@ -36,8 +36,14 @@ class MlflowConfig(Section):
 class ClusterConfig(Section):
     """Kubernetes settings applied when the pipeline is compiled for a cluster; ignored locally."""
 
-    image: str = Field("homegrown/steps:0.1.0", description="image for the CPU steps (built from docker/)")
-    train_image: str = Field("homegrown/trainer:0.1.0", description="CUDA + DeepSpeed image for the train step")
+    image: str | None = Field(
+        None, description="image of the CPU steps, built from docker/steps.Dockerfile and pushed to your registry "
+        "(repository:tag, or repository@sha256:... to pin it; tags are mutable); required to compile for a cluster",
+    )
+    train_image: str | None = Field(
+        None, description="CUDA + DeepSpeed image of the train step (docker/trainer.Dockerfile); required when a "
+        "step runs on GPUs (gpus > 0); CPU training uses `image`",
+    )
     accelerator_type: str = Field("nvidia.com/gpu", description="resource name of the GPUs the train step asks for")
     gpus: int = Field(0, ge=0, description="GPUs for the train step (0 = CPU training)")
     train_cpu: str | None = Field(None, description="CPU request/limit of the train step, e.g. '8'")

@@ -421,11 +421,13 @@ def test_images_are_the_ones_the_config_names():
     from pipelines.config import ClusterConfig
 
     version = PYPROJECT["project"]["version"]
-    assert ClusterConfig().image == f"homegrown/steps:{version}"
-    assert ClusterConfig().train_image == f"homegrown/trainer:{version}"
+    assert ClusterConfig().image is None and ClusterConfig().train_image is None  # no image we do not publish
+    gpu = yaml.safe_load((REPO / "pipelines" / "configs" / "gpu.yaml").read_text(encoding="utf-8"))["cluster"]
     for path in DOCKERFILES:
-        image = "homegrown/" + path.name.removesuffix(".Dockerfile")
-        assert f"-t {image}:{version} ." in path.read_text(encoding="utf-8"), path.name
+        name = path.name.removesuffix(".Dockerfile")
+        assert f"-t homegrown/{name}:{version} ." in path.read_text(encoding="utf-8"), path.name
+        key = "image" if name == "steps" else "train_image"
+        assert gpu[key] == f"registry.example.com/ml/homegrown-{name}:{version}"  # a placeholder that resolves nowhere
 
 
 def test_build_context_sends_only_what_is_copied(dockerfile):

@@ -62,9 +62,9 @@ def test_cluster_settings_reach_the_train_step(compiled):
     spec, platform = compiled["docs"]
     executors = spec["deploymentSpec"]["executors"]
     train = executors["exec-train-op"]["container"]
-    assert train["image"] == "homegrown/trainer:0.1.0"
+    assert train["image"] == "registry.example.com/ml/homegrown-trainer:0.1.0"
     assert train["resources"]["accelerator"]["resourceCount"] == "8"
-    assert executors["exec-clean-write-op"]["container"]["image"] == "homegrown/steps:0.1.0"
+    assert executors["exec-clean-write-op"]["container"]["image"] == "registry.example.com/ml/homegrown-steps:0.1.0"
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert k8s["exec-train-op"]["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert k8s["exec-train-op"]["nodeSelector"]["labels"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
@@ -75,9 +75,15 @@ def test_cluster_settings_reach_the_train_step(compiled):
     assert "fieldPathAsEnv" not in k8s["exec-train-op"]  # one node: no TrainJob to own
 
 
-def test_local_config_compiles_without_cluster_settings(tmp_path):
+def test_local_config_compiles_once_it_names_an_image(tmp_path, capsys):
+    """No default image: homegrown publishes none, and one in a namespace we do not own could run
+    someone else's code with the run's credentials."""
     out = tmp_path / "demo.yaml"
-    assert cli.main(["compile", str(CONFIGS / "demo.yaml"), "-o", str(out)]) == 0
+    assert cli.main(["compile", str(CONFIGS / "demo.yaml"), "-o", str(out)]) == 2
+    assert "cluster.image not set: build the images from docker/ (make images), push them" in capsys.readouterr().err
+    assert not out.exists()
+    image = "registry.example.com/ml/homegrown-steps@sha256:" + "a" * 64
+    assert cli.main(["compile", str(CONFIGS / "demo.yaml"), "-o", str(out), "--set", f"cluster.image={image}"]) == 0
     spec = next(yaml.safe_load_all(out.read_text()))
     assert "accelerator" not in json.dumps(spec["deploymentSpec"]["executors"]["exec-train-op"])
 

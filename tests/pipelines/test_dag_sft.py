@@ -64,13 +64,13 @@ def test_pretrain_then_sft_chains_the_pretrained_model_into_instruction_tuning(t
     executors = spec["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for name in ("exec-train-op", "exec-train-op-2"):
-        assert executors[name]["container"]["image"] == "homegrown/trainer:0.1.0"
+        assert executors[name]["container"]["image"] == "registry.example.com/ml/homegrown-trainer:0.1.0"
         assert executors[name]["container"]["resources"]["accelerator"]["resourceCount"] == "8"
         assert k8s[name]["tolerations"][0]["key"] == "nvidia.com/gpu"
-    assert executors["exec-sft-tokenize-op"]["container"]["image"] == "homegrown/steps:0.1.0"
+    assert executors["exec-sft-tokenize-op"]["container"]["image"] == "registry.example.com/ml/homegrown-steps:0.1.0"
     # evaluate scores and generates with the tuned model: one GPU on the GPU nodes
     evaluate = executors["exec-evaluate-op"]["container"]
-    assert evaluate["image"] == "homegrown/trainer:0.1.0" and evaluate["resources"]["accelerator"]["resourceCount"] == "1"
+    assert evaluate["image"] == "registry.example.com/ml/homegrown-trainer:0.1.0" and evaluate["resources"]["accelerator"]["resourceCount"] == "1"
     assert k8s["exec-evaluate-op"]["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert "accelerator" not in json.dumps(executors["exec-register-op"])
 
@@ -127,7 +127,7 @@ def test_evaluate_stays_on_the_cpu_image_when_asked(tmp_path):
     config = gpu_config(evaluate={**load_config(CONFIGS / "gpu.yaml").evaluate.model_dump(), "device": "cpu"})
     spec, _ = compiled(config, tmp_path)
     evaluate = spec["deploymentSpec"]["executors"]["exec-evaluate-op"]["container"]
-    assert evaluate["image"] == "homegrown/steps:0.1.0" and "resources" not in evaluate
+    assert evaluate["image"] == "registry.example.com/ml/homegrown-steps:0.1.0" and "resources" not in evaluate
 
 
 def test_a_chat_model_is_registered_under_its_own_name_unless_one_is_given():

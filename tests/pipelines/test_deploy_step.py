@@ -20,7 +20,8 @@ from tests.components.test_serve_history import register_versions
 from tests.kube_api import api_for
 
 BASE = {"name": "t", "corpus": "s3://b/corpus/", "data_root": "s3://b/runs", "registry": {"model_name": "lm"},
-        "cluster": {"namespace": "ml", "tolerations": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]}}  # fmt: skip
+        "cluster": {"namespace": "ml", "image": "registry.example.com/ml/homegrown-steps:0.1.0",
+                    "tolerations": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]}}  # fmt: skip
 
 
 def compiled(config: dict) -> tuple[dict, dict]:
@@ -44,7 +45,7 @@ def test_the_deploy_task_runs_after_promote_inside_the_gate_and_only_with_serve(
                                                                 "version", "data_root"}  # fmt: skip
     # on the cluster: the steps' image and env, no GPU and no GPU-node placement
     container = spec["deploymentSpec"]["executors"]["exec-deploy-op"]["container"]
-    assert container["image"] == "homegrown/steps:0.1.0" and "resources" not in container
+    assert container["image"] == "registry.example.com/ml/homegrown-steps:0.1.0" and "resources" not in container
     assert k8s["exec-deploy-op"]["configMapAsEnv"][0]["configMapName"] == "homegrown-steps"
     assert "tolerations" not in k8s["exec-deploy-op"] and "nodeSelector" not in k8s["exec-deploy-op"]
 

@@ -55,7 +55,7 @@ def test_trainjob_carries_the_cluster_settings():
     assert body["metadata"]["namespace"] == "homegrown" and body["metadata"]["name"].startswith("gpu-multinode-")
     assert body["spec"]["runtimeRef"]["name"] == "torch-distributed"
     assert trainer["numNodes"] == 4 and trainer["numProcPerNode"] == 8
-    assert trainer["image"] == "homegrown/trainer:0.1.0"
+    assert trainer["image"] == "registry.example.com/ml/homegrown-trainer:0.1.0"
     assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "8"
     assert trainer["args"] == ["--data", "/data/runs/r/tokenizer/manifest.json", "--output", "/data/runs/r/train",
                                "--config", "/data/runs/r/train/train-config.json"]  # fmt: skip
@@ -108,7 +108,7 @@ def test_compiled_multinode_pipeline_launches_from_a_cpu_step(tmp_path):
     assert cli.main(["compile", str(CONFIGS / "gpu-multinode.yaml"), "-o", str(out)]) == 0
     spec, platform = list(yaml.safe_load_all(out.read_text()))
     train = spec["deploymentSpec"]["executors"]["exec-train-op"]["container"]
-    assert train["image"] == "homegrown/steps:0.1.0" and "accelerator" not in train.get("resources", {})
+    assert train["image"] == "registry.example.com/ml/homegrown-steps:0.1.0" and "accelerator" not in train.get("resources", {})
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-op"]
     assert "tolerations" not in k8s and k8s["pvcMount"][0]["mountPath"] == "/data"
     # the launcher pod's name and uid from the downward API: the TrainJob's owner
