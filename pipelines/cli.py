@@ -1,7 +1,8 @@
 """`homegrown`: run the pipeline locally, compile, submit or upload it, run one step by hand
 (the steps' own commands, from pipelines/steps/<step>.py's COMMAND, in the DAG's order), or chat
-with or serve a model (pipelines/chat.py, pipelines/serve.py), or roll the champion back
-(pipelines/rollback.py)."""
+with or serve a model (pipelines/chat.py, pipelines/serve.py), roll the champion back
+(pipelines/rollback.py), calibrate the quality filters or audit what they dropped
+(pipelines/calibrate.py, pipelines/audit.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ UI_HINT = "make ui   (or: mlflow ui --backend-store-uri {uri}), then open {url}"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from components import mlflow_runs
     from pipelines.local import run_local
 
     config = config_from_args(args)
@@ -46,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "gate": t.get("homegrown.gate", "?"),
         "champion now": f"v{t['homegrown.champion_version']}" if "homegrown.champion_version" in t else "unchanged",
     })
-    url = f"http://127.0.0.1:5000/#/experiments/{summary.experiment_id}/runs/{summary.parent_run_id}"
+    url = mlflow_runs.run_link(summary.experiment_id, summary.parent_run_id, "http://127.0.0.1:5000")
     print(f"\nMLflow run {summary.parent_run_id} in {summary.tracking_uri}")
     print("look at it: " + UI_HINT.format(uri=summary.tracking_uri, url=url))
     return 0
@@ -184,11 +186,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_arguments(p)
     p.set_defaults(func=serve.cmd_serve)
 
-    from pipelines import rollback
+    from pipelines import audit, calibrate, rollback
 
     p = sub.add_parser("rollback", help=rollback.HELP, description=rollback.HELP)
     rollback.add_arguments(p)
     p.set_defaults(func=rollback.cmd_rollback)
+
+    p = sub.add_parser("calibrate", help=calibrate.HELP, description=calibrate.HELP)
+    calibrate.add_arguments(p)
+    p.set_defaults(func=calibrate.cmd_calibrate)
+
+    p = sub.add_parser("dropped", help=audit.HELP, description=audit.HELP)
+    audit.add_arguments(p)
+    p.set_defaults(func=audit.cmd_dropped)
     return parser
 
 

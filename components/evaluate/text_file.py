@@ -103,6 +103,14 @@ def read_text_file(uri: str, text_field: str = "text", lang_field: str | None = 
     Raises TextFileError naming the file for a name of no known format, a Parquet file without a
     text column `text_field`, UTF-16/32 or binary plain text, or a file with nothing to score;
     StorageError when it cannot be read."""
+    read = read_documents_file(uri, text_field, max_line_bytes)
+    read.language_from = assign_languages(read.documents, lang_field, langid)
+    return read
+
+
+def read_documents_file(uri: str, text_field: str = "text", max_line_bytes: int | None = None) -> TextDocuments:
+    """read_text_file without the languages (language_from empty): `homegrown calibrate` identifies
+    them itself, as the clean step does. Raises as read_text_file does."""
     fmt = file_format(uri)
     if fmt is None:
         raise TextFileError(
@@ -120,7 +128,7 @@ def read_text_file(uri: str, text_field: str = "text", lang_field: str | None = 
     quarantined = [item for item in items if isinstance(item, Quarantined)]
     if not docs:
         raise TextFileError(_nothing_to_score(uri, fmt, text_field, quarantined))
-    return TextDocuments(uri, fmt, docs, quarantined, assign_languages(docs, lang_field, langid))
+    return TextDocuments(uri, fmt, docs, quarantined)
 
 
 def _nothing_to_score(uri: str, fmt: str, text_field: str, quarantined: list[Quarantined]) -> str:
