@@ -325,6 +325,22 @@ def local_copy(uri: str) -> Iterator[Path]:
         os.unlink(name)
 
 
+def read_range(uri: str, start: int, length: int) -> bytes:
+    """`length` bytes of the file from byte `start` (fewer at its end): one HTTP range request on S3."""
+    if length <= 0:
+        return b""
+    if is_s3(uri):
+        bucket, key = _s3_split(uri)
+        rng = f"bytes={start}-{start + length - 1}"
+        return _s3(uri, "read", lambda: _s3_client().get_object(Bucket=bucket, Key=key, Range=rng)["Body"].read())
+    try:
+        with open(local_path(uri), "rb") as handle:
+            handle.seek(start)
+            return handle.read(length)
+    except OSError as exc:
+        raise StorageError(f"{uri}: cannot read ({exc.strerror})") from exc
+
+
 def read_bytes(uri: str) -> bytes:
     if is_s3(uri):  # the whole read is retried: a connection dropped mid-body too
         bucket, key = _s3_split(uri)

@@ -26,6 +26,7 @@ Output under `output_uri`:
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import multiprocessing
@@ -38,11 +39,13 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterator
 
+import numpy as np
+
 from components import shards, storage
-from components.clean import minhash
-from components.clean.config import CleanConfig
+from components.clean import dedup_stages, minhash
 from components.clean.audit import language_table
-from components.clean.dedup import exact_duplicates, save_keys, text_key
+from components.clean.config import CleanConfig
+from components.clean.dedup import KEY_BYTES, exact_duplicates, save_keys, text_key
 from components.clean.paths import OUTPUT_DIRS, CleanPaths, part
 from components.clean.stages import build_stages, run_stages
 from components.manifest import Manifest, ShardInfo, shard_info
@@ -166,9 +169,13 @@ def filter_shard(index: int, uri: str, output_uri: str, config: CleanConfig) -> 
             raise CleanError(str(exc)) from None
         _publish(quarantined, paths.quarantine(index))
     save_keys(paths.keys(index), keys)
+    signatures = None
     if config.near_dedup is not None:
         docs = ((d.id, d.text) for d in shards.iter_texts([paths.staged(index)]))
         minhash.write_signatures(part(index), docs, paths.signatures(index), config.near_dedup)
+        signatures = np.load(io.BytesIO(storage.read_bytes(paths.signatures(index))), allow_pickle=False)
+    key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, KEY_BYTES)
+    dedup_stages.write_index(index, key_array, signatures, paths, config.near_dedup)
     for reason, by_language in samples.items():
         docs = [doc for lang in sorted(by_language) for doc in by_language[lang]]
         shards.write_documents(storage.join(paths.filter_samples(index), f"{reason}.jsonl"), docs)
@@ -294,10 +301,28 @@ def plan_shards(input_uri: str, output_uri: str, config: CleanConfig) -> list[di
     return [{"index": i, "uri": uri} for i, uri in enumerate(shard_uris)]
 
 
-def dedup(n_shards: int, output_uri: str, config: CleanConfig) -> None:
-    """The dedup phase, once over all `n_shards` filtered shards: a drop list per shard
-    ({row: "duplicate" | "near_duplicate"}); exact duplicates first, then MinHash LSH clusters
-    among the rest (when near_dedup is on). The first document in input order is kept."""
+def dedup(n_shards: int, output_uri: str, config: CleanConfig, workers: int = 1) -> dict[str, Any]:
+    """The dedup phase in its stages (components/clean/dedup_stages.py), here in local processes:
+    exact duplicates per key-prefix partition, near-duplicate edges per band group, then one
+    clustering that writes a drop list per shard ({row: "duplicate" | "near_duplicate"}); the
+    first document in input order is kept. Returns each stage's figures (peak RSS included)."""
+    paths = CleanPaths.of(output_uri, config)
+    partitions = len(dedup_stages.partition_bounds(config.dedup_tasks))
+    exact = _map(dedup_stages.exact_partition, [(p, config.dedup_tasks, n_shards, paths) for p in range(partitions)],
+                 workers, "clean: exact dedup")  # fmt: skip
+    near: list[dict] = []
+    groups = None
+    if config.near_dedup is not None:
+        groups = len(dedup_stages.band_groups(config.near_dedup.bands_rows()[0], config.dedup_tasks))
+        near = _map(dedup_stages.band_group, [(g, groups, n_shards, paths, config.near_dedup, config.dedup_tasks)
+                                              for g in range(groups)], workers, "clean: near dedup")  # fmt: skip
+    clustered = dedup_stages.cluster(n_shards, paths, config.dedup_tasks, groups)
+    return {"exact": exact, "near": near, "cluster": clustered}
+
+
+def dedup_one_task(n_shards: int, output_uri: str, config: CleanConfig) -> None:
+    """The dedup phase as one task holding every key and signature (~0.5 KB per document): the
+    reference the staged `dedup` is tested against. Writes the same drop lists."""
     paths = CleanPaths.of(output_uri, config)
     drop_lists = exact_duplicates([paths.keys(i) for i in range(n_shards)])
     if config.near_dedup is not None:
@@ -306,7 +331,7 @@ def dedup(n_shards: int, output_uri: str, config: CleanConfig) -> None:
         for shard, row in sorted(minhash.find_duplicates(files, config.near_dedup, exclude=exclude)):
             drop_lists[shard].setdefault(row, "near_duplicate")
     for index, drops in enumerate(drop_lists):
-        storage.write_text(paths.drop_list(index), json.dumps(drops))
+        storage.write_text(paths.drop_list(index), json.dumps({str(r): drops[r] for r in sorted(drops)}))
 
 
 def load_drop_list(paths: CleanPaths, index: int) -> dict[int, str]:
@@ -372,7 +397,7 @@ def clean_corpus(input_uri: str, output_uri: str, config: CleanConfig) -> CleanR
     items = plan_shards(input_uri, output_uri, config)
     workers = min(config.workers or os.cpu_count() or 1, len(items))
     _map(filter_shard, [(it["index"], it["uri"], output_uri, config) for it in items], workers, "clean: filter")
-    dedup(len(items), output_uri, config)
+    dedup(len(items), output_uri, config, workers)
     _map(write_shard, [(it["index"], output_uri, config) for it in items], workers, "clean: write")
     return collect(input_uri, output_uri, len(items), config, time.perf_counter() - started)
 

@@ -35,6 +35,10 @@ class CleanConfig(Section):
         20, ge=0, description="dropped documents kept per reason and language for inspection (`homegrown dropped`)"
     )
     workers: int = Field(0, ge=0, description="processes cleaning shards in parallel; 0 = one per CPU core")
+    dedup_tasks: int = Field(
+        4, ge=1, le=1024, description="tasks of each dedup stage: exact dedup per key-prefix partition, near dedup per "
+        "group of LSH bands (at most `bands`); each holds a bounded chunk of records, whatever the corpus size",
+    )
     parallel_shards: int = Field(
         0, ge=0, description="on a cluster: pods cleaning shards at once (0 = no limit); locally tasks run in turn"
     )

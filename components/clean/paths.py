@@ -14,6 +14,10 @@ Under `output_uri/work/<config digest>/` (between phases; another config starts 
   filter/part-IIIII.minhash.npy    their MinHash signatures (+ .json sidecar), near_dedup on
   filter/part-IIIII.done.json      marker, written last: {source, stats, seconds}
   filter/dropped/part-IIIII/<reason>.jsonl   dropped samples of the filter phase
+  index/part-IIIII.exact.bin(.idx) the shard's exact keys sorted, and where each key prefix starts
+  index/part-IIIII.bands.bin(.idx) per LSH band, its band keys sorted (near_dedup on)
+  dedup/exact-PPPPP.npy (.json)    exact duplicates found in key-prefix partition P: (shard, row)
+  dedup/near-GGGGG.npy (.json)     verified near-duplicate pairs of band group G: global ids
   dedup/part-IIIII.json            the dedup phase's drop list {row: reason}
   write/part-IIIII.json            marker of the write phase: {inputs, shards, dropped, ...}
 """
@@ -30,7 +34,7 @@ OUTPUT_DIRS = ("shards", "dropped", "quarantine")  # published folders a rerun t
 
 
 # CleanConfig fields that change how the step runs, never what it writes
-RUN_ONLY = ("workers", "parallel_shards")
+RUN_ONLY = ("workers", "parallel_shards", "dedup_tasks")
 
 
 def part(index: int) -> str:
@@ -63,6 +67,18 @@ class CleanPaths:
 
     def filter_marker(self, index: int) -> str:
         return storage.join(self.work, "filter", f"{part(index)}.done.json")
+
+    def exact_index(self, index: int) -> str:
+        return storage.join(self.work, "index", f"{part(index)}.exact.bin")
+
+    def band_index(self, index: int) -> str:
+        return storage.join(self.work, "index", f"{part(index)}.bands.bin")
+
+    def exact_drops(self, partition: int) -> str:
+        return storage.join(self.work, "dedup", f"exact-{partition:05d}.npy")
+
+    def near_edges(self, group: int) -> str:
+        return storage.join(self.work, "dedup", f"near-{group:05d}.npy")
 
     def filter_samples(self, index: int) -> str:
         """Folder of the filter phase's dropped samples of one shard: <reason>.jsonl files."""

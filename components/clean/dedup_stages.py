@@ -1,0 +1,293 @@
+"""Deduplication in stages that each scale out, the shape of datatrove's MinHash pipeline, with
+exactly the result of the one-task planner it replaces (dedup.exact_duplicates, then
+minhash.find_duplicates among the rest):
+
+  index     one task per work unit (after its filter phase)      write_index
+            exact: (16-byte key, row) sorted; near: per band (band key, row) sorted, documents
+            without shingles left out; each with where every key prefix (PREFIX_BITS) starts
+  exact     one task per partition of the key prefixes            exact_partition
+            every unit's records of those prefixes, a bounded chunk of prefixes at a time:
+            all but the first in input order (unit, row) of each key are duplicates
+  buckets   one task per group of bands                           band_group
+            per band, every unit's records a bounded chunk of prefixes at a time, exact
+            duplicates left out: each document paired with the next 63 of its bucket (as
+            minhash.candidate_pairs), the pairs verified by the signatures' Jaccard estimate
+            (their rows read by byte range) -> edges between global document ids
+  clusters  one task                                             cluster
+            union-find over the edges only; each cluster keeps its first document;
+            writes the drop list of every unit ({row: "duplicate" | "near_duplicate"})
+
+Memory: index holds one unit; exact and buckets hold `max_records` records (plus, in buckets, the
+exact duplicates to leave out and the signatures of one chunk's candidates); clusters holds the
+duplicates and the edges. None of it grows with the number of documents in the corpus. A
+document's global id is its row plus the documents of the units before it (`offsets`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import resource
+from typing import Iterator
+
+import numpy as np
+
+from components import storage
+from components.clean import minhash
+from components.clean.minhash_config import NearDedupConfig
+from components.clean.paths import CleanPaths
+
+PREFIX_BITS = 10
+PREFIXES = 1 << PREFIX_BITS
+EXACT = np.dtype([("hi", ">u8"), ("lo", ">u8"), ("row", "<u4")])  # the 16-byte key as two big-endian halves
+BAND = np.dtype([("key", "<u8"), ("row", "<u4")])
+MAX_RECORDS = 4_000_000  # per chunk: 80 MB of exact records, 48 MB of band records
+_WINDOW = 64  # as minhash._BUCKET_WINDOW: each document is paired with the next 63 of its bucket
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _prefix_offsets(prefixes: np.ndarray) -> np.ndarray:
+    """int64 (PREFIXES + 1,): where each prefix starts in records sorted by it."""
+    return np.searchsorted(prefixes, np.arange(PREFIXES + 1, dtype=np.uint64), side="left").astype(np.int64)
+
+
+# ---- index ---------------------------------------------------------------------------------------
+
+
+def write_index(index: int, keys: np.ndarray, signatures: np.ndarray | None, paths: CleanPaths,
+                cfg: NearDedupConfig | None) -> None:
+    """The index of unit `index`: keys uint8 (documents, 16) as dedup.save_keys writes them,
+    signatures uint32 (documents, num_perm) or None when near_dedup is off."""
+    n = len(keys)
+    halves = np.ascontiguousarray(keys).view(">u8").reshape(n, 2) if n else np.zeros((0, 2), ">u8")
+    records = np.empty(n, dtype=EXACT)
+    records["hi"], records["lo"], records["row"] = halves[:, 0], halves[:, 1], np.arange(n, dtype=np.uint32)
+    records = records[np.lexsort((records["row"], records["lo"], records["hi"]))]
+    offsets = _prefix_offsets((records["hi"] >> np.uint64(64 - PREFIX_BITS)).astype(np.uint64))
+    storage.write_bytes(paths.exact_index(index), records.tobytes())
+    storage.write_bytes(paths.exact_index(index) + ".idx", offsets.astype("<i8").tobytes())
+    if signatures is None or cfg is None:
+        return
+    bands, rows = cfg.bands_rows()
+    live = np.flatnonzero(signatures[:, 0] != minhash.EMPTY) if n else np.zeros(0, dtype=np.int64)
+    parts, index_rows, start = [], [], 0
+    for band in range(bands):
+        keys_b = minhash._band_keys(signatures[live, band * rows:(band + 1) * rows])
+        order = np.lexsort((live, keys_b))
+        block = np.empty(len(live), dtype=BAND)
+        block["key"], block["row"] = keys_b[order], live[order]
+        parts.append(block)
+        index_rows.append(start + _prefix_offsets(block["key"] >> np.uint64(64 - PREFIX_BITS)))
+        start += len(block)
+    storage.write_bytes(paths.band_index(index), b"".join(p.tobytes() for p in parts))
+    storage.write_bytes(paths.band_index(index) + ".idx", np.stack(index_rows).astype("<i8").tobytes())
+
+
+def _chunks(counts: np.ndarray, lo: int, hi: int, max_records: int) -> Iterator[tuple[int, int]]:
+    """Runs [a, b) of prefixes in [lo, hi) holding at most max_records records (one prefix alone may hold more)."""
+    a, total = lo, 0
+    for p in range(lo, hi):
+        if total and total + counts[p] > max_records:
+            yield a, p
+            a, total = p, 0
+        total += int(counts[p])
+    if a < hi:
+        yield a, hi
+
+
+def _read_records(uri: str, dtype: np.dtype, start: int, stop: int) -> np.ndarray:
+    return np.frombuffer(storage.read_range(uri, start * dtype.itemsize, (stop - start) * dtype.itemsize), dtype=dtype)
+
+
+def _unit_offsets(uri: str, band: int | None) -> np.ndarray:
+    if band is None:
+        return np.frombuffer(storage.read_bytes(uri + ".idx"), dtype="<i8")
+    width = (PREFIXES + 1) * 8
+    return np.frombuffer(storage.read_range(uri + ".idx", band * width, width), dtype="<i8")
+
+
+def partition_bounds(partitions: int) -> list[tuple[int, int]]:
+    """The prefix range [lo, hi) of each of `partitions` exact partitions (contiguous, near-equal)."""
+    cuts = [round(i * PREFIXES / partitions) for i in range(partitions + 1)]
+    return [(cuts[i], cuts[i + 1]) for i in range(partitions) if cuts[i] < cuts[i + 1]]
+
+
+def _save_pairs(uri: str, pairs: np.ndarray, extra: dict) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, pairs.astype(np.int64).reshape(-1, 2), allow_pickle=False)
+    storage.write_bytes(uri, buffer.getvalue())
+    storage.write_text(uri.removesuffix(".npy") + ".json", json.dumps(extra) + "\n")
+
+
+def _load_pairs(uri: str) -> np.ndarray:
+    return np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False)
+
+
+# ---- exact ---------------------------------------------------------------------------------------
+
+
+def exact_partition(part: int, partitions: int, units: int, paths: CleanPaths, max_records: int = MAX_RECORDS) -> dict:
+    """Exact duplicates among the keys of partition `part`: writes paths.exact_drops(part), (unit, row)
+    int64 (m, 2); returns {"duplicates", "records", "peak_rss_mb"}."""
+    lo, hi = partition_bounds(partitions)[part]
+    offsets = np.stack([_unit_offsets(paths.exact_index(u), None) for u in range(units)]) if units else np.zeros((0, PREFIXES + 1), np.int64)
+    counts = (offsets[:, 1:] - offsets[:, :-1]).sum(axis=0) if units else np.zeros(PREFIXES, np.int64)
+    drops, seen = [], 0
+    for a, b in _chunks(counts, lo, hi, max_records):
+        blocks = [_read_records(paths.exact_index(u), EXACT, int(offsets[u, a]), int(offsets[u, b])) for u in range(units)]
+        unit = np.concatenate([np.full(len(x), u, dtype=np.int64) for u, x in enumerate(blocks)]) if blocks else np.zeros(0, np.int64)
+        rec = np.concatenate(blocks) if blocks else np.zeros(0, EXACT)
+        seen += len(rec)
+        order = np.lexsort((rec["row"], unit, rec["lo"], rec["hi"]))
+        hi_s, lo_s = rec["hi"][order], rec["lo"][order]
+        repeat = np.zeros(len(order), dtype=bool)
+        repeat[1:] = (hi_s[1:] == hi_s[:-1]) & (lo_s[1:] == lo_s[:-1])
+        picked = order[repeat]
+        drops.append(np.stack([unit[picked], rec["row"][picked].astype(np.int64)], axis=1))
+    found = np.concatenate(drops) if drops else np.zeros((0, 2), np.int64)
+    stats = {"duplicates": int(len(found)), "records": seen, "peak_rss_mb": peak_rss_mb()}
+    _save_pairs(paths.exact_drops(part), found, stats)
+    return stats
+
+
+def _global_ids(pairs: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    return offsets[pairs[:, 0]] + pairs[:, 1] if len(pairs) else np.zeros(0, np.int64)
+
+
+# ---- buckets -------------------------------------------------------------------------------------
+
+
+def band_groups(bands: int, groups: int) -> list[list[int]]:
+    """The bands of each of `groups` band groups (contiguous; fewer groups than asked when bands < groups)."""
+    groups = min(groups, bands)
+    cuts = [round(i * bands / groups) for i in range(groups + 1)]
+    return [list(range(cuts[i], cuts[i + 1])) for i in range(groups)]
+
+
+class _SignatureRows:
+    """Rows of the units' signature files, read by byte range (a file need not be on this disk)."""
+
+    def __init__(self, paths: CleanPaths, units: int, num_perm: int):
+        self.paths, self.num_perm, self.headers = paths, num_perm, {}
+
+    def _header(self, unit: int) -> int:
+        if unit not in self.headers:
+            head = io.BytesIO(storage.read_range(self.paths.signatures(unit), 0, 4096))
+            version = np.lib.format.read_magic(head)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            read_header(head)  # the header's end is where the rows begin
+            self.headers[unit] = head.tell()
+        return self.headers[unit]
+
+    def rows(self, unit: int, rows: np.ndarray) -> np.ndarray:
+        """uint32 (len(rows), num_perm) for sorted unique `rows`; runs of nearby rows in one request."""
+        width = self.num_perm * 4
+        out = np.empty((len(rows), self.num_perm), dtype=np.uint32)
+        start, base = 0, self._header(unit)
+        while start < len(rows):
+            stop = start + 1
+            while stop < len(rows) and rows[stop] - rows[stop - 1] <= 16:
+                stop += 1
+            first, last = int(rows[start]), int(rows[stop - 1])
+            block = np.frombuffer(storage.read_range(self.paths.signatures(unit), base + first * width,
+                                                     (last - first + 1) * width), dtype="<u4").reshape(-1, self.num_perm)  # fmt: skip
+            out[start:stop] = block[rows[start:stop] - first]
+            start = stop
+        return out
+
+
+def band_group(group: int, groups: int, units: int, paths: CleanPaths, cfg: NearDedupConfig,
+               exact_partitions: int, max_records: int = MAX_RECORDS) -> dict:
+    """Verified near-duplicate pairs found in the bands of `group`: writes paths.near_edges(group),
+    global ids int64 (m, 2), i < j; returns {"candidates", "edges", "records", "peak_rss_mb"}."""
+    bands, _ = cfg.bands_rows()
+    offsets = unit_offsets(paths, units)
+    excluded = np.sort(np.concatenate([_global_ids(_load_pairs(paths.exact_drops(p)), offsets)
+                                       for p in range(len(partition_bounds(exact_partitions)))] or [np.zeros(0, np.int64)]))  # fmt: skip
+    signatures = _SignatureRows(paths, units, cfg.num_perm)
+    verified = np.zeros(0, np.int64)  # pair codes i * n + j, sorted
+    tried = np.zeros(0, np.int64)
+    seen, n_total = 0, max(int(offsets[-1]), 1)
+    for band in band_groups(bands, groups)[group]:
+        index = np.stack([_unit_offsets(paths.band_index(u), band) for u in range(units)]) if units else np.zeros((0, PREFIXES + 1), np.int64)
+        counts = (index[:, 1:] - index[:, :-1]).sum(axis=0) if units else np.zeros(PREFIXES, np.int64)
+        for a, b in _chunks(counts, 0, PREFIXES, max_records):
+            blocks = [_read_records(paths.band_index(u), BAND, int(index[u, a]), int(index[u, b])) for u in range(units)]
+            gid = np.concatenate([offsets[u] + x["row"].astype(np.int64) for u, x in enumerate(blocks)]) if blocks else np.zeros(0, np.int64)
+            key = np.concatenate([x["key"] for x in blocks]) if blocks else np.zeros(0, np.uint64)
+            seen += len(key)
+            keep = ~np.isin(gid, excluded, assume_unique=False) if len(excluded) else np.ones(len(gid), dtype=bool)
+            gid, key = gid[keep], key[keep]
+            order = np.lexsort((gid, key))
+            key, gid = key[order], gid[order]
+            found = []
+            for d in range(1, _WINDOW):
+                same = key[:-d] == key[d:]
+                if not same.any():
+                    break
+                found.append(np.stack([gid[:-d][same], gid[d:][same]], axis=1))
+            if not found:
+                continue
+            pairs = np.concatenate(found)
+            codes = np.setdiff1d(np.unique(pairs[:, 0] * n_total + pairs[:, 1]), tried, assume_unique=True)
+            if not len(codes):
+                continue  # verified in an earlier band or chunk
+            tried = np.union1d(tried, codes)
+            pairs = np.stack([codes // n_total, codes % n_total], axis=1)
+            verified = np.union1d(verified, codes[_jaccard(pairs, offsets, signatures) >= cfg.threshold])
+    found = np.stack([verified // n_total, verified % n_total], axis=1) if len(verified) else np.zeros((0, 2), np.int64)
+    stats = {"candidates": int(len(tried)), "edges": int(len(found)), "records": seen, "peak_rss_mb": peak_rss_mb()}
+    _save_pairs(paths.near_edges(group), found, stats)
+    return stats
+
+
+def _jaccard(pairs: np.ndarray, offsets: np.ndarray, signatures: _SignatureRows) -> np.ndarray:
+    """Share of equal signature values per pair of global ids (minhash.estimated_jaccard's estimate)."""
+    ids = np.unique(pairs)
+    unit = np.searchsorted(offsets, ids, side="right") - 1
+    rows = np.empty((len(ids), signatures.num_perm), dtype=np.uint32)
+    for u in np.unique(unit):
+        mask = unit == u
+        rows[mask] = signatures.rows(int(u), ids[mask] - offsets[u])
+    left, right = np.searchsorted(ids, pairs[:, 0]), np.searchsorted(ids, pairs[:, 1])
+    return (rows[left] == rows[right]).mean(axis=1)
+
+
+# ---- clusters ------------------------------------------------------------------------------------
+
+
+def unit_offsets(paths: CleanPaths, units: int) -> np.ndarray:
+    """int64 (units + 1,): the global id of each unit's first document (its staged count from the filter marker)."""
+    counts = [json.loads(storage.read_text(paths.filter_marker(u)))["stats"]["kept"] for u in range(units)]
+    return np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
+
+
+def cluster(units: int, paths: CleanPaths, exact_partitions: int, groups: int | None) -> dict:
+    """The drop list of every unit from the exact duplicates and the near-duplicate edges (groups
+    None: near_dedup off); returns {"duplicate", "near_duplicate", "edges", "peak_rss_mb"}."""
+    offsets = unit_offsets(paths, units)
+    drops: list[dict[int, str]] = [{} for _ in range(units)]
+    n_exact = 0
+    for p in range(len(partition_bounds(exact_partitions))):
+        for unit, row in _load_pairs(paths.exact_drops(p)).tolist():
+            drops[unit][row] = "duplicate"
+            n_exact += 1
+    n_near = n_edges = 0
+    if groups is not None:
+        edges = np.concatenate([_load_pairs(paths.near_edges(g)) for g in range(groups)] or [np.zeros((0, 2), np.int64)])
+        n_edges = len(edges)
+        if n_edges:
+            nodes, compact = np.unique(edges, return_inverse=True)  # sorted: compact order is input order
+            labels = minhash.components_min_label(len(nodes), compact.reshape(-1, 2))
+            dropped = nodes[labels != np.arange(len(nodes))]
+            unit_of = np.searchsorted(offsets, dropped, side="right") - 1
+            for unit, gid in zip(unit_of.tolist(), dropped.tolist()):
+                drops[unit].setdefault(gid - int(offsets[unit]), "near_duplicate")
+                n_near += 1
+    for unit, found in enumerate(drops):
+        storage.write_text(paths.drop_list(unit), json.dumps({str(r): found[r] for r in sorted(found)}))
+    return {"duplicate": n_exact, "near_duplicate": n_near, "edges": n_edges, "peak_rss_mb": peak_rss_mb()}

