@@ -186,11 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_arguments(p)
     p.set_defaults(func=serve.cmd_serve)
 
-    from pipelines import audit, calibrate, rollback
+    from pipelines import audit, calibrate, rollback, rollout
 
     p = sub.add_parser("rollback", help=rollback.HELP, description=rollback.HELP)
     rollback.add_arguments(p)
     p.set_defaults(func=rollback.cmd_rollback)
+
+    p = sub.add_parser("rollout", help=rollout.HELP, description=rollout.HELP)
+    rollout.add_arguments(p)
+    p.set_defaults(func=rollout.cmd_rollout)
 
     p = sub.add_parser("calibrate", help=calibrate.HELP, description=calibrate.HELP)
     calibrate.add_arguments(p)
