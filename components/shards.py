@@ -310,13 +310,14 @@ def _jsonl_objects(uri: str, max_line_bytes: int | None, byte_range: tuple[int, 
                    ) -> Iterator[tuple[str, dict[str, Any] | Quarantined, str]]:
     """(where, JSON object | Quarantined, the line's start for a quarantine row) per non-blank line of a
     JSONL(.gz/.zst) file, or of the lines beginning in `byte_range` of a plain one. `where` is
-    "<uri>:<line number>", or "<uri>@<byte offset>" for a range (line numbers need the bytes before it)."""
+    "<uri>:<line number>", or "<uri>@<byte offset>" in a range that starts past byte 0 (its line
+    numbers would need the bytes before it)."""
     line_no = 0
     where = f"{uri}:1"
     start, end = byte_range if byte_range is not None else (0, None)
     try:
         for line_no, (offset, line) in enumerate(_lines(uri, max_line_bytes, start, end), start=1):
-            where = f"{uri}@{offset}" if byte_range is not None else f"{uri}:{line_no}"
+            where = f"{uri}@{offset}" if start else f"{uri}:{line_no}"
             item = _json_object(where, line)
             if isinstance(item, Quarantined):
                 yield where, item, item.raw

@@ -1,7 +1,7 @@
 """The homegrown DAG: one definition, run locally by kfp's SubprocessRunner or compiled for KFP.
 
-Pretraining (config.stages has "pretrain"): clean (plan → filter per shard → dedup → write per
-shard → collect) → tokenizer → train. Instruction tuning ("sft"): sft-data (alongside, it needs
+Pretraining (config.stages has "pretrain"): clean (plan → filter per work unit → exact dedup per
+key-prefix partition → near dedup per band group → cluster → write per unit → collect) → tokenizer → train. Instruction tuning ("sft"): sft-data (alongside, it needs
 nothing upstream) → sft-tokenize (for the pretrained model, or model.base when there is no
 pretraining) → train (stage sft). Then evaluate the last model → register → (gate passed)
 promote → (config.serve set) deploy as a KServe InferenceService, wrapped in an exit handler
@@ -75,18 +75,34 @@ def build_pipeline(config: RunConfig, target: Target = "local") -> Callable:
             run_root = started.outputs["run_root"]
             tasks, trainers = [finished, started], []
             if "pretrain" in config.stages:
-                # clean fans out over the corpus's shards: filter per shard → corpus-wide dedup → write per shard
-                shards = clean.clean_plan_op(config_json=config_json, run_root=run_root).set_display_name("clean: plan")
+                # clean fans out over clean.tasks work units: filter per unit → exact dedup per key-prefix
+                # partition → near dedup per band group → cluster → write per unit; the loops iterate
+                # over short lists of indices (the units' files are on storage)
+                plan = clean.clean_plan_op(config_json=config_json, run_root=run_root).set_display_name("clean: plan")
                 parallelism = config.clean.parallel_shards
-                with dsl.ParallelFor(shards.output, parallelism=parallelism, name="clean-filter") as item:
+                with dsl.ParallelFor(plan.output, parallelism=parallelism, name="clean-filter") as item:
                     filtered = clean.clean_filter_op(config_json=config_json, shard=item)
                     filtered.set_display_name("clean: filter")
-                dedup = clean.clean_dedup_op(config_json=config_json, run_root=run_root, shards=shards.output)
-                dedup.after(filtered).set_display_name("clean: dedup")
-                with dsl.ParallelFor(shards.output, parallelism=parallelism, name="clean-write") as item:
+                partitions = clean.clean_dedup_plan_op(config_json=config_json, run_root=run_root, stage="exact")
+                partitions.set_display_name("clean: exact dedup plan")
+                with dsl.ParallelFor(partitions.output, parallelism=parallelism, name="clean-exact") as item:
+                    exact = clean.clean_exact_op(config_json=config_json, partition=item)
+                    exact.after(filtered).set_display_name("clean: exact dedup")
+                dedup = [plan, filtered, partitions, exact]
+                clustered = clean.clean_cluster_op(config_json=config_json, run_root=run_root)
+                if config.clean.near_dedup is not None:
+                    groups = clean.clean_dedup_plan_op(config_json=config_json, run_root=run_root, stage="near")
+                    groups.set_display_name("clean: near dedup plan")
+                    with dsl.ParallelFor(groups.output, parallelism=parallelism, name="clean-near") as item:
+                        near = clean.clean_near_op(config_json=config_json, group=item)
+                        near.after(exact).set_display_name("clean: near dedup")
+                    clustered.after(near)
+                    dedup += [groups, near]
+                clustered.after(exact).set_display_name("clean: cluster")
+                with dsl.ParallelFor(plan.output, parallelism=parallelism, name="clean-write") as item:
                     written = clean.clean_write_op(config_json=config_json, shard=item)
-                    written.after(dedup).set_display_name("clean: write")
-                cleaned = clean.clean_collect_op(**common, run_root=run_root, shards=shards.output)
+                    written.after(clustered).set_display_name("clean: write")
+                cleaned = clean.clean_collect_op(**common, run_root=run_root, shards=plan.output)
                 cleaned.after(written).set_display_name("clean: collect")
                 tokenized = tokenizer.tokenize_op(**common, run_root=run_root, documents=cleaned.outputs["documents"])
                 tokenized.set_display_name("tokenizer")
@@ -95,7 +111,7 @@ def build_pipeline(config: RunConfig, target: Target = "local") -> Callable:
                     packed=tokenized.outputs["packed"],
                 ).set_display_name("train")  # fmt: skip
                 data, packed = cleaned.outputs["documents"], tokenized.outputs["packed"]
-                tasks += [shards, filtered, dedup, written, cleaned, tokenized, trained]
+                tasks += [*dedup, clustered, written, cleaned, tokenized, trained]
                 trainers.append(trained)
             if "sft" in config.stages:
                 conversations = sft_data.sft_data_op(**common, run_root=run_root).set_display_name("sft: data")

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterator
 
 import numpy as np
@@ -47,7 +47,9 @@ from components.clean.audit import language_table
 from components.clean.config import CleanConfig
 from components.clean.dedup import KEY_BYTES, exact_duplicates, save_keys, text_key
 from components.clean.paths import OUTPUT_DIRS, CleanPaths, part
+from components.clean.progress import Progress
 from components.clean.stages import build_stages, run_stages
+from components.clean.workunits import load_units, plan_work_units, save_units
 from components.manifest import Manifest, ShardInfo, shard_info
 from components.shards import Document, Quarantined
 from components.stats import StepStats
@@ -66,6 +68,8 @@ class CleanResult:
     stats: StepStats
     seconds: float = 0.0  # wall time, when the whole step ran in one call
     shard_seconds: float = 0.0  # time spent in the per-shard phases, summed over shards
+    tasks: dict[str, float] = field(default_factory=dict)  # per task type: peak RSS, throughput (task_figures)
+    input_bytes: int | None = None  # the input files' bytes, as planned
 
     @property
     def docs_per_s(self) -> float:
@@ -122,18 +126,21 @@ def check_output_outside_input(input_uri: str, output_uri: str) -> None:
 # ---- filter: one shard through the stages -----------------------------------------------
 
 
-def filter_shard(index: int, uri: str, output_uri: str, config: CleanConfig) -> StepStats:
-    """The filter phase of input shard `index` (file `uri`): its stats (records_in = kept + dropped
-    + quarantined); a KFP ParallelFor item on a cluster.
+def filter_shard(index: int, output_uri: str, config: CleanConfig) -> StepStats:
+    """The filter phase of work unit `index` (the plan phase's units file): its stats
+    (records_in = kept + dropped + quarantined); a KFP ParallelFor item on a cluster.
 
-    Writes the staged shard, its dedup keys and signatures, dropped samples and the shard's
-    quarantine file; resumable: a marker holding the stats, written last, is reused while the
-    input file's fingerprint is unchanged. Raises CleanError for a shard in a format the
-    reader cannot take (e.g. a Parquet text column of another type).
+    Reads the unit's input parts in order (whole files, or byte ranges of plain JSONL files),
+    writes the staged shard, its dedup keys, signatures and dedup index, dropped samples and the
+    unit's quarantine file, logging documents and bytes per second and an ETA as it goes;
+    resumable: a marker holding the stats, written last, is reused while the unit's parts and
+    their files' fingerprints are unchanged. Raises CleanError for a file in a format the reader
+    cannot take (e.g. a Parquet text column of another type).
     """
     paths = CleanPaths.of(output_uri, config)
+    unit = load_units(paths.units)[index]
     marker = paths.filter_marker(index)
-    source = {"uri": uri, "fingerprint": storage.fingerprint(uri)}
+    source = [{"uri": p.uri, "start": p.start, "end": p.end, "fingerprint": storage.fingerprint(p.uri)} for p in unit.parts]
     if storage.exists(marker):
         done = json.loads(storage.read_text(marker))
         if done["source"] == source:
@@ -146,9 +153,17 @@ def filter_shard(index: int, uri: str, output_uri: str, config: CleanConfig) -> 
     # spills to disk: a shard of a million undecodable lines does not fill memory
     with tempfile.SpooledTemporaryFile(max_size=1 << 20) as quarantined:
 
+        progress = Progress(f"clean: unit {index}", unit.bytes)
+
+        def records() -> Iterator[Document | Quarantined]:
+            for p in unit.parts:
+                byte_range = None if p.whole else (p.start, p.end)
+                yield from shards.read_documents(p.uri, config.text_field, config.id_field, config.max_line_bytes, byte_range)
+
         def survivors() -> Iterator[Document]:
-            for item in shards.read_documents(uri, config.text_field, config.id_field, config.max_line_bytes):
+            for item in records():
                 stats.records_in += 1
+                progress.advance(len(item.text.encode()) if isinstance(item, Document) else len(item.raw))
                 if isinstance(item, Quarantined):
                     stats.quarantine(item.reason)
                     quarantined.write(_quarantine_row(item).encode("utf-8") + b"\n")
@@ -180,9 +195,13 @@ def filter_shard(index: int, uri: str, output_uri: str, config: CleanConfig) -> 
         docs = [doc for lang in sorted(by_language) for doc in by_language[lang]]
         shards.write_documents(storage.join(paths.filter_samples(index), f"{reason}.jsonl"), docs)
     stats.check()
-    # written last: marks the shard done for exactly this input file
+    rates = progress.done()
+    # written last: marks the unit done for exactly these input parts
     seconds = time.perf_counter() - started
-    storage.write_text(marker, json.dumps({"source": source, "stats": stats.model_dump(), "seconds": seconds}))
+    storage.write_text(marker, json.dumps({
+        "source": source, "stats": stats.model_dump(), "seconds": seconds, "bytes": unit.bytes, "read_bytes": progress.bytes,
+        "docs_per_s": rates["docs_per_s"], "bytes_per_s": rates["bytes_per_s"], "peak_rss_mb": dedup_stages.peak_rss_mb(),
+    }))  # fmt: skip
     return stats
 
 
@@ -263,7 +282,8 @@ def write_shard(index: int, output_uri: str, config: CleanConfig) -> dict[str, A
         count = shards.write_documents(uri, itertools.chain([first], itertools.islice(docs, config.shard_max_records - 1)))
         infos.append(shard_info(uri, count).model_dump())
     result = {"inputs": inputs, "shards": infos, "dropped": dropped, "samples": samples, "languages": languages,
-              "dropped_languages": dropped_languages, "seconds": time.perf_counter() - started}
+              "dropped_languages": dropped_languages, "seconds": time.perf_counter() - started,
+              "peak_rss_mb": dedup_stages.peak_rss_mb()}
     storage.write_text(marker, json.dumps(result, ensure_ascii=False))
     return result
 
@@ -292,13 +312,18 @@ def _map(func: Callable, calls: list[tuple], workers: int, desc: str) -> list:
         bar.close()
 
 
-def plan_shards(input_uri: str, output_uri: str, config: CleanConfig) -> list[dict[str, Any]]:
-    """The plan phase: the input shards as the work items of the filter and write phases,
-    [{index, uri}] in input order. Raises CleanError for a missing input, one without document
-    shards, or an output inside the input."""
-    shard_uris = input_shards(input_uri)
+def plan_units(input_uri: str, output_uri: str, config: CleanConfig) -> list[dict[str, Any]]:
+    """The plan phase: the corpus's files as `config.tasks` work units (components/clean/workunits.py),
+    saved to the units file; returns the short list the filter and write phases iterate over,
+    [{index, bytes}] (the files themselves are in the units file, not in the pipeline's parameters).
+    Raises CleanError for a missing input, one without document shards, or an output inside the input."""
+    files = input_shards(input_uri)
     check_output_outside_input(input_uri, output_uri)
-    return [{"index": i, "uri": uri} for i, uri in enumerate(shard_uris)]
+    sizes = dict(storage.list_sizes(input_uri))
+    tasks = config.tasks or os.cpu_count() or 1
+    units = plan_work_units([(uri, sizes.get(uri, 0)) for uri in files], tasks)
+    save_units(CleanPaths.of(output_uri, config).units, units)
+    return [{"index": u.index, "bytes": u.bytes} for u in units]
 
 
 def dedup(n_shards: int, output_uri: str, config: CleanConfig, workers: int = 1) -> dict[str, Any]:
@@ -318,6 +343,36 @@ def dedup(n_shards: int, output_uri: str, config: CleanConfig, workers: int = 1)
                                               for g in range(groups)], workers, "clean: near dedup")  # fmt: skip
     clustered = dedup_stages.cluster(n_shards, paths, config.dedup_tasks, groups)
     return {"exact": exact, "near": near, "cluster": clustered}
+
+
+def task_figures(paths: CleanPaths, n_shards: int, config: CleanConfig) -> dict[str, float]:
+    """Per task type, from the markers and sidecars the tasks wrote: the largest peak RSS in MiB
+    (peak_rss_mb.<type>: filter, exact, near, cluster, write) and the filter tasks' slowest and
+    overall documents and input bytes per second. Locally, tasks that share a process report
+    that process's peak so far."""
+    def peak(docs: list[dict]) -> float:
+        return max((float(d.get("peak_rss_mb", 0.0)) for d in docs), default=0.0)
+
+    filters = [json.loads(storage.read_text(paths.filter_marker(i))) for i in range(n_shards)]
+    writes = [json.loads(storage.read_text(paths.write_marker(i))) for i in range(n_shards)]
+    sidecar = lambda uri: json.loads(storage.read_text(uri.removesuffix(".npy") + ".json"))  # noqa: E731
+    exact = [sidecar(paths.exact_drops(p)) for p in range(len(dedup_stages.partition_bounds(config.dedup_tasks)))]
+    near = []
+    if config.near_dedup is not None:
+        groups = len(dedup_stages.band_groups(config.near_dedup.bands_rows()[0], config.dedup_tasks))
+        near = [sidecar(paths.near_edges(g)) for g in range(groups)]
+    cluster = [json.loads(storage.read_text(paths.cluster_marker))] if storage.exists(paths.cluster_marker) else []
+    seconds = sum(float(f.get("seconds", 0.0)) for f in filters)
+    out = {f"peak_rss_mb.{name}": peak(docs) for name, docs in
+           (("filter", filters), ("exact", exact), ("near", near), ("cluster", cluster), ("write", writes)) if docs}
+    rates = [f for f in filters if "docs_per_s" in f]
+    if rates:
+        out["filter.docs_per_s_slowest"] = min(float(f["docs_per_s"]) for f in rates)
+        out["filter.bytes_per_s_slowest"] = min(float(f["bytes_per_s"]) for f in rates)
+    if seconds > 0:
+        out["filter.docs_per_task_s"] = sum(f["stats"]["records_in"] for f in filters) / seconds
+        out["filter.bytes_per_task_s"] = sum(float(f.get("read_bytes", 0)) for f in filters) / seconds
+    return out
 
 
 def dedup_one_task(n_shards: int, output_uri: str, config: CleanConfig) -> None:
@@ -388,15 +443,18 @@ def collect(input_uri: str, output_uri: str, n_shards: int, config: CleanConfig,
     )
     manifest.save(paths.manifest)
     _remove_stale(paths, published | {paths.manifest})
-    return CleanResult(manifest, paths.manifest, stats, seconds, shard_seconds)
+    tasks = task_figures(paths, n_shards, config)
+    tasks["peak_rss_mb.collect"] = dedup_stages.peak_rss_mb()
+    input_bytes = sum(u.bytes for u in load_units(paths.units)) if storage.exists(paths.units) else None
+    return CleanResult(manifest, paths.manifest, stats, seconds, shard_seconds, tasks, input_bytes)
 
 
 def clean_corpus(input_uri: str, output_uri: str, config: CleanConfig) -> CleanResult:
     """Clean every shard under `input_uri` into `output_uri`: all five phases, shards in local processes."""
     started = time.perf_counter()
-    items = plan_shards(input_uri, output_uri, config)
+    items = plan_units(input_uri, output_uri, config)
     workers = min(config.workers or os.cpu_count() or 1, len(items))
-    _map(filter_shard, [(it["index"], it["uri"], output_uri, config) for it in items], workers, "clean: filter")
+    _map(filter_shard, [(it["index"], output_uri, config) for it in items], workers, "clean: filter")
     dedup(len(items), output_uri, config, workers)
     _map(write_shard, [(it["index"], output_uri, config) for it in items], workers, "clean: write")
     return collect(input_uri, output_uri, len(items), config, time.perf_counter() - started)

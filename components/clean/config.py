@@ -34,6 +34,11 @@ class CleanConfig(Section):
     dropped_samples: int = Field(
         20, ge=0, description="dropped documents kept per reason and language for inspection (`homegrown dropped`)"
     )
+    tasks: int = Field(
+        0, ge=0, le=100_000, description="work units the corpus is cut into, balanced by size (files, or byte ranges of "
+        "plain JSONL): the filter and write tasks, whatever the number of files; 0 = one per CPU core of the "
+        "machine planning; on a cluster set it (e.g. 1 per 2-5 GB of input)",
+    )
     workers: int = Field(0, ge=0, description="processes cleaning shards in parallel; 0 = one per CPU core")
     dedup_tasks: int = Field(
         4, ge=1, le=1024, description="tasks of each dedup stage: exact dedup per key-prefix partition, near dedup per "

@@ -290,4 +290,6 @@ def cluster(units: int, paths: CleanPaths, exact_partitions: int, groups: int | 
                 n_near += 1
     for unit, found in enumerate(drops):
         storage.write_text(paths.drop_list(unit), json.dumps({str(r): found[r] for r in sorted(found)}))
-    return {"duplicate": n_exact, "near_duplicate": n_near, "edges": n_edges, "peak_rss_mb": peak_rss_mb()}
+    figures = {"duplicate": n_exact, "near_duplicate": n_near, "edges": n_edges, "peak_rss_mb": peak_rss_mb()}
+    storage.write_text(paths.cluster_marker, json.dumps(figures) + "\n")
+    return figures

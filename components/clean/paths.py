@@ -9,6 +9,7 @@ Under `output_uri` (what the step publishes):
   dropped/<reason>.jsonl           dropped samples per reason
   stats.json, manifest.json
 Under `output_uri/work/<config digest>/` (between phases; another config starts afresh):
+  plan/units.json                  the work units: each a run of input files / byte ranges
   filter/part-IIIII.jsonl.gz       the shard's documents that passed the stages (staged shard)
   filter/part-IIIII.keys.npy       their exact-dedup keys (dedup.text_key)
   filter/part-IIIII.minhash.npy    their MinHash signatures (+ .json sidecar), near_dedup on
@@ -34,7 +35,7 @@ OUTPUT_DIRS = ("shards", "dropped", "quarantine")  # published folders a rerun t
 
 
 # CleanConfig fields that change how the step runs, never what it writes
-RUN_ONLY = ("workers", "parallel_shards", "dedup_tasks")
+RUN_ONLY = ("workers", "parallel_shards", "dedup_tasks", "tasks")
 
 
 def part(index: int) -> str:
@@ -56,6 +57,10 @@ class CleanPaths:
         return cls(output_uri, storage.join(output_uri, "work", digest))
 
     # ---- work files, by phase
+    @property
+    def units(self) -> str:
+        return storage.join(self.work, "plan", "units.json")
+
     def staged(self, index: int) -> str:
         return storage.join(self.work, "filter", f"{part(index)}.jsonl.gz")
 
@@ -79,6 +84,10 @@ class CleanPaths:
 
     def near_edges(self, group: int) -> str:
         return storage.join(self.work, "dedup", f"near-{group:05d}.npy")
+
+    @property
+    def cluster_marker(self) -> str:
+        return storage.join(self.work, "dedup", "cluster.json")
 
     def filter_samples(self, index: int) -> str:
         """Folder of the filter phase's dropped samples of one shard: <reason>.jsonl files."""

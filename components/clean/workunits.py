@@ -7,12 +7,11 @@ A work unit is a run of consecutive input parts in input order (sorted file name
 or byte ranges of a plain JSONL file large enough to be cut (components/shards.py reads a range
 as the lines that begin in it, as Hadoop's line reader does). Units are contiguous so that
 "input order" -- which document of a duplicate pair is kept -- is the same whatever the number of
-tasks: unit 0 holds the first bytes of the corpus, unit 1 the next ones. Each unit gets about
-total / tasks bytes: a cut falls at each multiple of that in the corpus's concatenated bytes;
-a plain JSONL file is split there, any other file (gzip, zstd and Parquet cannot be entered in
-the middle) goes whole to the unit its middle byte falls in. So a corpus of 100,000 files or of
-4 becomes `tasks` units (fewer when there are fewer splittable bytes than cuts), and the
-pipeline iterates over unit indices only.
+tasks: unit 0 holds the first bytes of the corpus, unit 1 the next ones. A plain JSONL file is
+cut where a multiple of total / tasks bytes falls inside it; gzip, zstd and Parquet files cannot
+be entered in the middle and stay whole. The pieces are then grouped in order into at most
+`tasks` units with the smallest largest unit. So a corpus of 100,000 files or of 4 becomes
+`tasks` units (fewer when there are fewer pieces), and the pipeline iterates over unit indices only.
 """
 
 from __future__ import annotations
@@ -58,31 +57,52 @@ class WorkUnit:
 def plan_work_units(files: list[tuple[str, int]], tasks: int, min_range_bytes: int = MIN_RANGE_BYTES) -> list[WorkUnit]:
     """`files` ((uri, size), in input order) as at most `tasks` contiguous units of about equal bytes.
 
-    A plain JSONL file is cut at the unit boundaries inside it, unless a piece would be under
-    `min_range_bytes`; other files go whole to the unit holding their middle byte. Empty units
-    are left out, and the rest numbered 0..n-1 in order. Raises ValueError for tasks < 1."""
+    A plain JSONL file is first cut where the corpus's multiples of total / tasks bytes fall inside
+    it (unless a piece would be under `min_range_bytes`); the pieces (those ranges and whole files)
+    are then grouped, in order, into at most `tasks` runs whose largest is as small as it can be.
+    Units are numbered 0..n-1 in order. Raises ValueError for tasks < 1."""
     if tasks < 1:
         raise ValueError(f"tasks must be at least 1, not {tasks}")
     total = sum(size for _, size in files)
     per_unit = max(total / tasks, 1.0)
-    units: list[list[InputPart]] = [[] for _ in range(tasks)]
+    pieces: list[InputPart] = []
     offset = 0
     for uri, size in files:
-        if uri.endswith(SPLITTABLE_SUFFIXES) and size > 0:
-            cuts = [0]
+        cuts = [0]
+        if uri.endswith(SPLITTABLE_SUFFIXES):
             for k in range(1, tasks):
                 cut = math.ceil(k * per_unit) - offset
                 if cut - cuts[-1] >= min_range_bytes and size - cut >= min_range_bytes:
                     cuts.append(cut)
-            for start, end in zip(cuts, cuts[1:] + [size]):
-                unit = min(int((offset + start) // per_unit), tasks - 1)
-                units[unit].append(InputPart(uri, size, start, None if end == size else end))
-        else:
-            unit = min(int((offset + size / 2) // per_unit), tasks - 1)
-            units[unit].append(InputPart(uri, size))
+        pieces += [InputPart(uri, size, a, None if b == size else b) for a, b in zip(cuts, cuts[1:] + [size])]
         offset += size
-    kept = [parts for parts in units if parts]
-    return [WorkUnit(i, tuple(parts)) for i, parts in enumerate(kept)]
+    groups = _linear_partition([p.bytes for p in pieces], tasks)
+    return [WorkUnit(i, tuple(pieces[a:b])) for i, (a, b) in enumerate(groups)]
+
+
+def _linear_partition(sizes: list[int], k: int) -> list[tuple[int, int]]:
+    """Runs [a, b) of `sizes`, in order, at most k of them, whose largest sum is the smallest
+    possible (binary search on that bound, filling each run greedily)."""
+    if not sizes:
+        return []
+
+    def runs(bound: int) -> list[tuple[int, int]]:
+        out, start, load = [], 0, 0
+        for i, size in enumerate(sizes):
+            if load and load + size > bound:
+                out.append((start, i))
+                start, load = i, 0
+            load += size
+        return out + [(start, len(sizes))]
+
+    low, high = max(sizes), sum(sizes)
+    while low < high:
+        mid = (low + high) // 2
+        if len(runs(mid)) <= k:
+            high = mid
+        else:
+            low = mid + 1
+    return runs(low)
 
 
 def save_units(uri: str, units: list[WorkUnit]) -> None:

@@ -1,8 +1,10 @@
-"""Step `clean`, fanned out over the corpus's shards in five phases:
-plan (list the input shards) → filter (per shard: read, quarantine, the per-document stages,
-dedup keys and MinHash signatures) → dedup (corpus-wide: a drop list per shard) → write (per
-shard: drop the duplicates, write the final shards) → collect (stats, samples, the manifest;
-tracked in MLflow). By hand (`homegrown clean`) the phases run in one call, shards in processes.
+"""Step `clean`, fanned out over `clean.tasks` work units, whatever the number of files:
+plan (cut the corpus into work units, saved on storage) → filter (per unit: read, quarantine, the
+per-document stages, dedup keys, MinHash signatures, the dedup index) → exact dedup (per key-prefix
+partition) → near dedup (per group of LSH bands) → cluster (one task: a drop list per unit) →
+write (per unit: drop the duplicates, write the final shards) → collect (stats, samples, the
+manifest; tracked in MLflow). The loops iterate over short lists: unit, partition and group
+indices. By hand (`homegrown clean`) the phases run in one call, units in processes.
 """
 
 import argparse
@@ -20,26 +22,50 @@ if TYPE_CHECKING:
 
 @common.component
 def clean_plan_op(config_json: str, run_root: str) -> list:
-    """Clean, plan: list the corpus's input shards, the work items of the fan-out."""
+    """Clean, plan: cut the corpus into work units (saved on storage); the loop items of filter and write."""
     from pipelines.steps import clean
 
     return clean.plan(config_json, run_root)
 
 
 @common.component
+def clean_dedup_plan_op(config_json: str, run_root: str, stage: str) -> list:
+    """Clean, the loop items of a dedup stage: key-prefix partitions ("exact") or band groups ("near")."""
+    from pipelines.steps import clean
+
+    return clean.dedup_items(config_json, run_root, stage)
+
+
+@common.component
 def clean_filter_op(config_json: str, shard: dict):
-    """Clean, filter, one input shard: read, quarantine, run the stages; dedup keys, signatures."""
+    """Clean, filter, one work unit: read, quarantine, run the stages; dedup keys, signatures, index."""
     from pipelines.steps import clean
 
     clean.filter_shard(config_json, shard)
 
 
 @common.component
-def clean_dedup_op(config_json: str, run_root: str, shards: list):
-    """Clean, dedup: corpus-wide exact and near duplicates, a drop list per shard."""
+def clean_exact_op(config_json: str, partition: dict):
+    """Clean, exact dedup, one partition of the key prefixes: every unit's duplicates there."""
     from pipelines.steps import clean
 
-    clean.dedup(config_json, run_root, shards)
+    clean.exact_partition(config_json, partition)
+
+
+@common.component
+def clean_near_op(config_json: str, group: dict):
+    """Clean, near dedup, one group of LSH bands: verified near-duplicate pairs."""
+    from pipelines.steps import clean
+
+    clean.band_group(config_json, group)
+
+
+@common.component
+def clean_cluster_op(config_json: str, run_root: str):
+    """Clean, cluster: near-duplicate clusters from the pairs; a drop list per unit."""
+    from pipelines.steps import clean
+
+    clean.cluster(config_json, run_root)
 
 
 @common.component
@@ -76,8 +102,10 @@ def run(config: RunConfig, input_uri: str, output_uri: str, target: common.Mlflo
     with common.step_run("clean", target, {"input": input_uri, **config.clean.model_dump()}, start_time=started):
         value = collected() if collected else clean_corpus(input_uri, output_uri, config.clean)
         stats, digest = value.stats, value.manifest.digest
-        metrics = {**stats.as_metrics(), "shard_seconds": value.shard_seconds, "docs_per_core_s": value.docs_per_core_s}
+        metrics = {**stats.as_metrics(), "shard_seconds": value.shard_seconds, "docs_per_core_s": value.docs_per_core_s,
+                   **value.tasks}
         seconds = value.seconds or (time.time() - started if started is not None and started <= begun else 0.0)
+        input_bytes = input_bytes if input_bytes is not None else value.input_bytes
         if seconds > 0:
             metrics.update(seconds=seconds, docs_per_s=stats.records_in / seconds)
             if input_bytes is not None:
@@ -88,7 +116,7 @@ def run(config: RunConfig, input_uri: str, output_uri: str, target: common.Mlflo
             f"quarantined {stats.quarantined}",
             metrics,
             headline=common.headline("clean", metrics),
-            artifacts=[storage.join(output_uri, "stats.json"), value.manifest_uri],
+            artifacts=[storage.join(output_uri, "stats.json"), storage.join(output_uri, "languages.md"), value.manifest_uri],
             parent_tags={"homegrown.data_digest": digest},
             datasets=[common.DatasetRef(value.manifest_uri, "cleaned-corpus", digest, "training")],
             outputs={"documents": common.manifest_output(value.manifest_uri)},
@@ -104,31 +132,35 @@ def output_uri(run_root: str) -> str:
 
 
 def plan(config_json: str, run_root: str) -> list[dict]:
-    """The input shards as loop items: {"index", "uri", ..., "run_root", "planned_at", "bytes"}:
-    planned_at (seconds since the epoch) is when this phase began, bytes the shard's size (None
-    when unknown); collect reads both for the step's duration and throughput."""
+    """The work units as loop items {"index", "bytes", "run_root", "planned_at"}: planned_at
+    (seconds since the epoch) is when this phase began; collect reads it and the bytes for the
+    step's duration and throughput."""
     import time
 
-    from components.clean.clean import plan_shards
+    from components.clean.clean import plan_units
 
     planned_at = time.time()
     config = common.config_from_json(config_json)
-    items = plan_shards(config.corpus, output_uri(run_root), config.clean)
-    common.say(f"clean: {len(items)} input shards")
+    units = plan_units(config.corpus, output_uri(run_root), config.clean)
+    common.say(f"clean: {len(units)} work units")
     # each item carries the run root: kfp's local runner hands a ParallelFor body the loop
     # item in place of any other task's output, so loop bodies take only pipeline inputs
-    return [{**item, "run_root": run_root, "planned_at": planned_at, "bytes": _size(item["uri"])} for item in items]
+    return [{**u, "run_root": run_root, "planned_at": planned_at} for u in units]
 
 
-def _size(uri: str) -> int | None:
-    """A local shard's size in bytes; None on S3 (components.storage has no size lookup, and a
-    HEAD request per shard would slow the plan of a large corpus) or when it cannot be read."""
-    if storage.is_s3(uri):
-        return None
-    try:
-        return storage.local_path(uri).stat().st_size
-    except OSError:  # the shard itself is read (and judged) later
-        return None
+def dedup_items(config_json: str, run_root: str, stage: str) -> list[dict]:
+    """Loop items {"index", "run_root"}: the key-prefix partitions of exact dedup ("exact") or the
+    band groups of near dedup ("near"), as many as clean.dedup_tasks asks (fewer groups than bands)."""
+    from components.clean import dedup_stages
+
+    config = common.config_from_json(config_json)
+    if stage == "exact":
+        count = len(dedup_stages.partition_bounds(config.clean.dedup_tasks))
+    elif config.clean.near_dedup is not None:
+        count = len(dedup_stages.band_groups(config.clean.near_dedup.bands_rows()[0], config.clean.dedup_tasks))
+    else:
+        count = 0
+    return [{"index": i, "run_root": run_root} for i in range(count)]
 
 
 def started_and_size(shards: list) -> tuple[float | None, int | None]:
@@ -141,20 +173,58 @@ def started_and_size(shards: list) -> tuple[float | None, int | None]:
 
 
 def filter_shard(config_json: str, shard: dict) -> None:
-    """The filter phase of one loop item from `plan` (components.clean.clean.filter_shard)."""
+    """The filter phase of one unit item from `plan` (components.clean.clean.filter_shard)."""
     from components.clean import clean
 
     config = common.config_from_json(config_json)
-    stats = clean.filter_shard(int(shard["index"]), shard["uri"], output_uri(shard["run_root"]), config.clean)
-    common.say(f"clean: shard {shard['index']}: {stats.records_in} in, {stats.kept} past the stages")
+    stats = clean.filter_shard(int(shard["index"]), output_uri(shard["run_root"]), config.clean)
+    common.say(f"clean: unit {shard['index']}: {stats.records_in} in, {stats.kept} past the stages")
 
 
-def dedup(config_json: str, run_root: str, shards: list) -> None:
-    """The dedup phase over all `shards` (the items `plan` returned)."""
-    from components.clean import clean
+def _units(config: Any, run_root: str) -> int:
+    from components.clean.paths import CleanPaths
+    from components.clean.workunits import load_units
+
+    return len(load_units(CleanPaths.of(output_uri(run_root), config.clean).units))
+
+
+def exact_partition(config_json: str, partition: dict) -> None:
+    """The exact-dedup stage of one partition item from `plan`."""
+    from components.clean import dedup_stages
+    from components.clean.paths import CleanPaths
 
     config = common.config_from_json(config_json)
-    clean.dedup(len(shards), output_uri(run_root), config.clean)
+    run_root = partition["run_root"]
+    paths = CleanPaths.of(output_uri(run_root), config.clean)
+    figures = dedup_stages.exact_partition(int(partition["index"]), config.clean.dedup_tasks, _units(config, run_root), paths)
+    common.say(f"clean: exact dedup, partition {partition['index']}: {figures}")
+
+
+def band_group(config_json: str, group: dict) -> None:
+    """The near-dedup stage of one band-group item from `plan`."""
+    from components.clean import dedup_stages
+    from components.clean.paths import CleanPaths
+
+    config = common.config_from_json(config_json)
+    run_root, near = group["run_root"], config.clean.near_dedup
+    paths = CleanPaths.of(output_uri(run_root), config.clean)
+    groups = len(dedup_stages.band_groups(near.bands_rows()[0], config.clean.dedup_tasks))
+    figures = dedup_stages.band_group(int(group["index"]), groups, _units(config, run_root), paths, near,
+                                      config.clean.dedup_tasks)  # fmt: skip
+    common.say(f"clean: near dedup, band group {group['index']}: {figures}")
+
+
+def cluster(config_json: str, run_root: str) -> None:
+    """The cluster stage: a drop list per unit."""
+    from components.clean import dedup_stages
+    from components.clean.paths import CleanPaths
+
+    config = common.config_from_json(config_json)
+    paths = CleanPaths.of(output_uri(run_root), config.clean)
+    near = config.clean.near_dedup
+    groups = len(dedup_stages.band_groups(near.bands_rows()[0], config.clean.dedup_tasks)) if near is not None else None
+    figures = dedup_stages.cluster(_units(config, run_root), paths, config.clean.dedup_tasks, groups)
+    common.say(f"clean: clusters: {figures}")
 
 
 def write_shard(config_json: str, shard: dict) -> None:

@@ -17,7 +17,7 @@ from components.clean.clean import CleanError, clean_corpus
 from components.clean.config import CleanConfig
 
 # the basic stages only (normalise, length, exact dedup): exact counts without the model-based ones
-BASIC = {"langid": None, "quality": None, "pii": None, "near_dedup": None}
+BASIC = {"langid": None, "quality": None, "pii": None, "near_dedup": None, "tasks": 3}  # one unit per file of corpus()
 LONG = "The quick brown fox jumps over the lazy dog"
 
 

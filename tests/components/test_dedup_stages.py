@@ -42,9 +42,10 @@ def filtered(tmp_path: Path, records: list[dict], shards: int, config: CleanConf
         part = records[s * len(records) // shards:(s + 1) * len(records) // shards]
         (inp / f"part-{s}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part), encoding="utf-8")
     out = str(tmp_path / "out")
-    items = clean.plan_shards(str(inp), out, config)
+    items = clean.plan_units(str(inp), out, config.model_copy(update={"tasks": shards}))
+    assert len(items) == shards
     for it in items:
-        clean.filter_shard(it["index"], it["uri"], out, config)
+        clean.filter_shard(it["index"], out, config)
     return out, len(items)
 
 

