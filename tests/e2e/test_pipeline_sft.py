@@ -79,14 +79,16 @@ def test_pretrain_then_sft_then_sft_of_the_champion_gated(demo_corpus, tmp_path,
     assert packed["labelled_tokens"] < packed["tokens"]  # only the assistant's tokens are learnt
     assert first.tags["homegrown.chat_template"] == "default"  # trained from scratch: ChatML
     losses = [m.value for m in client.get_metric_history(steps["sft-train"].info.run_id, "train/loss")]
-    assert len(losses) >= 3 and losses[-1] < losses[0]
-    assert steps["sft-train"].data.params["sft-train.train.max_steps"] == "20"  # sft.train, not pretraining's
-    assert steps["train"].data.params["train.train.max_steps"] == "30"
+    # a logged loss is one 8-conversation batch's: compare halves, not two noisy points
+    half = len(losses) // 2
+    assert len(losses) >= 3 and sum(losses[half:]) / len(losses[half:]) < sum(losses[:half]) / half
+    assert steps["sft-train"].data.params["sft-train.max_steps"] == "20"  # sft.train, not pretraining's
+    assert steps["train"].data.params["train.max_steps"] == "30"
     evaluated = steps["evaluate"].data.metrics
     assert evaluated["bits_per_byte"] > 0 and "champion_bits_per_byte" not in evaluated
 
     champion = client.get_model_version_by_alias("e2e-chat", "champion")
-    assert champion.tags["mlflow_run.sft-train"] == steps["sft-train"].info.run_id
+    assert champion.tags["run.sft-train"] == champion.run_id == steps["sft-train"].info.run_id  # tuned by, not registered by
     assert (champion.tags["training_stage"], champion.tags["chat_template"]) == ("sft", "default")
     assert champion.tags["base_model"].endswith("/train/model")  # the pretrained model it was tuned from
     mlflow.set_tracking_uri(sqlite_uri)
