@@ -1,26 +1,31 @@
-"""The clean step: per-document stages on every shard, corpus-wide dedup, then final shards.
+"""The clean step: per-document stages on every work unit, corpus-wide dedup in stages, then final shards.
 
     clean_corpus("data/demo-corpus", "runs/x/clean", CleanConfig())
 
-Five phases, so a cluster can fan each shard out to its own pod and a crash costs one shard:
-  plan (once): the input shards → work items {index, uri} (`plan_shards`).
-  filter (per shard, parallel; `filter_shard`): read → quarantine unreadable records → the
+Phases, so a cluster fans each out to its own pods and a crash costs one task; the number of
+tasks is set by the config (`tasks`, `dedup_tasks`), never by the number of input files:
+  plan (once; `plan_units`): the input files → `tasks` work units (files or byte ranges of plain
+     JSONL, contiguous, balanced by size: components/clean/workunits.py), saved on storage.
+  filter (per unit, parallel; `filter_shard`): read → quarantine unreadable records → the
      stages of `stages.STAGES` (normalise, length, langid, quality, pii), each drop with a
-     reason → staged shard, exact-dedup keys and MinHash signatures. A marker written last
-     marks the shard done; a rerun skips it.
-  dedup (once; `dedup`): exact, then near duplicates across all shards → a drop list per shard.
-  write (per shard, parallel; `write_shard`): staged shard minus its drop list → final shards
+     reason → staged shard, exact-dedup keys, MinHash signatures and the dedup index; progress
+     (docs/s, bytes/s, ETA) in the log. A marker written last marks the unit done; a rerun skips it.
+  dedup (`dedup`, components/clean/dedup_stages.py): exact duplicates per key-prefix partition,
+     near-duplicate pairs per group of LSH bands, one clustering → a drop list per unit.
+  write (per unit, parallel; `write_shard`): staged shard minus its drop list → final shards
      of at most `shard_max_records`; a marker makes it resumable too.
-  collect (once; `collect`): stats, dropped samples and the manifest.
+  collect (once; `collect`): stats, dropped samples, the per-language table, the manifest, and
+     per task type the peak RSS and throughput (`task_figures`).
 Every file's path is built in components/clean/paths.py; work files live under
 `work/<config digest>/`, so a rerun with another config starts afresh.
 
 Output under `output_uri`:
-  shards/part-IIIII-JJJ.jsonl.gz   kept documents {id, text, meta}
+  shards/part-IIIII-JJJ.jsonl.gz   kept documents {id, text, meta} of unit I
   manifest.json                    kind="documents", shard digests, facts: stats, text_field
-  stats.json                       records_in = kept + dropped + quarantined, per stage too
-  dropped/<reason>.jsonl           up to `dropped_samples` dropped documents per reason
-  quarantine/part-IIIII.jsonl      every quarantined record of input shard I: source, reason, raw, detail
+  stats.json                       records_in = kept + dropped + quarantined, per stage and language too
+  languages.md                     per language: documents in, kept, dropped by reason
+  dropped/<reason>.jsonl           up to `dropped_samples` dropped documents per reason and language
+  quarantine/part-IIIII.jsonl      every quarantined record of unit I: source, reason, raw, detail
 """
 
 from __future__ import annotations
