@@ -31,17 +31,22 @@ class RollbackOutcome:
     storage_uri: str
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, timeout_s: float) -> None:
+    """NAME, --tracking-uri, --inference-service, --namespace, --timeout: what rollback and rollout share."""
     parser.add_argument("name", metavar="NAME", help="registered model name, e.g. homegrown-demo")
     parser.add_argument("--tracking-uri", metavar="URI",
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, runs/mlflow.db)")
     parser.add_argument("--inference-service", metavar="ISVC",
-                        help="the InferenceService to move with it (default: the deploy step's name for NAME)")
+                        help="the model's InferenceService (default: the deploy step's name for NAME)")
     parser.add_argument("--namespace", help="its namespace (default: this pod's, else `default`)")
+    parser.add_argument("--timeout", type=float, default=timeout_s, metavar="S",
+                        help="how long to wait for the InferenceService to be Ready (default: %(default)s)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser, timeout_s=1800.0)
     parser.add_argument("--data-root", metavar="URI",
                         help="where to write the serving copy of a version that has none (the run config's data_root)")
-    parser.add_argument("--timeout", type=float, default=1800.0, metavar="S",
-                        help="how long to wait for the InferenceService to be Ready (default: %(default)s)")
 
 
 def rollback(name: str, tracking_uri: str | None = None, inference_service: str | None = None,

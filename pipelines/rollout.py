@@ -43,14 +43,9 @@ class RolloutOutcome:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", metavar="NAME", help="registered model name, e.g. homegrown-demo")
-    parser.add_argument("--tracking-uri", metavar="URI",
-                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, runs/mlflow.db)")
-    parser.add_argument("--inference-service", metavar="ISVC",
-                        help="the InferenceService (default: the deploy step's name for NAME)")
-    parser.add_argument("--namespace", help="its namespace (default: this pod's, else `default`)")
-    parser.add_argument("--timeout", type=float, default=600.0, metavar="S",
-                        help="how long to wait for the InferenceService to be Ready (default: %(default)s)")
+    from pipelines.rollback import add_model_arguments
+
+    add_model_arguments(parser, timeout_s=600.0)
 
 
 def canary(obj: dict[str, Any]) -> tuple[int | None, str, str]:

@@ -10,8 +10,8 @@ minhash.find_duplicates among the rest):
             all but the first in input order (unit, row) of each key are duplicates
   buckets   one task per group of bands                           band_group
             per band, every unit's records a bounded chunk of prefixes at a time, exact
-            duplicates left out: each document paired with the next 63 of its bucket (as
-            minhash.candidate_pairs), the pairs verified by the signatures' Jaccard estimate
+            duplicates left out: each document paired with the next 63 of its bucket
+            (minhash.bucket_pairs, as the planner), the pairs verified by the signatures' Jaccard estimate
             (their rows read by byte range) -> edges between global document ids
   clusters  one task                                             cluster
             union-find over the edges only; each cluster keeps its first document;
@@ -42,7 +42,6 @@ PREFIXES = 1 << PREFIX_BITS
 EXACT = np.dtype([("hi", ">u8"), ("lo", ">u8"), ("row", "<u4")])  # the 16-byte key as two big-endian halves
 BAND = np.dtype([("key", "<u8"), ("row", "<u4")])
 MAX_RECORDS = 4_000_000  # per chunk: 80 MB of exact records, 48 MB of band records
-_WINDOW = 64  # as minhash._BUCKET_WINDOW: each document is paired with the next 63 of its bucket
 
 
 def peak_rss_mb() -> float:
@@ -221,15 +220,7 @@ def band_group(group: int, groups: int, units: int, paths: CleanPaths, cfg: Near
             key = np.concatenate([x["key"] for x in blocks]) if blocks else np.zeros(0, np.uint64)
             seen += len(key)
             keep = ~np.isin(gid, excluded, assume_unique=False) if len(excluded) else np.ones(len(gid), dtype=bool)
-            gid, key = gid[keep], key[keep]
-            order = np.lexsort((gid, key))
-            key, gid = key[order], gid[order]
-            found = []
-            for d in range(1, _WINDOW):
-                same = key[:-d] == key[d:]
-                if not same.any():
-                    break
-                found.append(np.stack([gid[:-d][same], gid[d:][same]], axis=1))
+            found = minhash.bucket_pairs(key[keep], gid[keep])
             if not found:
                 continue
             pairs = np.concatenate(found)

@@ -173,6 +173,21 @@ def _rows(sigs: np.ndarray | ShardedSignatures, index: np.ndarray) -> np.ndarray
     return sigs.rows(index) if isinstance(sigs, ShardedSignatures) else sigs[index]
 
 
+def bucket_pairs(keys: np.ndarray, ids: np.ndarray) -> list[np.ndarray]:
+    """Pairs (i, j), int64 (k, 2) blocks, of documents `ids` that share a band key: sorted by
+    (key, id), each document with the next _BUCKET_WINDOW - 1 of its bucket (i < j). The staged
+    dedup (dedup_stages.band_group) calls this too, which keeps its candidates identical."""
+    order = np.lexsort((ids, keys))
+    sorted_keys, sorted_ids = keys[order], ids[order]
+    found = []
+    for d in range(1, _BUCKET_WINDOW):
+        same = sorted_keys[:-d] == sorted_keys[d:]
+        if not same.any():
+            break
+        found.append(np.stack([sorted_ids[:-d][same], sorted_ids[d:][same]], axis=1))
+    return found
+
+
 def candidate_pairs(
     sigs: np.ndarray | ShardedSignatures, bands: int, excluded: np.ndarray | None = None
 ) -> np.ndarray:
@@ -186,13 +201,7 @@ def candidate_pairs(
     found = []
     for band in range(bands):
         keys = _band_keys(_columns(sigs, band * rows, (band + 1) * rows)[live])
-        order = np.lexsort((live, keys))
-        sorted_keys, sorted_idx = keys[order], live[order]
-        for d in range(1, _BUCKET_WINDOW):
-            same = sorted_keys[:-d] == sorted_keys[d:]
-            if not same.any():
-                break
-            found.append(np.stack([sorted_idx[:-d][same], sorted_idx[d:][same]], axis=1))
+        found += bucket_pairs(keys, live)
     if not found:
         return np.zeros((0, 2), dtype=np.int64)
     pairs = np.concatenate(found).astype(np.int64)
