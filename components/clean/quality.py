@@ -143,9 +143,10 @@ class QualityThresholds(Section):
     )
     short_top_ngram_max_share: dict[int, float] | None = Field(
         default_factory=lambda: {2: 0.4, 3: 0.4, 4: 0.4},
-        description="word n -> largest share of the most frequent n-gram in a text under top_ngram_min_words words (same "
-        "reason, gopher_top_<n>gram): short keyword stuffing covers 0.43-0.79, short real paragraphs at most 0.39 "
-        "(prose set of tests/components/test_quality_prose.py, 1,240 paragraphs under 50 words in six languages)",
+        description="word n -> largest share of the most frequent n-gram in a text under top_ngram_min_words words, "
+        "counted only when it occurs 3 times or more (same reason, gopher_top_<n>gram): short keyword stuffing covers "
+        "0.43-0.79, short real paragraphs at most 0.39 (prose set of tests/components/test_quality_prose.py, 1,240 "
+        "paragraphs under 50 words in six languages); a phrase said twice is a dialogue's echo, not stuffing",
     )
     short_line_chars: int | None = Field(30, ge=1, description="a line shorter than this is short (FineWeb); scaled for unspaced scripts")
     max_short_lines_fraction: float | None = Field(0.67, ge=0, le=1, description="short lines / lines (FineWeb)")
@@ -242,10 +243,10 @@ def _ngrams(units: list[str] | str, n: int) -> list:
     return list(zip(*(units[k:] for k in range(n))))
 
 
-def _top_ngram_share(units: list[str] | str, n: int, total: int) -> float:
-    """Characters in all occurrences of the most frequent n-gram, if it occurs twice or more."""
+def _top_ngram_share(units: list[str] | str, n: int, total: int, min_count: int = 2) -> float:
+    """Characters in all occurrences of the most frequent n-gram, if it occurs min_count times or more."""
     key, count = Counter(_ngrams(units, n)).most_common(1)[0]
-    if count < 2:
+    if count < min_count:
         return 0.0
     length = len(key) if isinstance(key, str) else sum(map(len, key))
     return min(1.0, count * length / total)  # overlapping occurrences ("哈哈哈哈") would count characters twice
@@ -341,7 +342,8 @@ def _top_ngram(n: int, short: bool = False) -> Callable[[TextView, QualityThresh
         size = v.ngram_size(n)
         if (v.n_words < t.top_ngram_min_words) != short or len(v.units) < size:
             return None
-        return _top_ngram_share(v.units, size, v.unit_chars)
+        # in a short text, a phrase said twice is a conversation's echo; stuffing repeats it more
+        return _top_ngram_share(v.units, size, v.unit_chars, 3 if short else 2)
 
     return statistic
 
