@@ -162,16 +162,18 @@ def _lines(uri: str, max_bytes: int | None, start: int = 0, end: int | None = No
     `_Unreadable`, never whole. With `start`/`end` (an uncompressed file only): the lines that
     begin in bytes [start, end), as Hadoop's line reader splits a file: a range that starts inside
     a line leaves that line to the range before it."""
+    if start and _not_text(uri, storage.read_range(uri, 0, _SNIFF_BYTES)) is not None:
+        return  # a file that is not text is one quarantined record, the first range's
     with storage.open_read(uri, max(start - 1, 0)) as raw:
         handle = _open_decoded(uri, raw) if not start else (raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw))
         offset = 0
         if start:
             offset = start - 1 + _skip_line(handle)  # the rest of the line holding byte start - 1
-        head = handle.peek(_SNIFF_BYTES)
-        unreadable = _not_text(uri, head)
-        if unreadable is not None:
-            yield offset, unreadable
-            return
+        else:
+            unreadable = _not_text(uri, handle.peek(_SNIFF_BYTES))
+            if unreadable is not None:
+                yield offset, unreadable
+                return
         limit = max_bytes + 1 if max_bytes is not None else -1
         while (end is None or offset < end) and (line := handle.readline(limit)):
             at = offset

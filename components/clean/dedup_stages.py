@@ -18,9 +18,12 @@ minhash.find_duplicates among the rest):
             writes the drop list of every unit ({row: "duplicate" | "near_duplicate"})
 
 Memory: index holds one unit; exact and buckets hold `max_records` records (plus, in buckets, the
-exact duplicates to leave out and the signatures of one chunk's candidates); clusters holds the
-duplicates and the edges. None of it grows with the number of documents in the corpus. A
-document's global id is its row plus the documents of the units before it (`offsets`).
+exact duplicates to leave out, the candidate pairs of its bands and the signatures of one chunk's
+candidates); clusters holds the duplicates and the edges. What grows with the corpus is the
+number of duplicates, and a table of units x 1,025 prefix offsets (8 KB per unit) in exact and
+buckets -- not the number of documents. A document's global id is its row plus the documents
+of the units before it (`offsets`); up to 2^32 documents (pair codes are i * n + j in uint64),
+and one key prefix (1/1,024 of a band's records) must fit a chunk: about 4 billion documents.
 """
 
 from __future__ import annotations
@@ -208,9 +211,12 @@ def band_group(group: int, groups: int, units: int, paths: CleanPaths, cfg: Near
     excluded = np.sort(np.concatenate([_global_ids(_load_pairs(paths.exact_drops(p)), offsets)
                                        for p in range(len(partition_bounds(exact_partitions)))] or [np.zeros(0, np.int64)]))  # fmt: skip
     signatures = _SignatureRows(paths, units, cfg.num_perm)
-    verified = np.zeros(0, np.int64)  # pair codes i * n + j, sorted
-    tried = np.zeros(0, np.int64)
-    seen, n_total = 0, max(int(offsets[-1]), 1)
+    if int(offsets[-1]) >= 1 << 32:
+        raise ValueError(f"{int(offsets[-1]):,} documents: pair codes i * n + j need n < 2^32; split the corpus")
+    n_total = np.uint64(max(int(offsets[-1]), 1))
+    tried: set[int] = set()  # pair codes i * n + j of the candidates seen: memory grows with duplicates only
+    verified: list[np.ndarray] = []
+    seen = 0
     for band in band_groups(bands, groups)[group]:
         index = np.stack([_unit_offsets(paths.band_index(u), band) for u in range(units)]) if units else np.zeros((0, PREFIXES + 1), np.int64)
         counts = (index[:, 1:] - index[:, :-1]).sum(axis=0) if units else np.zeros(PREFIXES, np.int64)
@@ -219,19 +225,22 @@ def band_group(group: int, groups: int, units: int, paths: CleanPaths, cfg: Near
             gid = np.concatenate([offsets[u] + x["row"].astype(np.int64) for u, x in enumerate(blocks)]) if blocks else np.zeros(0, np.int64)
             key = np.concatenate([x["key"] for x in blocks]) if blocks else np.zeros(0, np.uint64)
             seen += len(key)
-            keep = ~np.isin(gid, excluded, assume_unique=False) if len(excluded) else np.ones(len(gid), dtype=bool)
+            keep = ~np.isin(gid, excluded) if len(excluded) else np.ones(len(gid), dtype=bool)
             found = minhash.bucket_pairs(key[keep], gid[keep])
             if not found:
                 continue
             pairs = np.concatenate(found)
-            codes = np.setdiff1d(np.unique(pairs[:, 0] * n_total + pairs[:, 1]), tried, assume_unique=True)
+            codes = np.unique(pairs[:, 0].astype(np.uint64) * n_total + pairs[:, 1].astype(np.uint64))
+            fresh = np.fromiter((c not in tried for c in codes.tolist()), dtype=bool, count=len(codes))
+            codes = codes[fresh]
             if not len(codes):
                 continue  # verified in an earlier band or chunk
-            tried = np.union1d(tried, codes)
-            pairs = np.stack([codes // n_total, codes % n_total], axis=1)
-            verified = np.union1d(verified, codes[_jaccard(pairs, offsets, signatures) >= cfg.threshold])
-    found = np.stack([verified // n_total, verified % n_total], axis=1) if len(verified) else np.zeros((0, 2), np.int64)
-    stats = {"candidates": int(len(tried)), "edges": int(len(found)), "records": seen, "peak_rss_mb": peak_rss_mb()}
+            tried.update(codes.tolist())
+            pairs = np.stack([codes // n_total, codes % n_total], axis=1).astype(np.int64)
+            verified.append(pairs[_jaccard(pairs, offsets, signatures) >= cfg.threshold])
+    found = np.concatenate(verified) if verified else np.zeros((0, 2), np.int64)
+    found = found[np.lexsort((found[:, 1], found[:, 0]))]
+    stats = {"candidates": len(tried), "edges": int(len(found)), "records": seen, "peak_rss_mb": peak_rss_mb()}
     _save_pairs(paths.near_edges(group), found, stats)
     return stats
 
@@ -270,6 +279,7 @@ def cluster(units: int, paths: CleanPaths, exact_partitions: int, groups: int | 
     n_near = n_edges = 0
     if groups is not None:
         edges = np.concatenate([_load_pairs(paths.near_edges(g)) for g in range(groups)] or [np.zeros((0, 2), np.int64)])
+        edges = np.unique(edges, axis=0) if len(edges) else edges  # a pair found in two band groups is one edge
         n_edges = len(edges)
         if n_edges:
             nodes, compact = np.unique(edges, return_inverse=True)  # sorted: compact order is input order

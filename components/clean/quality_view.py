@@ -80,7 +80,8 @@ def count_words(text: str) -> float:
     unspaced = text.translate(_UNSPACED_CLASS) if _ANY_UNSPACED.search(text) else ""
     rest = text.translate(_UNSPACED_AS_SPACE) if unspaced else text
     tokens = sum(1 for k in rest.translate(_CLASSES).split() if "a" in k or "0" in k)
-    return tokens + sum(_UNSPACED_WORDS_PER_LETTER[c] * n for c, n in Counter(unspaced).items())
+    # characters above U+FFFF (emoji) pass str.translate unchanged: they are no unspaced letters
+    return tokens + sum(_UNSPACED_WORDS_PER_LETTER.get(c, 0.0) * n for c, n in Counter(unspaced).items())
 
 
 def _words(text: str, classes: str) -> list[str]:
@@ -180,7 +181,7 @@ def text_view(text: str, script: str) -> TextView:
     else:
         per_letter = dict(_UNSPACED_WORDS_PER_LETTER, h=1 / chars_per_word) if script == "Jpan" else _UNSPACED_WORDS_PER_LETTER
         counted = tokens if spaced else [(w, k) for w, k in tokens if "a" in k]  # an unspaced text's digits are no words
-        n_words = round(sum(per_letter[c] * n for c, n in Counter(unspaced).items()) + len(counted))
+        n_words = round(sum(per_letter.get(c, 0.0) * n for c, n in Counter(unspaced).items()) + len(counted))
         if mixed:
             units = [u for u in (m.translate(_TOKEN_CHARS) for m in _MIXED_UNITS.findall(text.lower())) if u]
             unit_chars = sum(map(len, units))

@@ -293,3 +293,16 @@ def test_decisions_are_those_of_the_unsplit_filter():
         "gopher_dup_6gram", "gopher_dup_7gram", "gopher_dup_8gram", "gopher_dup_9gram", "gopher_dup_10gram",
         "fineweb_short_lines", "c4_line_punctuation",
     ]
+
+
+@pytest.mark.parametrize(("text", "script"), [
+    ("这是一段很长的中文文字，我们今天讨论软件的安装和配置方法，我很喜欢它😀。", "Hani"),
+    ("これは長い日本語の文章です、ソフトウェアの設定について話します🎉。", "Jpan"),
+    ("นี่คือข้อความภาษาไทยที่ยาวพอสมควรสำหรับการทดสอบ 😀 ครับ", "Thai"),
+    ("Kubernetes 集群中 𝒙 数学字母 and 😀 emoji mixed with 中文", "Latn"),
+])
+def test_characters_above_the_bmp_in_unspaced_or_mixed_text(text, script):
+    """Emoji and other astral characters are no letters of any kind: counted as nothing, never an error."""
+    with_emoji = quality_filter(text, "zh", script, QualityConfig())
+    assert with_emoji == quality_filter(text.replace("😀", "").replace("🎉", "").replace("𝒙", ""), "zh", script, QualityConfig())
+    assert statistics(text, script, QualityThresholds())["min_words"] > 0

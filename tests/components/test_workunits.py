@@ -151,3 +151,13 @@ def test_a_large_plain_file_in_byte_ranges_cleans_as_in_one_task(tmp_path):
 
     units = load_units(CleanPaths.of(str(tmp_path / "four"), config).units)
     assert len(units) == 4 and all(len(u.parts) == 1 for u in units) and not units[1].parts[0].whole
+
+
+def test_a_binary_file_cut_in_ranges_is_one_quarantined_record(tmp_path):
+    """The verdict on the file's head holds for every range: one binary_file record, not one per line."""
+    path = tmp_path / "blob.jsonl"
+    path.write_bytes(b"\x00\x01\x02" * 2000 + b"\n" + b"\xff\xfe junk\n" * 5000)
+    whole = list(shards.read_documents(str(path)))
+    cuts = [0, 3000, 20_000, None]
+    ranged = [x for a, b in zip(cuts, cuts[1:]) for x in shards.read_documents(str(path), byte_range=(a, b))]
+    assert [key(x) for x in ranged] == [key(x) for x in whole] and len(whole) == 1 and whole[0].reason == "binary_file"
