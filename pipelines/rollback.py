@@ -82,6 +82,11 @@ def rollback(name: str, tracking_uri: str | None = None, inference_service: str 
                                      "(check --inference-service / --namespace)")  # fmt: skip
         log(f"[rollback] no InferenceService {ns}/{isvc}: only the alias moved")
         return RollbackOutcome(name, moved.from_version, moved.to_version, "", "", "")
+    labels = (found.get("metadata") or {}).get("labels") or {}
+    if labels.get(deploy.MANAGED_BY) != deploy.PART_OF[deploy.MANAGED_BY]:
+        raise deploy.DeployError(f"InferenceService {ns}/{isvc} exists but homegrown did not create it (no label "
+                                 f"{deploy.MANAGED_BY}={deploy.PART_OF[deploy.MANAGED_BY]}): the champion alias moved, "
+                                 "the InferenceService is left as it is")  # fmt: skip
     from mlflow.tracking import MlflowClient
 
     tagged = (MlflowClient().get_model_version(name, moved.to_version).tags or {}).get(history.SERVING_TAG)
@@ -96,9 +101,18 @@ def rollback(name: str, tracking_uri: str | None = None, inference_service: str 
         raise deploy.DeployError(f"version {moved.to_version} of {name!r} has no serving copy (tag "
                                  f"{history.SERVING_TAG}){' with its files' if tagged else ''}: rerun with "
                                  "--data-root set to the run config's data_root to write one")  # fmt: skip
+    current = (((found.get("spec") or {}).get("predictor") or {}).get("model") or {}).get("storageUri", "")
+    if not storage.is_s3(uri) and current.startswith("pvc://"):  # the deploy step's /data/... on the data PVC
+        from pipelines.cluster import serving_storage_uri
+        from pipelines.config import ClusterConfig
+
+        try:
+            uri = serving_storage_uri(uri, ClusterConfig(data_pvc=current.removeprefix("pvc://").split("/", 1)[0]))
+        except ValueError as exc:
+            raise deploy.DeployError(str(exc)) from exc
     if not storage.is_s3(uri) and not uri.startswith("pvc://"):
-        raise deploy.DeployError(f"the serving copy {uri} is not on S3, so KServe cannot read it: rerun with "
-                                 "--data-root set to an s3:// URI")  # fmt: skip
+        raise deploy.DeployError(f"the serving copy {uri} is not on S3 or the data PVC, so KServe cannot read it: "
+                                 "rerun with --data-root set to an s3:// URI")  # fmt: skip
     outcome = deploy.repoint(isvc, ns, uri, moved.to_version, api, http, poll_s=poll_s, timeout_s=timeout_s, log=log)
     history.mark_deployed(name, moved.to_version, f"{ns}/{isvc}", outcome.url)
     return RollbackOutcome(name, moved.from_version, moved.to_version, f"{ns}/{isvc}", outcome.url, uri)

@@ -147,6 +147,7 @@ def deploy(
         else:
             predictor["canaryTrafficPercent"] = spec.canary_traffic_percent or 100
             action = "updated"
+        _null_what_was_removed(((existing.get("spec") or {}).get("predictor") or {}), predictor)
         patch = {"metadata": {k: body["metadata"][k] for k in ("labels", "annotations")}, "spec": body["spec"]}
         written = _patch(custom, spec.namespace, spec.name, patch)
         share = predictor.get("canaryTrafficPercent")
@@ -154,6 +155,31 @@ def deploy(
             + (f"canary at {share} %" if share and share < 100 else "all traffic" if share else "traffic unchanged"))
     return _settle(api, http, spec.namespace, spec.name, written, spec.model_version, spec.storage_uri, action,
                    smoke, poll_s, timeout_s, log)  # fmt: skip
+
+
+# Predictor fields the spec sets; a merge patch keeps an old key the new body leaves out, so one
+# left out now (no GPUs any more, no tolerations, no service account) is sent as null, which removes it.
+_OWNED = (("tolerations",), ("nodeSelector",), ("serviceAccountName",), ("minReplicas",), ("maxReplicas",),
+          ("model", "runtime"), ("model", "args"), ("model", "env"), ("model", "resources", "requests"),
+          ("model", "resources", "limits"))  # fmt: skip
+
+
+def _null_what_was_removed(old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Set to None, in `new` (a predictor body for a JSON merge patch), each owned field or map key
+    that `old` (the predictor as it is) has and `new` leaves out."""
+    for path in _OWNED:
+        before, after = old, new
+        for key in path[:-1]:
+            before = (before or {}).get(key) if isinstance(before, dict) else None
+            after = after.setdefault(key, {}) if isinstance(after, dict) and isinstance(before, dict) else None
+        leaf = path[-1]
+        if not isinstance(before, dict) or leaf not in before or after is None:
+            continue
+        if leaf not in after or after[leaf] is None:
+            after[leaf] = None
+        elif isinstance(before[leaf], dict) and isinstance(after[leaf], dict):
+            for key in before[leaf]:
+                after[leaf].setdefault(key, None)
 
 
 def repoint(
@@ -208,7 +234,7 @@ def _settle(api: client.ApiClient, http: httpx.Client | None, namespace: str, na
     newest = [t for t in traffic if t.get("revisionName") == revision or t.get("latestRevision")]
     share = int(newest[0].get("percent", 100)) if newest else 100
     previous = next((t.get("revisionName", "") for t in traffic if t.get("tag") == "prev" and t.get("percent")), "")
-    tagged = next((t.get("url") for t in traffic if t.get("tag") == "latest" and t.get("url")), None)
+    tagged = next((_cluster_local(t["url"], namespace) for t in traffic if t.get("tag") == "latest" and t.get("url")), None)
     base = (tagged if share < 100 else None) or (status.get("address") or {}).get("url") or status.get("url")
     if not base:
         raise DeployError(f"InferenceService {namespace}/{name} is Ready but has no URL in its status",
@@ -218,6 +244,14 @@ def _settle(api: client.ApiClient, http: httpx.Client | None, namespace: str, na
         f"of traffic" + (f", {previous} the rest" if previous and share < 100 else ""))  # fmt: skip
     return DeployOutcome(name, namespace, status.get("url") or base, revision, previous if share < 100 else "", share,
                          model_version, storage_uri, action, answer)  # fmt: skip
+
+
+def _cluster_local(url: str, namespace: str) -> str:
+    """A Knative tag URL (http://latest-<name>-predictor.<ns>.<external domain>) on the cluster's own
+    domain: the deploy step runs in the cluster, where the external domain may not resolve."""
+    scheme, _, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme}://{host.split('.')[0]}.{namespace}.svc.cluster.local{slash}{path}"
 
 
 def conditions(obj: dict[str, Any]) -> list[str]:

@@ -10,6 +10,7 @@ import json
 import httpx
 import pytest
 
+from components.k8s import Toleration
 from components.serve import deploy
 from components.serve.deploy import DeployError, DeployTimeout, Smoke
 from components.serve.inference_service import InferenceServiceSpec, build_inference_service, to_body
@@ -22,6 +23,7 @@ PODS = f"/api/v1/namespaces/{NS}/pods"
 URL = f"http://{NAME}.{NS}.example.com"
 ADDRESS = f"http://{NAME}.{NS}.svc.cluster.local"
 LATEST_URL = f"http://latest-{NAME}-predictor.{NS}.example.com"
+LATEST_LOCAL = f"http://latest-{NAME}-predictor.{NS}.svc.cluster.local"  # the tag's name on the cluster's domain
 
 
 def merge_patch(target: object, patch: object) -> object:
@@ -219,13 +221,31 @@ def test_a_new_champion_is_a_canary_beside_the_previous_revision():
     assert body["spec"]["predictor"]["canaryTrafficPercent"] == 10
     assert body["metadata"]["labels"]["homegrown/model-version"] == "8"
     assert server.isvc["metadata"]["generation"] == 2
-    # the smoke request reaches the new revision itself, not the 90 % of the old one
-    assert str(endpoint.requests[-1].url) == LATEST_URL + "/openai/v1/completions"
+    # the smoke request reaches the new revision itself, not the 90 % of the old one, by its
+    # cluster-local name (the tag's URL names Knative's external domain)
+    assert str(endpoint.requests[-1].url) == LATEST_LOCAL + "/openai/v1/completions"
     assert (outcome.revision, outcome.previous_revision, outcome.traffic_percent, outcome.action) == (
         "homegrown-predictor-00002", "homegrown-predictor-00001", 10, "updated")
     assert lines[0] == ("[deploy] updated InferenceService ml/homegrown: model version 8 "
                         "(s3://b/runs/serving/homegrown/v8), canary at 10 %")  # fmt: skip
     assert lines[-1].endswith("revision homegrown-predictor-00002 has 10 % of traffic, homegrown-predictor-00001 the rest")
+
+
+def test_an_update_removes_what_the_config_no_longer_sets():
+    """A merge patch keeps keys it does not name: GPUs, tolerations, a node selector and a service
+    account dropped from the config are sent as null, so the endpoint stops asking for them."""
+    server, endpoint = KServeApi(["ready"]), Endpoint()
+    placed = {"tolerations": [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")],
+              "node_selector": {"pool": "gpu"}, "service_account": "s3-reader"}  # fmt: skip
+    run(server, endpoint, spec("7", **placed))
+    assert server.isvc["spec"]["predictor"]["model"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    server.script = ["ready"]
+    run(server, endpoint, spec("8", gpus=0))
+    predictor = server.isvc["spec"]["predictor"]
+    assert "nvidia.com/gpu" not in predictor["model"]["resources"].get("limits", {})
+    assert "nvidia.com/gpu" not in predictor["model"]["resources"].get("requests", {})
+    assert {"tolerations", "nodeSelector", "serviceAccountName"}.isdisjoint(predictor)
+    assert predictor["model"]["storageUri"] == "s3://b/runs/serving/homegrown/v8"
 
 
 def test_without_a_canary_the_new_champion_takes_all_traffic_and_a_rerun_changes_nothing():

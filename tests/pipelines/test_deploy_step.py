@@ -15,7 +15,7 @@ from components.register import history
 from pipelines.config import parse_config
 from pipelines.dag import STEPS, compile_pipeline
 from pipelines.steps import common, deploy, promote
-from tests.components.test_serve_deploy import ADDRESS, LATEST_URL, URL, Endpoint, KServeApi
+from tests.components.test_serve_deploy import ADDRESS, LATEST_LOCAL, URL, Endpoint, KServeApi
 from tests.components.test_serve_history import register_versions
 from tests.kube_api import api_for
 
@@ -79,7 +79,7 @@ def test_the_step_deploys_each_champion_and_records_it(canary, sqlite_uri, tmp_p
     assert (second.action, second.traffic_percent, second.previous_revision) == ("updated", canary,
                                                                                  "homegrown-predictor-00001")  # fmt: skip
     assert [str(r.url) for r in endpoint.requests] == [ADDRESS + "/openai/v1/completions",
-                                                       LATEST_URL + "/openai/v1/completions"]  # fmt: skip
+                                                       LATEST_LOCAL + "/openai/v1/completions"]  # fmt: skip
     serving = f"s3://{bucket}/runs/serving/lm/v2"
     assert server.isvc["spec"]["predictor"]["model"]["storageUri"] == serving
     assert server.isvc["spec"]["predictor"]["canaryTrafficPercent"] == canary

@@ -88,3 +88,27 @@ def test_an_inference_service_without_a_serving_copy_needs_data_root(promoted, s
     with pytest.raises(rollout.DeployError, match=r"version 1 of 'lm' has no serving copy .*rerun with --data-root"):
         rollback.rollback("lm", sqlite_uri, "homegrown", "ml", api=api_for(server), log=lambda _: None)
     assert champion(promoted) == "1" and len(server.calls("PATCH")) == 0
+
+
+def test_an_inference_service_homegrown_did_not_create_is_left_alone(promoted, sqlite_uri):
+    server = KServeApi(["ready"])
+    rollout.deploy(spec("2", storage_uri="s3://b/runs/serving/lm/v2"), api_for(server),
+                   Endpoint().client(), poll_s=0, log=lambda _: None)  # fmt: skip
+    del server.isvc["metadata"]["labels"]["app.kubernetes.io/managed-by"]  # someone else's, by that name
+    with pytest.raises(rollout.DeployError, match="exists but homegrown did not create it .* left as it is"):
+        rollback.rollback("lm", sqlite_uri, "homegrown", "ml", data_root="s3://b/runs", api=api_for(server),
+                          log=lambda _: None)  # fmt: skip
+    assert champion(promoted) == "1" and len(server.calls("PATCH")) == 0
+
+
+def test_a_serving_copy_on_the_data_pvc_is_read_from_the_claim(promoted, sqlite_uri, tmp_path, monkeypatch):
+    """The deploy step wrote /data/... and deployed pvc://<claim>/...: rollback maps its copy the same way."""
+    server, endpoint = KServeApi(["ready"]), Endpoint()
+    rollout.deploy(spec("2", storage_uri="pvc://homegrown-data/runs/serving/lm/v2"), api_for(server),
+                   endpoint.client(), poll_s=0, log=lambda _: None)  # fmt: skip
+    promoted.set_model_version_tag("lm", "1", history.SERVING_TAG, "/data/runs/serving/lm/v1")
+    monkeypatch.setattr(history, "has_files", lambda uri: uri == "/data/runs/serving/lm/v1")
+    done = rollback.rollback("lm", sqlite_uri, "homegrown", "ml", api=api_for(server), http=endpoint.client(),
+                             poll_s=0, log=lambda _: None)  # fmt: skip
+    assert done.storage_uri == "pvc://homegrown-data/runs/serving/lm/v1"
+    assert server.isvc["spec"]["predictor"]["model"]["storageUri"] == "pvc://homegrown-data/runs/serving/lm/v1"
