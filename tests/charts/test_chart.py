@@ -76,9 +76,13 @@ def test_images_are_pinned_in_step_with_the_python_pins():
 def test_no_image_defaults_to_a_namespace_we_do_not_own():
     values = chart().values
     assert values["steps"]["image"]["repository"] == values["steps"]["trainImage"]["repository"] == ""
-    for missing in ("image", "trainImage"):
-        with pytest.raises(helm.HelmValuesError, match=f"at '/steps/{missing}/repository'"):
-            render_files(merged(REQUIRED, {"steps": {missing: {"repository": ""}}}))
+    with pytest.raises(helm.HelmValuesError, match="at '/steps/image/repository'"):
+        render_files(merged(REQUIRED, {"steps": {"image": {"repository": ""}}}))
+    # no train image: a CPU-only install; cluster.yaml then names none (compiling with gpus > 0 asks for it)
+    cpu_only = render_files(merged(REQUIRED, {"steps": {"trainImage": {"repository": ""}}}))
+    configmap = next(text for name, text in cpu_only.items() if name.endswith("steps/configmap.yaml"))
+    cluster = yaml.safe_load(yaml.safe_load(configmap)["data"]["cluster.yaml"])["cluster"]
+    assert "train_image" not in cluster and cluster["image"].startswith(STEPS_IMAGE)
     with pytest.raises(helm.HelmValuesError, match="at '/steps/image/repository'"):
         render_files({})  # an install that names no image fails, rather than pulling someone else's
     text = "\n".join(render_files(VALUE_SETS["defaults"]).values())

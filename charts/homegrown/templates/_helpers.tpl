@@ -289,7 +289,9 @@ training placement, and the Secrets steps need as env.
 {{- $secrets = append $secrets (dict "secret_name" . "keys" (dict "AWS_ACCESS_KEY_ID" "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" "AWS_SECRET_ACCESS_KEY")) -}}
 {{- end -}}
 image: {{ include "homegrown.stepsImage" (list . .Values.steps.image) }}
+{{- if .Values.steps.trainImage.repository }}
 train_image: {{ include "homegrown.stepsImage" (list . .Values.steps.trainImage) }}
+{{- end }}
 config_map: {{ .Values.steps.configMapName }}
 namespace: {{ .Release.Namespace }}
 service_account: {{ .Values.steps.serviceAccountName }}
