@@ -1,4 +1,4 @@
-"""Entry point of `make bench`: python -m benchmarks.run [--quick] [--only clean|train|families]
+"""Entry point of `make bench`: python -m benchmarks.run [--quick] [--only clean|scale|train|families]
 
 Runs in .venv-bench (benchmarks/setup_env.sh), never in the project's .venv. The training-loop
 benchmark (benchmarks.train_loop) and the model-family comparison (benchmarks.model_families)
@@ -31,10 +31,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="shorter runs: clean x1 rows at workers=1 and flatness x1 vs x3; train 1 round of 20 steps; "
-        "families 100 steps per model",
+        help="shorter runs: clean x1 rows at workers=1 and flatness x1 vs x3; scale 10^5 documents only; "
+        "train 1 round of 20 steps; families 100 steps per model",
     )
-    parser.add_argument("--only", choices=("clean", "train", "families"), default=None, help="run one benchmark only")
+    parser.add_argument("--only", choices=("clean", "scale", "train", "families"), default=None, help="run one benchmark only")
     parser.add_argument(
         "--output", type=Path, default=None, help="clean results JSON (default benchmarks/results/clean.json)"
     )
@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> None:
         from benchmarks import clean_vs_datatrove
 
         clean_vs_datatrove.main(quick=args.quick, output=args.output)
+    if args.only in (None, "scale"):
+        from benchmarks import clean_scale
+
+        clean_scale.main(quick=args.quick)
     if args.only in (None, "train"):
         command = [train_python(), "-m", "benchmarks.train_loop", *(["--quick"] if args.quick else [])]
         print(f"[bench] {' '.join(command)}", flush=True)
