@@ -17,13 +17,13 @@ minhash.find_duplicates among the rest):
             union-find over the edges only; each cluster keeps its first document;
             writes the drop list of every unit ({row: "duplicate" | "near_duplicate"})
 
-Memory: index holds one unit; exact and buckets hold `max_records` records (plus, in buckets, the
-exact duplicates to leave out, the candidate pairs of its bands and the signatures of one chunk's
-candidates); clusters holds the duplicates and the edges. What grows with the corpus is the
+Memory: index holds one unit; exact and buckets hold `max_records` records (plus, in buckets, a
+bit per document for the exact duplicates to leave out, one chunk's candidate pairs and the
+signatures of JACCARD_BATCH of them); clusters holds the duplicates and the distinct edges. What grows with the corpus is the
 number of duplicates, and a table of units x 1,025 prefix offsets (8 KB per unit) in exact and
-buckets -- not the number of documents. A document's global id is its row plus the documents
-of the units before it (`offsets`); up to 2^32 documents (pair codes are i * n + j in uint64),
-and one key prefix (1/1,024 of a band's records) must fit a chunk: about 4 billion documents.
+buckets -- not the number of documents. A document's global id is its row plus the documents of
+the units before it (`offsets`); one key prefix (1/1,024 of a band's records) must fit a chunk:
+about 4 billion documents.
 """
 
 from __future__ import annotations
@@ -45,10 +45,19 @@ PREFIXES = 1 << PREFIX_BITS
 EXACT = np.dtype([("hi", ">u8"), ("lo", ">u8"), ("row", "<u4")])  # the 16-byte key as two big-endian halves
 BAND = np.dtype([("key", "<u8"), ("row", "<u4")])
 MAX_RECORDS = 4_000_000  # per chunk: 80 MB of exact records, 48 MB of band records
+JACCARD_BATCH = 50_000  # candidate pairs verified at once: their signatures, 2 x 50k x 512 B
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, in MiB (Linux reports ru_maxrss in KiB)."""
+    """This process's peak resident memory so far, in MiB: VmHWM of /proc/self/status (ru_maxrss
+    of a child process can carry its parent's peak across fork and exec), ru_maxrss elsewhere."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -208,15 +217,14 @@ def band_group(group: int, groups: int, units: int, paths: CleanPaths, cfg: Near
     global ids int64 (m, 2), i < j; returns {"candidates", "edges", "records", "peak_rss_mb"}."""
     bands, _ = cfg.bands_rows()
     offsets = unit_offsets(paths, units)
-    excluded = np.sort(np.concatenate([_global_ids(_load_pairs(paths.exact_drops(p)), offsets)
-                                       for p in range(len(partition_bounds(exact_partitions)))] or [np.zeros(0, np.int64)]))  # fmt: skip
+    n_total = int(offsets[-1])
+    excluded = np.zeros((n_total + 7) // 8, dtype=np.uint8)  # a bit per document: 125 MB at 10^9
+    for p in range(len(partition_bounds(exact_partitions))):
+        ids = _global_ids(_load_pairs(paths.exact_drops(p)), offsets)
+        np.bitwise_or.at(excluded, ids >> 3, (1 << (ids & 7)).astype(np.uint8))
     signatures = _SignatureRows(paths, units, cfg.num_perm)
-    if int(offsets[-1]) >= 1 << 32:
-        raise ValueError(f"{int(offsets[-1]):,} documents: pair codes i * n + j need n < 2^32; split the corpus")
-    n_total = np.uint64(max(int(offsets[-1]), 1))
-    tried: set[int] = set()  # pair codes i * n + j of the candidates seen: memory grows with duplicates only
-    verified: list[np.ndarray] = []
-    seen = 0
+    edges: list[np.ndarray] = []
+    candidates = seen = 0
     for band in band_groups(bands, groups)[group]:
         index = np.stack([_unit_offsets(paths.band_index(u), band) for u in range(units)]) if units else np.zeros((0, PREFIXES + 1), np.int64)
         counts = (index[:, 1:] - index[:, :-1]).sum(axis=0) if units else np.zeros(PREFIXES, np.int64)
@@ -224,23 +232,22 @@ def band_group(group: int, groups: int, units: int, paths: CleanPaths, cfg: Near
             blocks = [_read_records(paths.band_index(u), BAND, int(index[u, a]), int(index[u, b])) for u in range(units)]
             gid = np.concatenate([offsets[u] + x["row"].astype(np.int64) for u, x in enumerate(blocks)]) if blocks else np.zeros(0, np.int64)
             key = np.concatenate([x["key"] for x in blocks]) if blocks else np.zeros(0, np.uint64)
+            del blocks
             seen += len(key)
-            keep = ~np.isin(gid, excluded) if len(excluded) else np.ones(len(gid), dtype=bool)
+            keep = ((excluded[gid >> 3] >> (gid & 7).astype(np.uint8)) & 1) == 0
             found = minhash.bucket_pairs(key[keep], gid[keep])
             if not found:
                 continue
-            pairs = np.concatenate(found)
-            codes = np.unique(pairs[:, 0].astype(np.uint64) * n_total + pairs[:, 1].astype(np.uint64))
-            fresh = np.fromiter((c not in tried for c in codes.tolist()), dtype=bool, count=len(codes))
-            codes = codes[fresh]
-            if not len(codes):
-                continue  # verified in an earlier band or chunk
-            tried.update(codes.tolist())
-            pairs = np.stack([codes // n_total, codes % n_total], axis=1).astype(np.int64)
-            verified.append(pairs[_jaccard(pairs, offsets, signatures) >= cfg.threshold])
-    found = np.concatenate(verified) if verified else np.zeros((0, 2), np.int64)
-    found = found[np.lexsort((found[:, 1], found[:, 0]))]
-    stats = {"candidates": len(tried), "edges": int(len(found)), "records": seen, "peak_rss_mb": peak_rss_mb()}
+            # within a band a pair shares one bucket, so it occurs once; across this group's bands it
+            # may recur and is verified again (cheaper in memory than remembering every candidate)
+            pairs = np.unique(np.concatenate(found), axis=0)
+            candidates += len(pairs)
+            for start in range(0, len(pairs), JACCARD_BATCH):
+                batch = pairs[start:start + JACCARD_BATCH]
+                edges.append(batch[_jaccard(batch, offsets, signatures) >= cfg.threshold])
+            edges = [np.unique(np.concatenate(edges), axis=0)] if len(edges) > 64 else edges
+    found = np.unique(np.concatenate(edges), axis=0) if edges else np.zeros((0, 2), np.int64)
+    stats = {"candidates": candidates, "edges": int(len(found)), "records": seen, "peak_rss_mb": peak_rss_mb()}
     _save_pairs(paths.near_edges(group), found, stats)
     return stats
 
@@ -278,8 +285,9 @@ def cluster(units: int, paths: CleanPaths, exact_partitions: int, groups: int | 
             n_exact += 1
     n_near = n_edges = 0
     if groups is not None:
-        edges = np.concatenate([_load_pairs(paths.near_edges(g)) for g in range(groups)] or [np.zeros((0, 2), np.int64)])
-        edges = np.unique(edges, axis=0) if len(edges) else edges  # a pair found in two band groups is one edge
+        edges = np.zeros((0, 2), np.int64)
+        for g in range(groups):  # one group's file at a time: a pair found in several groups is one edge
+            edges = np.unique(np.concatenate([edges, _load_pairs(paths.near_edges(g))]), axis=0)
         n_edges = len(edges)
         if n_edges:
             nodes, compact = np.unique(edges, return_inverse=True)  # sorted: compact order is input order
