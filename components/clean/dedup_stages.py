@@ -22,8 +22,8 @@ bit per document for the exact duplicates to leave out, one chunk's candidate pa
 signatures of JACCARD_BATCH of them); clusters holds the duplicates and the distinct edges. What grows with the corpus is the
 number of duplicates, and a table of units x 1,025 prefix offsets (8 KB per unit) in exact and
 buckets -- not the number of documents. A document's global id is its row plus the documents of
-the units before it (`offsets`); one key prefix (1/1,024 of a band's records) must fit a chunk:
-about 4 billion documents.
+the units before it (`offsets`). A chunk is at least one key prefix (1/1,024 of a band's
+records), so above ~500 million documents a chunk holds more than MAX_RECORDS: raise PREFIX_BITS there.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ PREFIX_BITS = 10
 PREFIXES = 1 << PREFIX_BITS
 EXACT = np.dtype([("hi", ">u8"), ("lo", ">u8"), ("row", "<u4")])  # the 16-byte key as two big-endian halves
 BAND = np.dtype([("key", "<u8"), ("row", "<u4")])
-MAX_RECORDS = 4_000_000  # per chunk: 80 MB of exact records, 48 MB of band records
+MAX_RECORDS = 500_000  # per chunk: 10 MB of exact records, 6 MB of band records, whatever the corpus size
 JACCARD_BATCH = 50_000  # candidate pairs verified at once: their signatures, 2 x 50k x 512 B
 
 
