@@ -242,7 +242,7 @@ def _work_sizes(output: Path) -> dict[str, int]:
             kind = "final_shards"
         elif name.startswith("exact-") and name.endswith(".npy"):
             kind = "exact_drops"
-        elif name.startswith("near-") and name.endswith(".npy"):
+        elif name.startswith("near-") and name.endswith(".bin"):
             kind = "near_edges"
         elif "dedup" in path.parts and name.startswith("part-"):
             kind = "drop_lists"

@@ -31,7 +31,6 @@ Output under `output_uri`:
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import json
 import multiprocessing
@@ -154,7 +153,7 @@ def filter_shard(index: int, output_uri: str, config: CleanConfig) -> StepStats:
     stats = StepStats()
     stages = build_stages(config, stats)
     samples: dict[str, dict[str, list[Document]]] = {}  # reason -> language -> the first dropped
-    keys: list[bytes] = []
+    keys = bytearray()  # 16 bytes per kept document
     # spills to disk: a shard of a million undecodable lines does not fill memory
     with tempfile.SpooledTemporaryFile(max_size=1 << 20) as quarantined:
 
@@ -180,7 +179,7 @@ def filter_shard(index: int, output_uri: str, config: CleanConfig) -> StepStats:
                     if len(bucket) < config.dropped_samples:
                         bucket.append(_sample(item, reason, config.max_chars))
                     continue
-                keys.append(text_key(item.text))
+                keys.extend(text_key(item.text))
                 yield item
 
         try:
@@ -189,13 +188,14 @@ def filter_shard(index: int, output_uri: str, config: CleanConfig) -> StepStats:
             raise CleanError(str(exc)) from None
         _publish(quarantined, paths.quarantine(index))
     save_keys(paths.keys(index), keys)
-    signatures = None
-    if config.near_dedup is not None:
+    key_array = np.frombuffer(keys, dtype=np.uint8).reshape(-1, KEY_BYTES)
+    if config.near_dedup is None:
+        dedup_stages.write_index(index, key_array, None, paths, None)
+    else:
         docs = ((d.id, d.text) for d in shards.iter_texts([paths.staged(index)]))
         minhash.write_signatures(part(index), docs, paths.signatures(index), config.near_dedup)
-        signatures = np.load(io.BytesIO(storage.read_bytes(paths.signatures(index))), allow_pickle=False)
-    key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, KEY_BYTES)
-    dedup_stages.write_index(index, key_array, signatures, paths, config.near_dedup)
+        with storage.local_copy(paths.signatures(index)) as signature_file:
+            dedup_stages.write_index(index, key_array, signature_file, paths, config.near_dedup)
     for reason, by_language in samples.items():
         docs = [doc for lang in sorted(by_language) for doc in by_language[lang]]
         shards.write_documents(storage.join(paths.filter_samples(index), f"{reason}.jsonl"), docs)
@@ -360,7 +360,7 @@ def task_figures(paths: CleanPaths, n_shards: int, config: CleanConfig) -> dict[
 
     filters = [json.loads(storage.read_text(paths.filter_marker(i))) for i in range(n_shards)]
     writes = [json.loads(storage.read_text(paths.write_marker(i))) for i in range(n_shards)]
-    sidecar = lambda uri: json.loads(storage.read_text(uri.removesuffix(".npy") + ".json"))  # noqa: E731
+    sidecar = lambda uri: json.loads(storage.read_text(dedup_stages.sidecar(uri)))  # noqa: E731
     exact = [sidecar(paths.exact_drops(p)) for p in range(len(dedup_stages.partition_bounds(config.dedup_tasks)))]
     near = []
     if config.near_dedup is not None:

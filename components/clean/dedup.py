@@ -22,9 +22,10 @@ def text_key(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()[:KEY_BYTES]
 
 
-def save_keys(uri: str, keys: list[bytes]) -> None:
-    """Write keys as a uint8 (documents, KEY_BYTES) .npy file (no pickle) to any storage URI."""
-    array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, KEY_BYTES)
+def save_keys(uri: str, keys: bytes | bytearray) -> None:
+    """Write keys (the documents' text_key digests, concatenated) as a uint8 (documents, KEY_BYTES)
+    .npy file (no pickle) to any storage URI."""
+    array = np.frombuffer(keys, dtype=np.uint8).reshape(-1, KEY_BYTES)
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     storage.write_bytes(uri, buffer.getvalue())

@@ -14,22 +14,27 @@ minhash.find_duplicates among the rest):
             (minhash.bucket_pairs, as the planner), the pairs verified by the signatures' Jaccard estimate
             (their rows read by byte range) -> edges between global document ids
   clusters  one task                                             cluster
-            union-find over the edges only; each cluster keeps its first document;
-            writes the drop list of every unit ({row: "duplicate" | "near_duplicate"})
+            the edges merged block by block into clusters (union-find over the clustered documents
+            only); each cluster keeps its first document; writes the drop list of every unit
+            ({row: "duplicate" | "near_duplicate"})
 
-Memory: index holds one unit; exact and buckets hold `max_records` records (plus, in buckets, a
-bit per document for the exact duplicates to leave out, one chunk's candidate pairs and the
-signatures of JACCARD_BATCH of them); clusters holds the duplicates and the distinct edges. What grows with the corpus is the
-number of duplicates, and a table of units x 1,025 prefix offsets (8 KB per unit) in exact and
-buckets -- not the number of documents. A document's global id is its row plus the documents of
-the units before it (`offsets`). A chunk is at least one key prefix (1/1,024 of a band's
-records), so above ~500 million documents a chunk holds more than MAX_RECORDS: raise PREFIX_BITS there.
+Memory: index holds ~40 bytes per document of its unit (the band index is built a band at a time
+from the signature file); exact and buckets hold `max_records` records (plus, in buckets, a bit per
+document for the exact duplicates to leave out, one chunk's candidate pairs and the signatures of
+JACCARD_BATCH of them; edges are streamed out); clusters holds the clustered documents (~16 bytes
+each, twice while merging) and the exact duplicates. What grows with the corpus is the number of
+duplicates, the bitmap (N / 8 bytes) and a table of units x 1,025 prefix offsets (8 KB per unit) in
+exact and buckets -- not the number of documents. A document's global id is its row plus the
+documents of the units before it (`offsets`). A chunk is at least one key prefix (1/1,024 of a
+band's records), so above ~100 million documents a chunk holds more than MAX_RECORDS (~12 bytes
+per record over N / 1,024: 12 MB at 10^9).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import resource
 from typing import Iterator
 
@@ -44,8 +49,9 @@ PREFIX_BITS = 10
 PREFIXES = 1 << PREFIX_BITS
 EXACT = np.dtype([("hi", ">u8"), ("lo", ">u8"), ("row", "<u4")])  # the 16-byte key as two big-endian halves
 BAND = np.dtype([("key", "<u8"), ("row", "<u4")])
-MAX_RECORDS = 500_000  # per chunk: 10 MB of exact records, 6 MB of band records, whatever the corpus size
-JACCARD_BATCH = 50_000  # candidate pairs verified at once: their signatures, 2 x 50k x 512 B
+MAX_RECORDS = 100_000  # per chunk: 2 MB of exact records, 1.2 MB of band records, whatever the corpus size
+JACCARD_BATCH = 8_192  # candidate pairs verified at once: their signatures, 3 x 8k x 512 B
+EDGE_BLOCK = 1 << 17  # near-duplicate edges read at once (2 MB); merged once at least as many as the clustered documents wait
 
 
 def peak_rss_mb() -> float:
@@ -69,10 +75,12 @@ def _prefix_offsets(prefixes: np.ndarray) -> np.ndarray:
 # ---- index ---------------------------------------------------------------------------------------
 
 
-def write_index(index: int, keys: np.ndarray, signatures: np.ndarray | None, paths: CleanPaths,
+def write_index(index: int, keys: np.ndarray, signature_file: str | os.PathLike | None, paths: CleanPaths,
                 cfg: NearDedupConfig | None) -> None:
-    """The index of unit `index`: keys uint8 (documents, 16) as dedup.save_keys writes them,
-    signatures uint32 (documents, num_perm) or None when near_dedup is off."""
+    """The index of unit `index`: keys uint8 (documents, 16) as dedup.save_keys writes them;
+    signature_file a local copy of the unit's signatures .npy, or None when near_dedup is off. The
+    band index is built one band at a time from the file (a pass per band), so memory is ~40 bytes
+    per document of the unit, not its 512-byte signatures."""
     n = len(keys)
     halves = np.ascontiguousarray(keys).view(">u8").reshape(n, 2) if n else np.zeros((0, 2), ">u8")
     records = np.empty(n, dtype=EXACT)
@@ -81,20 +89,24 @@ def write_index(index: int, keys: np.ndarray, signatures: np.ndarray | None, pat
     offsets = _prefix_offsets((records["hi"] >> np.uint64(64 - PREFIX_BITS)).astype(np.uint64))
     storage.write_bytes(paths.exact_index(index), records.tobytes())
     storage.write_bytes(paths.exact_index(index) + ".idx", offsets.astype("<i8").tobytes())
-    if signatures is None or cfg is None:
+    del records
+    if signature_file is None or cfg is None:
         return
     bands, rows = cfg.bands_rows()
-    live = np.flatnonzero(signatures[:, 0] != minhash.EMPTY) if n else np.zeros(0, dtype=np.int64)
-    parts, index_rows, start = [], [], 0
-    for band in range(bands):
-        keys_b = minhash._band_keys(signatures[live, band * rows:(band + 1) * rows])
-        order = np.lexsort((live, keys_b))
-        block = np.empty(len(live), dtype=BAND)
-        block["key"], block["row"] = keys_b[order], live[order]
-        parts.append(block)
-        index_rows.append(start + _prefix_offsets(block["key"] >> np.uint64(64 - PREFIX_BITS)))
-        start += len(block)
-    storage.write_bytes(paths.band_index(index), b"".join(p.tobytes() for p in parts))
+    live_mask = [block[:, 0] != minhash.EMPTY for block in minhash.signature_blocks(signature_file)]
+    live = np.flatnonzero(np.concatenate(live_mask)) if live_mask else np.zeros(0, dtype=np.int64)
+    index_rows, start = [], 0
+    with storage.open_write(paths.band_index(index)) as out:
+        for band in range(bands):
+            parts = [minhash._band_keys(block[:, band * rows:(band + 1) * rows][mask])
+                     for block, mask in zip(minhash.signature_blocks(signature_file), live_mask)]  # fmt: skip
+            keys_b = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+            order = np.lexsort((live, keys_b))
+            block = np.empty(len(live), dtype=BAND)
+            block["key"], block["row"] = keys_b[order], live[order]
+            out.write(block.tobytes())
+            index_rows.append(start + _prefix_offsets(block["key"] >> np.uint64(64 - PREFIX_BITS)))
+            start += len(block)
     storage.write_bytes(paths.band_index(index) + ".idx", np.stack(index_rows).astype("<i8").tobytes())
 
 
@@ -127,11 +139,16 @@ def partition_bounds(partitions: int) -> list[tuple[int, int]]:
     return [(cuts[i], cuts[i + 1]) for i in range(partitions) if cuts[i] < cuts[i + 1]]
 
 
+def sidecar(uri: str) -> str:
+    """The JSON figures beside a stage's output file (same name, .json)."""
+    return uri.rsplit(".", 1)[0] + ".json"
+
+
 def _save_pairs(uri: str, pairs: np.ndarray, extra: dict) -> None:
     buffer = io.BytesIO()
     np.save(buffer, pairs.astype(np.int64).reshape(-1, 2), allow_pickle=False)
     storage.write_bytes(uri, buffer.getvalue())
-    storage.write_text(uri.removesuffix(".npy") + ".json", json.dumps(extra) + "\n")
+    storage.write_text(sidecar(uri), json.dumps(extra) + "\n")
 
 
 def _load_pairs(uri: str) -> np.ndarray:
@@ -214,7 +231,9 @@ class _SignatureRows:
 def band_group(group: int, groups: int, units: int, paths: CleanPaths, cfg: NearDedupConfig,
                exact_partitions: int, max_records: int = MAX_RECORDS) -> dict:
     """Verified near-duplicate pairs found in the bands of `group`: writes paths.near_edges(group),
-    global ids int64 (m, 2), i < j; returns {"candidates", "edges", "records", "peak_rss_mb"}."""
+    global ids "<i8" (m, 2) as raw rows, i < j, streamed chunk by chunk (a pair found in several of
+    the group's bands is written once per band; the clustering takes each once); returns
+    {"candidates", "edges", "records", "peak_rss_mb"}."""
     bands, _ = cfg.bands_rows()
     offsets = unit_offsets(paths, units)
     n_total = int(offsets[-1])
@@ -223,32 +242,33 @@ def band_group(group: int, groups: int, units: int, paths: CleanPaths, cfg: Near
         ids = _global_ids(_load_pairs(paths.exact_drops(p)), offsets)
         np.bitwise_or.at(excluded, ids >> 3, (1 << (ids & 7)).astype(np.uint8))
     signatures = _SignatureRows(paths, units, cfg.num_perm)
-    edges: list[np.ndarray] = []
-    candidates = seen = 0
-    for band in band_groups(bands, groups)[group]:
-        index = np.stack([_unit_offsets(paths.band_index(u), band) for u in range(units)]) if units else np.zeros((0, PREFIXES + 1), np.int64)
-        counts = (index[:, 1:] - index[:, :-1]).sum(axis=0) if units else np.zeros(PREFIXES, np.int64)
-        for a, b in _chunks(counts, 0, PREFIXES, max_records):
-            blocks = [_read_records(paths.band_index(u), BAND, int(index[u, a]), int(index[u, b])) for u in range(units)]
-            gid = np.concatenate([offsets[u] + x["row"].astype(np.int64) for u, x in enumerate(blocks)]) if blocks else np.zeros(0, np.int64)
-            key = np.concatenate([x["key"] for x in blocks]) if blocks else np.zeros(0, np.uint64)
-            del blocks
-            seen += len(key)
-            keep = ((excluded[gid >> 3] >> (gid & 7).astype(np.uint8)) & 1) == 0
-            found = minhash.bucket_pairs(key[keep], gid[keep])
-            if not found:
-                continue
-            # within a band a pair shares one bucket, so it occurs once; across this group's bands it
-            # may recur and is verified again (cheaper in memory than remembering every candidate)
-            pairs = np.unique(np.concatenate(found), axis=0)
-            candidates += len(pairs)
-            for start in range(0, len(pairs), JACCARD_BATCH):
-                batch = pairs[start:start + JACCARD_BATCH]
-                edges.append(batch[_jaccard(batch, offsets, signatures) >= cfg.threshold])
-            edges = [np.unique(np.concatenate(edges), axis=0)] if len(edges) > 64 else edges
-    found = np.unique(np.concatenate(edges), axis=0) if edges else np.zeros((0, 2), np.int64)
-    stats = {"candidates": candidates, "edges": int(len(found)), "records": seen, "peak_rss_mb": peak_rss_mb()}
-    _save_pairs(paths.near_edges(group), found, stats)
+    candidates = seen = written = 0
+    with storage.open_write(paths.near_edges(group)) as out:
+        for band in band_groups(bands, groups)[group]:
+            index = np.stack([_unit_offsets(paths.band_index(u), band) for u in range(units)]) if units else np.zeros((0, PREFIXES + 1), np.int64)
+            counts = (index[:, 1:] - index[:, :-1]).sum(axis=0) if units else np.zeros(PREFIXES, np.int64)
+            for a, b in _chunks(counts, 0, PREFIXES, max_records):
+                blocks = [_read_records(paths.band_index(u), BAND, int(index[u, a]), int(index[u, b])) for u in range(units)]
+                gid = np.concatenate([offsets[u] + x["row"].astype(np.int64) for u, x in enumerate(blocks)]) if blocks else np.zeros(0, np.int64)
+                key = np.concatenate([x["key"] for x in blocks]) if blocks else np.zeros(0, np.uint64)
+                del blocks
+                seen += len(key)
+                keep = ((excluded[gid >> 3] >> (gid & 7).astype(np.uint8)) & 1) == 0
+                found = minhash.bucket_pairs(key[keep], gid[keep])
+                del gid, key, keep
+                if not found:
+                    continue
+                # within a band a pair shares one bucket, so it occurs once in a chunk
+                pairs = np.concatenate(found)
+                del found
+                candidates += len(pairs)
+                for start in range(0, len(pairs), JACCARD_BATCH):
+                    batch = pairs[start:start + JACCARD_BATCH]
+                    verified = batch[_jaccard(batch, offsets, signatures) >= cfg.threshold]
+                    out.write(verified.astype("<i8").tobytes())
+                    written += len(verified)
+    stats = {"candidates": candidates, "edges": written, "records": seen, "peak_rss_mb": peak_rss_mb()}
+    storage.write_text(sidecar(paths.near_edges(group)), json.dumps(stats) + "\n")
     return stats
 
 
@@ -273,32 +293,97 @@ def unit_offsets(paths: CleanPaths, units: int) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
 
 
-def cluster(units: int, paths: CleanPaths, exact_partitions: int, groups: int | None) -> dict:
+def _merge_labels(nodes: np.ndarray, labels: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Clusters so far (sorted global ids `nodes`, each with the smallest id of its cluster in
+    `labels`) joined by `edges` (global ids, (m, 2)): the new (nodes, labels). An endpoint already
+    clustered stands for its cluster's label and an edge inside one cluster is left out, so the
+    work is this block's edges plus one pass over the clustered documents."""
+    flat = edges.ravel()
+    rep = flat.copy()
+    if len(nodes):
+        pos = np.searchsorted(nodes, flat)
+        pos[pos == len(nodes)] = 0
+        known = nodes[pos] == flat
+        rep[known] = labels[pos[known]]
+        del pos, known
+    rep = rep.reshape(-1, 2)
+    rep = rep[rep[:, 0] != rep[:, 1]]
+    vertices, compact = np.unique(rep, return_inverse=True)  # sorted: index order is id order
+    smallest = vertices[minhash.components_min_label(len(vertices), compact.reshape(-1, 2))]
+    del rep, compact
+    new = np.setdiff1d(flat, nodes)
+    labels, new_labels = _relabel(labels, vertices, smallest), _relabel(new, vertices, smallest)
+    merged = np.concatenate([nodes, new])
+    order = np.argsort(merged, kind="stable")
+    return merged[order], np.concatenate([labels, new_labels])[order]
+
+
+def _relabel(ids: np.ndarray, vertices: np.ndarray, smallest: np.ndarray) -> np.ndarray:
+    """Each of `ids` replaced by smallest[k] where it is vertices[k] (vertices sorted), else kept."""
+    out = ids.copy()
+    if len(vertices) and len(ids):
+        at = np.searchsorted(vertices, ids)
+        at[at == len(vertices)] = 0
+        hit = vertices[at] == ids
+        out[hit] = smallest[at[hit]]
+    return out
+
+
+def _edge_blocks(uri: str, block: int) -> Iterator[np.ndarray]:
+    """A near-edges file (raw "<i8" rows of 2) in blocks of at most `block` edges, by byte range."""
+    count = int(json.loads(storage.read_text(sidecar(uri)))["edges"])
+    for start in range(0, count, block):
+        stop = min(count, start + block)
+        yield np.frombuffer(storage.read_range(uri, start * 16, (stop - start) * 16), dtype="<i8").reshape(-1, 2).astype(np.int64)
+
+
+def _write_drop_lists(paths: CleanPaths, offsets: np.ndarray, exact: np.ndarray, near: np.ndarray) -> None:
+    """Every unit's drop list ({row: "duplicate" | "near_duplicate"}) from exact (unit, row) pairs and
+    near-duplicate global ids; a row in both is a "duplicate"."""
+    near_unit = np.searchsorted(offsets, near, side="right") - 1
+    unit = np.concatenate([exact[:, 0], near_unit])
+    row = np.concatenate([exact[:, 1], near - offsets[near_unit]])
+    reason = np.concatenate([np.zeros(len(exact), np.int8), np.ones(len(near), np.int8)])
+    order = np.lexsort((reason, row, unit))
+    unit, row, reason = unit[order], row[order], reason[order]
+    first = np.ones(len(unit), dtype=bool)
+    first[1:] = (unit[1:] != unit[:-1]) | (row[1:] != row[:-1])
+    unit, row, reason = unit[first], row[first], reason[first]
+    bounds = np.searchsorted(unit, np.arange(len(offsets)))
+    names = ("duplicate", "near_duplicate")
+    for u in range(len(offsets) - 1):
+        a, b = int(bounds[u]), int(bounds[u + 1])
+        found = {str(r): names[k] for r, k in zip(row[a:b].tolist(), reason[a:b].tolist())}
+        storage.write_text(paths.drop_list(u), json.dumps(found))
+
+
+def cluster(units: int, paths: CleanPaths, exact_partitions: int, groups: int | None, edge_block: int = EDGE_BLOCK) -> dict:
     """The drop list of every unit from the exact duplicates and the near-duplicate edges (groups
-    None: near_dedup off); returns {"duplicate", "near_duplicate", "edges", "peak_rss_mb"}."""
+    None: near_dedup off), the edges read `edge_block` at a time and merged into the clusters so far
+    once at least `edge_block` and as many as the documents clustered wait (each cluster keeps its
+    first document); returns {"duplicate", "near_duplicate", "edges", "clustered",
+    "peak_rss_mb"} (edges: as read, a pair found in several bands counted each time)."""
     offsets = unit_offsets(paths, units)
-    drops: list[dict[int, str]] = [{} for _ in range(units)]
-    n_exact = 0
-    for p in range(len(partition_bounds(exact_partitions))):
-        for unit, row in _load_pairs(paths.exact_drops(p)).tolist():
-            drops[unit][row] = "duplicate"
-            n_exact += 1
-    n_near = n_edges = 0
-    if groups is not None:
-        edges = np.zeros((0, 2), np.int64)
-        for g in range(groups):  # one group's file at a time: a pair found in several groups is one edge
-            edges = np.unique(np.concatenate([edges, _load_pairs(paths.near_edges(g))]), axis=0)
-        n_edges = len(edges)
-        if n_edges:
-            nodes, compact = np.unique(edges, return_inverse=True)  # sorted: compact order is input order
-            labels = minhash.components_min_label(len(nodes), compact.reshape(-1, 2))
-            dropped = nodes[labels != np.arange(len(nodes))]
-            unit_of = np.searchsorted(offsets, dropped, side="right") - 1
-            for unit, gid in zip(unit_of.tolist(), dropped.tolist()):
-                drops[unit].setdefault(gid - int(offsets[unit]), "near_duplicate")
-                n_near += 1
-    for unit, found in enumerate(drops):
-        storage.write_text(paths.drop_list(unit), json.dumps({str(r): found[r] for r in sorted(found)}))
-    figures = {"duplicate": n_exact, "near_duplicate": n_near, "edges": n_edges, "peak_rss_mb": peak_rss_mb()}
+    exact = [_load_pairs(paths.exact_drops(p)) for p in range(len(partition_bounds(exact_partitions)))]
+    exact_pairs = np.concatenate(exact).astype(np.int64).reshape(-1, 2) if exact else np.zeros((0, 2), np.int64)
+    del exact
+    nodes = labels = np.zeros(0, np.int64)
+    n_edges = 0
+    pending: list[np.ndarray] = []
+    for g in range(groups or 0):
+        for block in _edge_blocks(paths.near_edges(g), edge_block):
+            pending.append(block)
+            n_edges += len(block)
+            # a merge costs the clusters so far: merging only once the blocks waiting are as many keeps
+            # the time ~ edges x log(edges) and the memory within twice the clustered documents
+            if sum(map(len, pending)) >= max(edge_block, len(nodes)):
+                nodes, labels = _merge_labels(nodes, labels, np.concatenate(pending))
+                pending = []
+    if pending:
+        nodes, labels = _merge_labels(nodes, labels, np.concatenate(pending))
+    near = nodes[labels != nodes]
+    _write_drop_lists(paths, offsets, exact_pairs, near)
+    figures = {"duplicate": int(len(exact_pairs)), "near_duplicate": int(len(near)), "edges": n_edges,
+               "clustered": int(len(nodes)), "peak_rss_mb": peak_rss_mb()}
     storage.write_text(paths.cluster_marker, json.dumps(figures) + "\n")
     return figures

@@ -34,11 +34,11 @@ need joining).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
+import shutil
 import tempfile
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -119,15 +119,45 @@ def sidecar_uri(signature_uri: str) -> str:
     return (signature_uri[:-4] if signature_uri.endswith(".npy") else signature_uri) + ".json"
 
 
-def write_signatures(shard_key: str, docs: Iterable[tuple[str, str]], out_uri: str, cfg: NearDedupConfig) -> int:
-    """The signatures phase for one shard: <out_uri> (.npy signatures) and its .json sidecar; returns the count."""
-    ids, sigs = compute_signatures(docs, cfg)
-    buffer = io.BytesIO()
-    np.save(buffer, sigs, allow_pickle=False)
-    storage.write_bytes(out_uri, buffer.getvalue())
+def write_signatures(shard_key: str, docs: Iterable[tuple[str, str]], out_uri: str, cfg: NearDedupConfig, batch: int = 256) -> int:
+    """The signatures phase for one shard: <out_uri> (uint32 (documents, num_perm) .npy, as np.save
+    writes it) and its .json sidecar; returns the count. Streamed through a local spool file: memory
+    is a batch of documents and the ids, not the shard's signatures (512 bytes per document)."""
+    perms = permutations(cfg)
+    ids: list[str] = []
+    pending: list[np.ndarray] = []
+    with tempfile.TemporaryFile(prefix="homegrown-signatures-") as rows:
+        for doc_id, text in docs:
+            ids.append(doc_id)
+            pending.append(shingle_hashes(text, cfg))
+            if len(pending) == batch:
+                rows.write(_signatures(pending, perms).astype("<u4").tobytes())
+                pending = []
+        if pending:
+            rows.write(_signatures(pending, perms).astype("<u4").tobytes())
+        rows.seek(0)
+        header = {"descr": "<u4", "fortran_order": False, "shape": (len(ids), cfg.num_perm)}
+        with storage.open_write(out_uri) as out:
+            np.lib.format.write_array_header_1_0(out, header)
+            shutil.copyfileobj(rows, out, 1 << 20)
     meta = {"shard_key": shard_key, "count": len(ids), "params": cfg.signature_params(), "ids": ids}
     storage.write_text(sidecar_uri(out_uri), json.dumps(meta, ensure_ascii=False) + "\n")
     return len(ids)
+
+
+def signature_blocks(path: str | os.PathLike, rows: int = 65536) -> Iterator[np.ndarray]:
+    """A local signatures .npy file read `rows` rows at a time: uint32 (<= rows, num_perm) blocks, in
+    row order (a plain read per block; memory-mapping would count the whole file as resident)."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(handle)
+        if fortran_order or len(shape) != 2:
+            raise ValueError(f"{path}: not a C-ordered (documents, num_perm) signature matrix")
+        width = shape[1] * dtype.itemsize
+        for start in range(0, shape[0], rows):
+            count = min(rows, shape[0] - start)
+            yield np.frombuffer(handle.read(count * width), dtype=dtype).reshape(count, shape[1])
 
 
 # ---- buckets ------------------------------------------------------------------------------

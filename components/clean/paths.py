@@ -18,7 +18,7 @@ Under `output_uri/work/<config digest>/` (between phases; another config starts 
   index/part-IIIII.exact.bin(.idx) the shard's exact keys sorted, and where each key prefix starts
   index/part-IIIII.bands.bin(.idx) per LSH band, its band keys sorted (near_dedup on)
   dedup/exact-PPPPP.npy (.json)    exact duplicates found in key-prefix partition P: (shard, row)
-  dedup/near-GGGGG.npy (.json)     verified near-duplicate pairs of band group G: global ids
+  dedup/near-GGGGG.bin (.json)     verified near-duplicate pairs of band group G: global ids, raw "<i8" rows of 2
   dedup/part-IIIII.json            the dedup phase's drop list {row: reason}
   write/part-IIIII.json            marker of the write phase: {inputs, shards, dropped, ...}
 """
@@ -83,7 +83,7 @@ class CleanPaths:
         return storage.join(self.work, "dedup", f"exact-{partition:05d}.npy")
 
     def near_edges(self, group: int) -> str:
-        return storage.join(self.work, "dedup", f"near-{group:05d}.npy")
+        return storage.join(self.work, "dedup", f"near-{group:05d}.bin")
 
     @property
     def cluster_marker(self) -> str:

@@ -54,14 +54,15 @@ def drop_lists(out: str, shards: int, config: CleanConfig) -> list[dict[int, str
     return [clean.load_drop_list(paths, i) for i in range(shards)]
 
 
-def staged(out: str, shards: int, config: CleanConfig, tasks: int, max_records: int) -> list[dict[int, str]]:
+def staged(out: str, shards: int, config: CleanConfig, tasks: int, max_records: int,
+           edge_block: int = dedup_stages.EDGE_BLOCK) -> list[dict[int, str]]:
     paths = CleanPaths.of(out, config)
     for p in range(len(dedup_stages.partition_bounds(tasks))):
         dedup_stages.exact_partition(p, tasks, shards, paths, max_records)
     groups = len(dedup_stages.band_groups(config.near_dedup.bands_rows()[0], tasks))
     for g in range(groups):
         dedup_stages.band_group(g, groups, shards, paths, config.near_dedup, tasks, max_records)
-    dedup_stages.cluster(shards, paths, tasks, groups)
+    dedup_stages.cluster(shards, paths, tasks, groups, edge_block)
     return drop_lists(out, shards, config)
 
 
@@ -72,14 +73,33 @@ def clustered(tmp_path_factory) -> tuple[str, int, CleanConfig]:
     return out, shards, config
 
 
-@pytest.mark.parametrize(("tasks", "max_records"), [(1, 4_000_000), (3, 700), (16, 150)])
-def test_clusters_of_many_near_duplicates_drop_exactly_what_the_planner_drops(clustered, tasks, max_records):
+@pytest.mark.parametrize(("tasks", "max_records", "edge_block"), [(1, 4_000_000, 1 << 20), (3, 700, 97), (16, 150, 7)])
+def test_clusters_of_many_near_duplicates_drop_exactly_what_the_planner_drops(clustered, tasks, max_records, edge_block):
     out, shards, config = clustered
     clean.dedup_one_task(shards, out, config)
     reference = drop_lists(out, shards, config)
     reasons = [r for d in reference for r in d.values()]
     assert reasons.count("duplicate") >= 2 * 150 and reasons.count("near_duplicate") >= 1500  # real clusters
-    assert staged(out, shards, config, tasks, max_records) == reference
+    assert staged(out, shards, config, tasks, max_records, edge_block) == reference
+
+
+def test_clusters_merged_block_by_block_are_the_components_of_all_edges():
+    import numpy as np
+
+    from components.clean import minhash
+
+    rng = np.random.default_rng(5)
+    for trial in range(30):
+        ids = np.sort(rng.choice(10**9, size=int(rng.integers(2, 400)), replace=False)).astype(np.int64)
+        edges = ids[rng.integers(0, len(ids), size=(int(rng.integers(1, 600)), 2))]
+        _, compact = np.unique(edges, return_inverse=True)
+        nodes_all = np.unique(edges)
+        expected = nodes_all[minhash.components_min_label(len(nodes_all), compact.reshape(-1, 2))]
+        nodes = labels = np.zeros(0, np.int64)
+        block = int(rng.integers(1, 50))
+        for start in range(0, len(edges), block):
+            nodes, labels = dedup_stages._merge_labels(nodes, labels, edges[start:start + block])
+        assert np.array_equal(nodes, nodes_all) and np.array_equal(labels, expected), trial
 
 
 def test_real_text_and_the_local_step_agree_with_the_planner(tmp_path):
