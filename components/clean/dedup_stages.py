@@ -36,6 +36,7 @@ import io
 import json
 import os
 import resource
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import numpy as np
@@ -50,8 +51,10 @@ PREFIXES = 1 << PREFIX_BITS
 EXACT = np.dtype([("hi", ">u8"), ("lo", ">u8"), ("row", "<u4")])  # the 16-byte key as two big-endian halves
 BAND = np.dtype([("key", "<u8"), ("row", "<u4")])
 MAX_RECORDS = 100_000  # per chunk: 2 MB of exact records, 1.2 MB of band records, whatever the corpus size
+READ_THREADS = 16  # signature range reads in flight at once
+READ_GAP = 64  # rows at most this far apart (32 KB at 128 permutations) are read in one request
 JACCARD_BATCH = 8_192  # candidate pairs verified at once: their signatures, 3 x 8k x 512 B
-EDGE_BLOCK = 1 << 17  # near-duplicate edges read at once (2 MB); merged once at least as many as the clustered documents wait
+EDGE_BLOCK = 1 << 15  # near-duplicate edges read at once (512 KB)
 
 
 def peak_rss_mb() -> float:
@@ -162,20 +165,21 @@ def exact_partition(part: int, partitions: int, units: int, paths: CleanPaths, m
     """Exact duplicates among the keys of partition `part`: writes paths.exact_drops(part), (unit, row)
     int64 (m, 2); returns {"duplicates", "records", "peak_rss_mb"}."""
     lo, hi = partition_bounds(partitions)[part]
-    offsets = np.stack([_unit_offsets(paths.exact_index(u), None) for u in range(units)]) if units else np.zeros((0, PREFIXES + 1), np.int64)
-    counts = (offsets[:, 1:] - offsets[:, :-1]).sum(axis=0) if units else np.zeros(PREFIXES, np.int64)
-    drops, seen = [], 0
-    for a, b in _chunks(counts, lo, hi, max_records):
-        blocks = [_read_records(paths.exact_index(u), EXACT, int(offsets[u, a]), int(offsets[u, b])) for u in range(units)]
-        unit = np.concatenate([np.full(len(x), u, dtype=np.int64) for u, x in enumerate(blocks)]) if blocks else np.zeros(0, np.int64)
-        rec = np.concatenate(blocks) if blocks else np.zeros(0, EXACT)
-        seen += len(rec)
-        order = np.lexsort((rec["row"], unit, rec["lo"], rec["hi"]))
-        hi_s, lo_s = rec["hi"][order], rec["lo"][order]
-        repeat = np.zeros(len(order), dtype=bool)
-        repeat[1:] = (hi_s[1:] == hi_s[:-1]) & (lo_s[1:] == lo_s[:-1])
-        picked = order[repeat]
-        drops.append(np.stack([unit[picked], rec["row"][picked].astype(np.int64)], axis=1))
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        offsets = np.stack(list(pool.map(lambda u: _unit_offsets(paths.exact_index(u), None), range(units)))) if units else np.zeros((0, PREFIXES + 1), np.int64)
+        counts = (offsets[:, 1:] - offsets[:, :-1]).sum(axis=0) if units else np.zeros(PREFIXES, np.int64)
+        drops, seen = [], 0
+        for a, b in _chunks(counts, lo, hi, max_records):
+            blocks = list(pool.map(lambda u: _read_records(paths.exact_index(u), EXACT, int(offsets[u, a]), int(offsets[u, b])), range(units)))
+            unit = np.concatenate([np.full(len(x), u, dtype=np.int64) for u, x in enumerate(blocks)]) if blocks else np.zeros(0, np.int64)
+            rec = np.concatenate(blocks) if blocks else np.zeros(0, EXACT)
+            seen += len(rec)
+            order = np.lexsort((rec["row"], unit, rec["lo"], rec["hi"]))
+            hi_s, lo_s = rec["hi"][order], rec["lo"][order]
+            repeat = np.zeros(len(order), dtype=bool)
+            repeat[1:] = (hi_s[1:] == hi_s[:-1]) & (lo_s[1:] == lo_s[:-1])
+            picked = order[repeat]
+            drops.append(np.stack([unit[picked], rec["row"][picked].astype(np.int64)], axis=1))
     found = np.concatenate(drops) if drops else np.zeros((0, 2), np.int64)
     stats = {"duplicates": int(len(found)), "records": seen, "peak_rss_mb": peak_rss_mb()}
     _save_pairs(paths.exact_drops(part), found, stats)
@@ -197,10 +201,11 @@ def band_groups(bands: int, groups: int) -> list[list[int]]:
 
 
 class _SignatureRows:
-    """Rows of the units' signature files, read by byte range (a file need not be on this disk)."""
+    """Rows of the units' signature files, read by byte range (a file need not be on this disk),
+    READ_THREADS units at a time: on S3 a read's latency, not its bytes, is what it costs."""
 
-    def __init__(self, paths: CleanPaths, units: int, num_perm: int):
-        self.paths, self.num_perm, self.headers = paths, num_perm, {}
+    def __init__(self, paths: CleanPaths, num_perm: int, pool: ThreadPoolExecutor):
+        self.paths, self.num_perm, self.pool, self.headers = paths, num_perm, pool, {}
 
     def _header(self, unit: int) -> int:
         if unit not in self.headers:
@@ -211,20 +216,28 @@ class _SignatureRows:
             self.headers[unit] = head.tell()
         return self.headers[unit]
 
-    def rows(self, unit: int, rows: np.ndarray) -> np.ndarray:
-        """uint32 (len(rows), num_perm) for sorted unique `rows`; runs of nearby rows in one request."""
+    def _fill(self, out: np.ndarray, unit: int, rows: np.ndarray) -> None:
+        """out[k] = row rows[k] of `unit` (rows sorted, unique); rows at most READ_GAP apart in one request."""
         width = self.num_perm * 4
-        out = np.empty((len(rows), self.num_perm), dtype=np.uint32)
         start, base = 0, self._header(unit)
         while start < len(rows):
             stop = start + 1
-            while stop < len(rows) and rows[stop] - rows[stop - 1] <= 16:
+            while stop < len(rows) and rows[stop] - rows[stop - 1] <= READ_GAP:
                 stop += 1
             first, last = int(rows[start]), int(rows[stop - 1])
             block = np.frombuffer(storage.read_range(self.paths.signatures(unit), base + first * width,
                                                      (last - first + 1) * width), dtype="<u4").reshape(-1, self.num_perm)  # fmt: skip
             out[start:stop] = block[rows[start:stop] - first]
             start = stop
+
+    def of(self, ids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """uint32 (len(ids), num_perm): the signatures of sorted unique global ids."""
+        out = np.empty((len(ids), self.num_perm), dtype=np.uint32)
+        unit = np.searchsorted(offsets, ids, side="right") - 1
+        cuts = np.concatenate([[0], np.flatnonzero(np.diff(unit)) + 1, [len(ids)]]).astype(np.int64)
+        runs = [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+        for _ in self.pool.map(lambda r: self._fill(out[r[0]:r[1]], int(unit[r[0]]), ids[r[0]:r[1]] - offsets[unit[r[0]]]), runs):
+            pass
         return out
 
 
@@ -241,14 +254,14 @@ def band_group(group: int, groups: int, units: int, paths: CleanPaths, cfg: Near
     for p in range(len(partition_bounds(exact_partitions))):
         ids = _global_ids(_load_pairs(paths.exact_drops(p)), offsets)
         np.bitwise_or.at(excluded, ids >> 3, (1 << (ids & 7)).astype(np.uint8))
-    signatures = _SignatureRows(paths, units, cfg.num_perm)
     candidates = seen = written = 0
-    with storage.open_write(paths.near_edges(group)) as out:
+    with storage.open_write(paths.near_edges(group)) as out, ThreadPoolExecutor(READ_THREADS) as pool:
+        signatures = _SignatureRows(paths, cfg.num_perm, pool)
         for band in band_groups(bands, groups)[group]:
-            index = np.stack([_unit_offsets(paths.band_index(u), band) for u in range(units)]) if units else np.zeros((0, PREFIXES + 1), np.int64)
+            index = np.stack(list(pool.map(lambda u: _unit_offsets(paths.band_index(u), band), range(units)))) if units else np.zeros((0, PREFIXES + 1), np.int64)
             counts = (index[:, 1:] - index[:, :-1]).sum(axis=0) if units else np.zeros(PREFIXES, np.int64)
             for a, b in _chunks(counts, 0, PREFIXES, max_records):
-                blocks = [_read_records(paths.band_index(u), BAND, int(index[u, a]), int(index[u, b])) for u in range(units)]
+                blocks = list(pool.map(lambda u: _read_records(paths.band_index(u), BAND, int(index[u, a]), int(index[u, b])), range(units)))
                 gid = np.concatenate([offsets[u] + x["row"].astype(np.int64) for u, x in enumerate(blocks)]) if blocks else np.zeros(0, np.int64)
                 key = np.concatenate([x["key"] for x in blocks]) if blocks else np.zeros(0, np.uint64)
                 del blocks
@@ -275,11 +288,7 @@ def band_group(group: int, groups: int, units: int, paths: CleanPaths, cfg: Near
 def _jaccard(pairs: np.ndarray, offsets: np.ndarray, signatures: _SignatureRows) -> np.ndarray:
     """Share of equal signature values per pair of global ids (minhash.estimated_jaccard's estimate)."""
     ids = np.unique(pairs)
-    unit = np.searchsorted(offsets, ids, side="right") - 1
-    rows = np.empty((len(ids), signatures.num_perm), dtype=np.uint32)
-    for u in np.unique(unit):
-        mask = unit == u
-        rows[mask] = signatures.rows(int(u), ids[mask] - offsets[u])
+    rows = signatures.of(ids, offsets)
     left, right = np.searchsorted(ids, pairs[:, 0]), np.searchsorted(ids, pairs[:, 1])
     return (rows[left] == rows[right]).mean(axis=1)
 
@@ -360,8 +369,8 @@ def _write_drop_lists(paths: CleanPaths, offsets: np.ndarray, exact: np.ndarray,
 def cluster(units: int, paths: CleanPaths, exact_partitions: int, groups: int | None, edge_block: int = EDGE_BLOCK) -> dict:
     """The drop list of every unit from the exact duplicates and the near-duplicate edges (groups
     None: near_dedup off), the edges read `edge_block` at a time and merged into the clusters so far
-    once at least `edge_block` and as many as the documents clustered wait (each cluster keeps its
-    first document); returns {"duplicate", "near_duplicate", "edges", "clustered",
+    once at least `edge_block` and a quarter as many as the documents clustered wait (each cluster
+    keeps its first document); returns {"duplicate", "near_duplicate", "edges", "clustered",
     "peak_rss_mb"} (edges: as read, a pair found in several bands counted each time)."""
     offsets = unit_offsets(paths, units)
     exact = [_load_pairs(paths.exact_drops(p)) for p in range(len(partition_bounds(exact_partitions)))]
@@ -374,9 +383,10 @@ def cluster(units: int, paths: CleanPaths, exact_partitions: int, groups: int | 
         for block in _edge_blocks(paths.near_edges(g), edge_block):
             pending.append(block)
             n_edges += len(block)
-            # a merge costs the clusters so far: merging only once the blocks waiting are as many keeps
-            # the time ~ edges x log(edges) and the memory within twice the clustered documents
-            if sum(map(len, pending)) >= max(edge_block, len(nodes)):
+            # a merge costs a pass over the clusters so far: merging once a quarter as many edges wait
+            # keeps the time ~ 4 x edges x log(edges) and the block's temporaries (~150 bytes per
+            # edge) within ~40 bytes per clustered document
+            if sum(map(len, pending)) >= max(edge_block, len(nodes) // 4):
                 nodes, labels = _merge_labels(nodes, labels, np.concatenate(pending))
                 pending = []
     if pending:

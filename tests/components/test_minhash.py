@@ -134,6 +134,25 @@ def write_shards(tmp_path: Path, shards: list[list[str]], cfg: NearDedupConfig =
     return files
 
 
+@pytest.mark.parametrize("count", [0, 1, 5, 12])
+def test_streamed_signatures_are_the_file_np_save_writes(tmp_path, labelled, count):
+    import io
+
+    from components.clean.minhash import signature_blocks
+
+    docs = [(f"d{i}", labelled[i].text if i % 4 else "") for i in range(count)]  # empty texts: EMPTY rows
+    out = tmp_path / "part.npy"
+    assert write_signatures("part-00000", docs, str(out), CFG, batch=5) == count  # batches of 5: a partial last one
+    ids, sigs = compute_signatures(docs, CFG)
+    expected = io.BytesIO()
+    np.save(expected, sigs, allow_pickle=False)
+    assert out.read_bytes() == expected.getvalue()
+    blocks = list(signature_blocks(out, rows=4))
+    assert [len(b) for b in blocks] == [min(4, count - s) for s in range(0, count, 4)]
+    assert np.array_equal(np.concatenate(blocks) if blocks else np.zeros((0, CFG.num_perm), np.uint32), sigs)
+    assert json.loads(out.with_suffix(".json").read_text())["ids"] == ids
+
+
 def test_first_in_input_order_is_kept_across_shards(tmp_path, labelled):
     a, a_edit = labelled[0].text, labelled[1].text  # a base and its copy with 1-3 letters changed
     other = labelled[6].text

@@ -280,17 +280,21 @@ def test_clean_corpus_s3_to_s3_exact_counts(bucket, s3_env):
     assert rerun.manifest.digest == manifest.digest
 
 
-def test_clean_corpus_s3_to_s3_default_config(bucket, s3_env):
+def test_clean_corpus_s3_to_s3_default_config(bucket, s3_env, tmp_path):
     udhr = list(read_json_lines(str(DATA / "udhr_articles.jsonl")))
     english = [r for r in udhr if r["lang_hint"] == "en"]  # 28 real UDHR sections
+    edited = [{"id": f"{r['id']}-edit", "text": r["text"] + " Amended."} for r in english[6:9]]
     inp, out = f"s3://{bucket}/udhr", f"s3://{bucket}/runs/r2/clean"
-    _put_jsonl(f"{inp}/part-0.jsonl", english[: len(english) // 2])
-    _put_jsonl(f"{inp}/part-1.jsonl.gz", english[len(english) // 2:] + english[:3], gz=True)
+    parts = [english[: len(english) // 2], english[len(english) // 2:] + english[:3] + edited]
+    for where in (inp, str(tmp_path / "in")):
+        _put_jsonl(f"{where}/part-0.jsonl", parts[0])
+        _put_jsonl(f"{where}/part-1.jsonl.gz", parts[1], gz=True)
 
     result = clean_corpus(inp, out, CleanConfig())  # langid, quality, PII, near-dedup; 2 processes
-    assert result.stats.records_in == len(english) + 3
-    assert result.stats.kept > 0
-    assert result.stats.dropped.get("duplicate", 0) + result.stats.dropped.get("near_duplicate", 0) >= 3
+    assert result.stats.records_in == len(english) + 6
+    assert result.stats.dropped["duplicate"] == 3 and result.stats.dropped["near_duplicate"] == 3
+    local = clean_corpus(str(tmp_path / "in"), str(tmp_path / "out"), CleanConfig())  # the same files on disk
+    assert result.stats.model_dump() == local.stats.model_dump()
     manifest = Manifest.load(f"{out}/manifest.json")
     assert manifest.shards and all(sh.uri.startswith(f"{out}/shards/") for sh in manifest.shards)
     docs = list(shards.iter_texts(sh.uri for sh in manifest.shards))
