@@ -53,6 +53,7 @@ BAND = np.dtype([("key", "<u8"), ("row", "<u4")])
 MAX_RECORDS = 100_000  # per chunk: 2 MB of exact records, 1.2 MB of band records, whatever the corpus size
 READ_THREADS = 16  # signature range reads in flight at once
 READ_GAP = 64  # rows at most this far apart (32 KB at 128 permutations) are read in one request
+READ_SPAN = 512  # of at most this many rows (256 KB): READ_THREADS requests hold ~4 MB
 JACCARD_BATCH = 8_192  # candidate pairs verified at once: their signatures, 3 x 8k x 512 B
 EDGE_BLOCK = 1 << 15  # near-duplicate edges read at once (512 KB)
 
@@ -217,12 +218,13 @@ class _SignatureRows:
         return self.headers[unit]
 
     def _fill(self, out: np.ndarray, unit: int, rows: np.ndarray) -> None:
-        """out[k] = row rows[k] of `unit` (rows sorted, unique); rows at most READ_GAP apart in one request."""
+        """out[k] = row rows[k] of `unit` (rows sorted, unique); rows at most READ_GAP apart and within
+        READ_SPAN of the first in one request."""
         width = self.num_perm * 4
         start, base = 0, self._header(unit)
         while start < len(rows):
             stop = start + 1
-            while stop < len(rows) and rows[stop] - rows[stop - 1] <= READ_GAP:
+            while stop < len(rows) and rows[stop] - rows[stop - 1] <= READ_GAP and rows[stop] - rows[start] < READ_SPAN:
                 stop += 1
             first, last = int(rows[start]), int(rows[stop - 1])
             block = np.frombuffer(storage.read_range(self.paths.signatures(unit), base + first * width,
