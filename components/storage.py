@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, TypeVar
@@ -57,11 +58,17 @@ _S3_ENV = (
 )  # fmt: skip
 
 
+S3_CONNECTIONS = 16  # connections an S3 client keeps: threads reading ranges at once (clean's dedup) each hold one
+_CLIENT_LOCK = threading.Lock()
+
+
 def _s3_client():
     # boto3.client() would reuse the default session, which keeps the first credentials it
     # resolved for the life of the process; a session per call costs ~150 ms. So: one client
-    # per environment (and per process: connection pools do not survive a fork).
-    return _s3_client_for(tuple(os.environ.get(name) for name in _S3_ENV), os.getpid())
+    # per environment (and per process: connection pools do not survive a fork), made once
+    # even when several threads ask at the same time.
+    with _CLIENT_LOCK:
+        return _s3_client_for(tuple(os.environ.get(name) for name in _S3_ENV), os.getpid())
 
 
 @functools.lru_cache(maxsize=8)
@@ -74,7 +81,7 @@ def _s3_client_for(env: tuple[str | None, ...], pid: int):
     retries = {} if os.environ.get("AWS_RETRY_MODE") or os.environ.get("AWS_MAX_ATTEMPTS") else {
         "retries": {"mode": "standard", "total_max_attempts": 3}
     }  # fmt: skip
-    config = Config(connect_timeout=10, read_timeout=60, **retries)
+    config = Config(connect_timeout=10, read_timeout=60, max_pool_connections=S3_CONNECTIONS, **retries)
     return boto3.session.Session().client("s3", endpoint_url=env[0] or None, config=config)
 
 

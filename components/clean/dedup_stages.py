@@ -21,8 +21,8 @@ minhash.find_duplicates among the rest):
 Memory: index holds ~40 bytes per document of its unit (the band index is built a band at a time
 from the signature file); exact and buckets hold `max_records` records (plus, in buckets, a bit per
 document for the exact duplicates to leave out, one chunk's candidate pairs and the signatures of
-JACCARD_BATCH of them; edges are streamed out); clusters holds the clustered documents (~16 bytes
-each, twice while merging) and the exact duplicates. What grows with the corpus is the number of
+JACCARD_BATCH of them; edges are streamed out); clusters holds the clustered documents (16 bytes
+each, ~63 while merging a block of edges) and the exact duplicates. What grows with the corpus is the number of
 duplicates, the bitmap (N / 8 bytes) and a table of units x 1,025 prefix offsets (8 KB per unit) in
 exact and buckets -- not the number of documents. A document's global id is its row plus the
 documents of the units before it (`offsets`). A chunk is at least one key prefix (1/1,024 of a
@@ -51,7 +51,7 @@ PREFIXES = 1 << PREFIX_BITS
 EXACT = np.dtype([("hi", ">u8"), ("lo", ">u8"), ("row", "<u4")])  # the 16-byte key as two big-endian halves
 BAND = np.dtype([("key", "<u8"), ("row", "<u4")])
 MAX_RECORDS = 100_000  # per chunk: 2 MB of exact records, 1.2 MB of band records, whatever the corpus size
-READ_THREADS = 16  # signature range reads in flight at once
+READ_THREADS = storage.S3_CONNECTIONS  # range reads in flight at once
 READ_GAP = 64  # rows at most this far apart (32 KB at 128 permutations) are read in one request
 READ_SPAN = 512  # of at most this many rows (256 KB): READ_THREADS requests hold ~4 MB
 JACCARD_BATCH = 8_192  # candidate pairs verified at once: their signatures, 3 x 8k x 512 B
@@ -114,6 +114,11 @@ def write_index(index: int, keys: np.ndarray, signature_file: str | os.PathLike 
     storage.write_bytes(paths.band_index(index) + ".idx", np.stack(index_rows).astype("<i8").tobytes())
 
 
+def _read_pool() -> ThreadPoolExecutor:
+    """READ_THREADS threads for range reads (storage's S3 client pool holds as many connections)."""
+    return ThreadPoolExecutor(READ_THREADS, thread_name_prefix="dedup-read")
+
+
 def _chunks(counts: np.ndarray, lo: int, hi: int, max_records: int) -> Iterator[tuple[int, int]]:
     """Runs [a, b) of prefixes in [lo, hi) holding at most max_records records (one prefix alone may hold more)."""
     a, total = lo, 0
@@ -166,7 +171,7 @@ def exact_partition(part: int, partitions: int, units: int, paths: CleanPaths, m
     """Exact duplicates among the keys of partition `part`: writes paths.exact_drops(part), (unit, row)
     int64 (m, 2); returns {"duplicates", "records", "peak_rss_mb"}."""
     lo, hi = partition_bounds(partitions)[part]
-    with ThreadPoolExecutor(READ_THREADS) as pool:
+    with _read_pool() as pool:
         offsets = np.stack(list(pool.map(lambda u: _unit_offsets(paths.exact_index(u), None), range(units)))) if units else np.zeros((0, PREFIXES + 1), np.int64)
         counts = (offsets[:, 1:] - offsets[:, :-1]).sum(axis=0) if units else np.zeros(PREFIXES, np.int64)
         drops, seen = [], 0
@@ -257,7 +262,7 @@ def band_group(group: int, groups: int, units: int, paths: CleanPaths, cfg: Near
         ids = _global_ids(_load_pairs(paths.exact_drops(p)), offsets)
         np.bitwise_or.at(excluded, ids >> 3, (1 << (ids & 7)).astype(np.uint8))
     candidates = seen = written = 0
-    with storage.open_write(paths.near_edges(group)) as out, ThreadPoolExecutor(READ_THREADS) as pool:
+    with storage.open_write(paths.near_edges(group)) as out, _read_pool() as pool:
         signatures = _SignatureRows(paths, cfg.num_perm, pool)
         for band in band_groups(bands, groups)[group]:
             index = np.stack(list(pool.map(lambda u: _unit_offsets(paths.band_index(u), band), range(units)))) if units else np.zeros((0, PREFIXES + 1), np.int64)
@@ -308,25 +313,25 @@ def _merge_labels(nodes: np.ndarray, labels: np.ndarray, edges: np.ndarray) -> t
     """Clusters so far (sorted global ids `nodes`, each with the smallest id of its cluster in
     `labels`) joined by `edges` (global ids, (m, 2)): the new (nodes, labels). An endpoint already
     clustered stands for its cluster's label and an edge inside one cluster is left out, so the
-    work is this block's edges plus one pass over the clustered documents."""
+    work is this block's edges plus a few passes over the clustered documents (~47 bytes each)."""
     flat = edges.ravel()
     rep = flat.copy()
+    known = np.zeros(len(flat), dtype=bool)
     if len(nodes):
         pos = np.searchsorted(nodes, flat)
         pos[pos == len(nodes)] = 0
         known = nodes[pos] == flat
         rep[known] = labels[pos[known]]
-        del pos, known
+        del pos
+    new = np.unique(flat[~known])
     rep = rep.reshape(-1, 2)
     rep = rep[rep[:, 0] != rep[:, 1]]
     vertices, compact = np.unique(rep, return_inverse=True)  # sorted: index order is id order
     smallest = vertices[minhash.components_min_label(len(vertices), compact.reshape(-1, 2))]
     del rep, compact
-    new = np.setdiff1d(flat, nodes)
     labels, new_labels = _relabel(labels, vertices, smallest), _relabel(new, vertices, smallest)
-    merged = np.concatenate([nodes, new])
-    order = np.argsort(merged, kind="stable")
-    return merged[order], np.concatenate([labels, new_labels])[order]
+    at = np.searchsorted(nodes, new)  # nodes and new are sorted and disjoint
+    return np.insert(nodes, at, new), np.insert(labels, at, new_labels)
 
 
 def _relabel(ids: np.ndarray, vertices: np.ndarray, smallest: np.ndarray) -> np.ndarray:
@@ -345,7 +350,11 @@ def _edge_blocks(uri: str, block: int) -> Iterator[np.ndarray]:
     count = int(json.loads(storage.read_text(sidecar(uri)))["edges"])
     for start in range(0, count, block):
         stop = min(count, start + block)
-        yield np.frombuffer(storage.read_range(uri, start * 16, (stop - start) * 16), dtype="<i8").reshape(-1, 2).astype(np.int64)
+        data = storage.read_range(uri, start * 16, (stop - start) * 16)
+        if len(data) != (stop - start) * 16:
+            raise storage.StorageError(f"{uri}: {len(data) // 16 + start} edges where its sidecar says {count}; "
+                                       "run the near-dedup tasks again")  # fmt: skip
+        yield np.frombuffer(data, dtype="<i8").reshape(-1, 2).astype(np.int64)
 
 
 def _write_drop_lists(paths: CleanPaths, offsets: np.ndarray, exact: np.ndarray, near: np.ndarray) -> None:

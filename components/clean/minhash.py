@@ -145,9 +145,10 @@ def write_signatures(shard_key: str, docs: Iterable[tuple[str, str]], out_uri: s
     return len(ids)
 
 
-def signature_blocks(path: str | os.PathLike, rows: int = 65536) -> Iterator[np.ndarray]:
-    """A local signatures .npy file read `rows` rows at a time: uint32 (<= rows, num_perm) blocks, in
-    row order (a plain read per block; memory-mapping would count the whole file as resident)."""
+def signature_blocks(path: str | os.PathLike, rows: int | None = None) -> Iterator[np.ndarray]:
+    """A local signatures .npy file read `rows` rows (default: 8 MB) at a time: uint32 (<= rows,
+    num_perm) blocks, in row order (a plain read per block; memory-mapping would count the whole
+    file as resident)."""
     with open(path, "rb") as handle:
         version = np.lib.format.read_magic(handle)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
@@ -155,6 +156,7 @@ def signature_blocks(path: str | os.PathLike, rows: int = 65536) -> Iterator[np.
         if fortran_order or len(shape) != 2:
             raise ValueError(f"{path}: not a C-ordered (documents, num_perm) signature matrix")
         width = shape[1] * dtype.itemsize
+        rows = rows or max(1, (8 << 20) // max(width, 1))
         for start in range(0, shape[0], rows):
             count = min(rows, shape[0] - start)
             yield np.frombuffer(handle.read(count * width), dtype=dtype).reshape(count, shape[1])

@@ -1,6 +1,6 @@
 """The staged dedup (components/clean/dedup_stages.py) drops exactly what the one-task planner
 drops, however many tasks and whatever the chunk size; on real text and on clusters of many near
-duplicates; and with its files on S3."""
+duplicates (with its files on S3: test_storage_s3.py::test_clean_corpus_s3_to_s3_default_config)."""
 
 from __future__ import annotations
 
