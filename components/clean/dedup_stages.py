@@ -358,22 +358,21 @@ def _edge_blocks(uri: str, block: int) -> Iterator[np.ndarray]:
 
 
 def _write_drop_lists(paths: CleanPaths, offsets: np.ndarray, exact: np.ndarray, near: np.ndarray) -> None:
-    """Every unit's drop list ({row: "duplicate" | "near_duplicate"}) from exact (unit, row) pairs and
-    near-duplicate global ids; a row in both is a "duplicate"."""
-    near_unit = np.searchsorted(offsets, near, side="right") - 1
-    unit = np.concatenate([exact[:, 0], near_unit])
-    row = np.concatenate([exact[:, 1], near - offsets[near_unit]])
-    reason = np.concatenate([np.zeros(len(exact), np.int8), np.ones(len(near), np.int8)])
-    order = np.lexsort((reason, row, unit))
-    unit, row, reason = unit[order], row[order], reason[order]
-    first = np.ones(len(unit), dtype=bool)
-    first[1:] = (unit[1:] != unit[:-1]) | (row[1:] != row[:-1])
-    unit, row, reason = unit[first], row[first], reason[first]
-    bounds = np.searchsorted(unit, np.arange(len(offsets)))
+    """Every unit's drop list ({row: "duplicate" | "near_duplicate"}, rows ascending) from exact
+    (unit, row) pairs and sorted near-duplicate global ids, a unit at a time; a row in both is a
+    "duplicate"."""
+    exact = exact[np.lexsort((exact[:, 1], exact[:, 0]))]
+    exact_bounds = np.searchsorted(exact[:, 0], np.arange(len(offsets)))
+    near_bounds = np.searchsorted(near, offsets)
     names = ("duplicate", "near_duplicate")
     for u in range(len(offsets) - 1):
-        a, b = int(bounds[u]), int(bounds[u + 1])
-        found = {str(r): names[k] for r, k in zip(row[a:b].tolist(), reason[a:b].tolist())}
+        rows = np.concatenate([exact[exact_bounds[u]:exact_bounds[u + 1], 1], near[near_bounds[u]:near_bounds[u + 1]] - offsets[u]])
+        reason = np.repeat(np.array([0, 1], np.int8), [exact_bounds[u + 1] - exact_bounds[u], near_bounds[u + 1] - near_bounds[u]])
+        order = np.lexsort((reason, rows))
+        rows, reason = rows[order], reason[order]
+        first = np.ones(len(rows), dtype=bool)
+        first[1:] = rows[1:] != rows[:-1]
+        found = {str(r): names[k] for r, k in zip(rows[first].tolist(), reason[first].tolist())}
         storage.write_text(paths.drop_list(u), json.dumps(found))
 
 
@@ -402,9 +401,10 @@ def cluster(units: int, paths: CleanPaths, exact_partitions: int, groups: int | 
                 pending = []
     if pending:
         nodes, labels = _merge_labels(nodes, labels, np.concatenate(pending))
-    near = nodes[labels != nodes]
+    near, clustered = nodes[labels != nodes], len(nodes)
+    del nodes, labels
     _write_drop_lists(paths, offsets, exact_pairs, near)
     figures = {"duplicate": int(len(exact_pairs)), "near_duplicate": int(len(near)), "edges": n_edges,
-               "clustered": int(len(nodes)), "peak_rss_mb": peak_rss_mb()}
+               "clustered": clustered, "peak_rss_mb": peak_rss_mb()}
     storage.write_text(paths.cluster_marker, json.dumps(figures) + "\n")
     return figures
