@@ -193,8 +193,9 @@ def filter_shard(index: int, output_uri: str, config: CleanConfig) -> StepStats:
         dedup_stages.write_index(index, key_array, None, paths, None)
     else:
         docs = ((d.id, d.text) for d in shards.iter_texts([paths.staged(index)]))
-        minhash.write_signatures(part(index), docs, paths.signatures(index), config.near_dedup)
-        with storage.local_copy(paths.signatures(index)) as signature_file:
+        with tempfile.TemporaryDirectory(prefix="homegrown-index-") as tmp:
+            signature_file = os.path.join(tmp, "signatures.npy")  # a local copy, not a download of the upload
+            minhash.write_signatures(part(index), docs, paths.signatures(index), config.near_dedup, keep=signature_file)
             dedup_stages.write_index(index, key_array, signature_file, paths, config.near_dedup)
     for reason, by_language in samples.items():
         docs = [doc for lang in sorted(by_language) for doc in by_language[lang]]
@@ -360,7 +361,7 @@ def task_figures(paths: CleanPaths, n_shards: int, config: CleanConfig) -> dict[
 
     filters = [json.loads(storage.read_text(paths.filter_marker(i))) for i in range(n_shards)]
     writes = [json.loads(storage.read_text(paths.write_marker(i))) for i in range(n_shards)]
-    sidecar = lambda uri: json.loads(storage.read_text(dedup_stages.sidecar(uri)))  # noqa: E731
+    sidecar = lambda uri: json.loads(storage.read_text(minhash.sidecar_uri(uri)))  # noqa: E731
     exact = [sidecar(paths.exact_drops(p)) for p in range(len(dedup_stages.partition_bounds(config.dedup_tasks)))]
     near = []
     if config.near_dedup is not None:

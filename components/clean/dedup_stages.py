@@ -157,22 +157,32 @@ def _unit_offsets(uri: str, band: int | None) -> np.ndarray:
     return np.frombuffer(storage.read_range(uri + ".idx", band * width, width), dtype="<i8")
 
 
+def _offset_table(pool: "ThreadPoolExecutor | _InThread", uris: list[str], band: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 (units, PREFIXES + 1): where each prefix starts in each unit's index `uris` (of `band`
+    for band indexes), int64 (PREFIXES,): the records of each prefix over all units)."""
+    if not uris:
+        return np.zeros((0, PREFIXES + 1), np.int64), np.zeros(PREFIXES, np.int64)
+    table = np.stack(list(pool.map(lambda uri: _unit_offsets(uri, band), uris)))
+    return table, (table[:, 1:] - table[:, :-1]).sum(axis=0)
+
+
+def _read_chunk(pool: "ThreadPoolExecutor | _InThread", uris: list[str], dtype: np.dtype, table: np.ndarray,
+                a: int, b: int) -> list[np.ndarray]:
+    """Every unit's records of prefixes [a, b), a range read per unit."""
+    return list(pool.map(lambda u: _read_records(uris[u], dtype, int(table[u, a]), int(table[u, b])), range(len(uris))))
+
+
 def partition_bounds(partitions: int) -> list[tuple[int, int]]:
     """The prefix range [lo, hi) of each of `partitions` exact partitions (contiguous, near-equal)."""
     cuts = [round(i * PREFIXES / partitions) for i in range(partitions + 1)]
     return [(cuts[i], cuts[i + 1]) for i in range(partitions) if cuts[i] < cuts[i + 1]]
 
 
-def sidecar(uri: str) -> str:
-    """The JSON figures beside a stage's output file (same name, .json)."""
-    return uri.rsplit(".", 1)[0] + ".json"
-
-
 def _save_pairs(uri: str, pairs: np.ndarray, extra: dict) -> None:
     buffer = io.BytesIO()
     np.save(buffer, pairs.astype(np.int64).reshape(-1, 2), allow_pickle=False)
     storage.write_bytes(uri, buffer.getvalue())
-    storage.write_text(sidecar(uri), json.dumps(extra) + "\n")
+    storage.write_text(minhash.sidecar_uri(uri), json.dumps(extra) + "\n")
 
 
 def _load_pairs(uri: str) -> np.ndarray:
@@ -187,11 +197,11 @@ def exact_partition(part: int, partitions: int, units: int, paths: CleanPaths, m
     int64 (m, 2); returns {"duplicates", "records", "peak_rss_mb"}."""
     lo, hi = partition_bounds(partitions)[part]
     with _read_pool(paths.work) as pool:
-        offsets = np.stack(list(pool.map(lambda u: _unit_offsets(paths.exact_index(u), None), range(units)))) if units else np.zeros((0, PREFIXES + 1), np.int64)
-        counts = (offsets[:, 1:] - offsets[:, :-1]).sum(axis=0) if units else np.zeros(PREFIXES, np.int64)
+        uris = [paths.exact_index(u) for u in range(units)]
+        offsets, counts = _offset_table(pool, uris, None)
         drops, seen = [], 0
         for a, b in _chunks(counts, lo, hi, max_records):
-            blocks = list(pool.map(lambda u: _read_records(paths.exact_index(u), EXACT, int(offsets[u, a]), int(offsets[u, b])), range(units)))
+            blocks = _read_chunk(pool, uris, EXACT, offsets, a, b)
             unit = np.concatenate([np.full(len(x), u, dtype=np.int64) for u, x in enumerate(blocks)]) if blocks else np.zeros(0, np.int64)
             rec = np.concatenate(blocks) if blocks else np.zeros(0, EXACT)
             seen += len(rec)
@@ -231,9 +241,7 @@ class _SignatureRows:
     def _header(self, unit: int) -> int:
         if unit not in self.headers:
             head = io.BytesIO(storage.read_range(self.paths.signatures(unit), 0, 4096))
-            version = np.lib.format.read_magic(head)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            read_header(head)  # the header's end is where the rows begin
+            minhash.npy_header(head)  # the header's end is where the rows begin
             self.headers[unit] = head.tell()
         return self.headers[unit]
 
@@ -279,11 +287,11 @@ def band_group(group: int, groups: int, units: int, paths: CleanPaths, cfg: Near
     candidates = seen = written = 0
     with storage.open_write(paths.near_edges(group)) as out, _read_pool(paths.work) as pool:
         signatures = _SignatureRows(paths, cfg.num_perm, pool)
+        uris = [paths.band_index(u) for u in range(units)]
         for band in band_groups(bands, groups)[group]:
-            index = np.stack(list(pool.map(lambda u: _unit_offsets(paths.band_index(u), band), range(units)))) if units else np.zeros((0, PREFIXES + 1), np.int64)
-            counts = (index[:, 1:] - index[:, :-1]).sum(axis=0) if units else np.zeros(PREFIXES, np.int64)
+            index, counts = _offset_table(pool, uris, band)
             for a, b in _chunks(counts, 0, PREFIXES, max_records):
-                blocks = list(pool.map(lambda u: _read_records(paths.band_index(u), BAND, int(index[u, a]), int(index[u, b])), range(units)))
+                blocks = _read_chunk(pool, uris, BAND, index, a, b)
                 gid = np.concatenate([offsets[u] + x["row"].astype(np.int64) for u, x in enumerate(blocks)]) if blocks else np.zeros(0, np.int64)
                 key = np.concatenate([x["key"] for x in blocks]) if blocks else np.zeros(0, np.uint64)
                 del blocks
@@ -303,7 +311,7 @@ def band_group(group: int, groups: int, units: int, paths: CleanPaths, cfg: Near
                     out.write(verified.astype("<i8").tobytes())
                     written += len(verified)
     stats = {"candidates": candidates, "edges": written, "records": seen, "peak_rss_mb": peak_rss_mb()}
-    storage.write_text(sidecar(paths.near_edges(group)), json.dumps(stats) + "\n")
+    storage.write_text(minhash.sidecar_uri(paths.near_edges(group)), json.dumps(stats) + "\n")
     return stats
 
 
@@ -362,7 +370,7 @@ def _relabel(ids: np.ndarray, vertices: np.ndarray, smallest: np.ndarray) -> np.
 
 def _edge_blocks(uri: str, block: int) -> Iterator[np.ndarray]:
     """A near-edges file (raw "<i8" rows of 2) in blocks of at most `block` edges, by byte range."""
-    count = int(json.loads(storage.read_text(sidecar(uri)))["edges"])
+    count = int(json.loads(storage.read_text(minhash.sidecar_uri(uri)))["edges"])
     for start in range(0, count, block):
         stop = min(count, start + block)
         data = storage.read_range(uri, start * 16, (stop - start) * 16)
@@ -402,18 +410,19 @@ def cluster(units: int, paths: CleanPaths, exact_partitions: int, groups: int | 
     exact_pairs = np.concatenate(exact).astype(np.int64).reshape(-1, 2) if exact else np.zeros((0, 2), np.int64)
     del exact
     nodes = labels = np.zeros(0, np.int64)
-    n_edges = 0
+    n_edges = waiting = 0
     pending: list[np.ndarray] = []
     for g in range(groups or 0):
         for block in _edge_blocks(paths.near_edges(g), edge_block):
             pending.append(block)
             n_edges += len(block)
+            waiting += len(block)
             # a merge costs a pass over the clusters so far: merging once a quarter as many edges wait
             # keeps the time ~ 4 x edges x log(edges) and the block's temporaries (~150 bytes per
             # edge) within ~40 bytes per clustered document
-            if sum(map(len, pending)) >= max(edge_block, len(nodes) // 4):
+            if waiting >= max(edge_block, len(nodes) // 4):
                 nodes, labels = _merge_labels(nodes, labels, np.concatenate(pending))
-                pending = []
+                pending, waiting = [], 0
     if pending:
         nodes, labels = _merge_labels(nodes, labels, np.concatenate(pending))
     near, clustered = nodes[labels != nodes], len(nodes)

@@ -38,7 +38,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 
@@ -49,6 +49,7 @@ from components.clean.shingles import mix64, shingle_hashes
 EMPTY = np.uint32(np.iinfo(np.uint32).max)  # signature value of a document without shingles
 _MASK32 = np.uint64((1 << 32) - 1)
 _HASH_BLOCK = 16384  # shingles hashed at once: num_perm × 16384 × 8 bytes per temporary
+SIGNATURE_BLOCK_BYTES = 8 << 20  # signature_blocks' default block
 _BUCKET_WINDOW = 64  # within a bucket, each document is paired with the next 63 only
 
 
@@ -98,65 +99,77 @@ def _signatures(shingle_arrays: list[np.ndarray], perms: tuple[np.ndarray, np.nd
     return out
 
 
-def compute_signatures(docs: Iterable[tuple[str, str]], cfg: NearDedupConfig, batch: int = 256) -> tuple[list[str], np.ndarray]:
-    """(ids, uint32 signatures (documents, num_perm)) for (id, text) pairs, in input order."""
+def _signature_batches(docs: Iterable[tuple[str, str]], cfg: NearDedupConfig, batch: int) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(ids, uint32 signatures (len(ids), num_perm)) for `batch` (id, text) pairs at a time, in input order."""
     perms = permutations(cfg)
     ids: list[str] = []
-    blocks: list[np.ndarray] = []
     pending: list[np.ndarray] = []
     for doc_id, text in docs:
         ids.append(doc_id)
         pending.append(shingle_hashes(text, cfg))
         if len(pending) == batch:
-            blocks.append(_signatures(pending, perms))
-            pending = []
-    if pending or not blocks:
-        blocks.append(_signatures(pending, perms))
-    return ids, np.concatenate(blocks).reshape(len(ids), cfg.num_perm)
+            yield ids, _signatures(pending, perms)
+            ids, pending = [], []
+    if pending:
+        yield ids, _signatures(pending, perms)
 
 
-def sidecar_uri(signature_uri: str) -> str:
-    return (signature_uri[:-4] if signature_uri.endswith(".npy") else signature_uri) + ".json"
-
-
-def write_signatures(shard_key: str, docs: Iterable[tuple[str, str]], out_uri: str, cfg: NearDedupConfig, batch: int = 256) -> int:
-    """The signatures phase for one shard: <out_uri> (uint32 (documents, num_perm) .npy, as np.save
-    writes it) and its .json sidecar; returns the count. Streamed through a local spool file: memory
-    is a batch of documents and the ids, not the shard's signatures (512 bytes per document)."""
-    perms = permutations(cfg)
+def compute_signatures(docs: Iterable[tuple[str, str]], cfg: NearDedupConfig, batch: int = 256) -> tuple[list[str], np.ndarray]:
+    """(ids, uint32 signatures (documents, num_perm)) for (id, text) pairs, in input order."""
     ids: list[str] = []
-    pending: list[np.ndarray] = []
-    with tempfile.TemporaryFile(prefix="homegrown-signatures-") as rows:
-        for doc_id, text in docs:
-            ids.append(doc_id)
-            pending.append(shingle_hashes(text, cfg))
-            if len(pending) == batch:
-                rows.write(_signatures(pending, perms).astype("<u4").tobytes())
-                pending = []
-        if pending:
-            rows.write(_signatures(pending, perms).astype("<u4").tobytes())
-        rows.seek(0)
-        header = {"descr": "<u4", "fortran_order": False, "shape": (len(ids), cfg.num_perm)}
-        with storage.open_write(out_uri) as out:
-            np.lib.format.write_array_header_1_0(out, header)
-            shutil.copyfileobj(rows, out, 1 << 20)
+    blocks = [np.zeros((0, cfg.num_perm), dtype=np.uint32)]
+    for batch_ids, sigs in _signature_batches(docs, cfg, batch):
+        ids += batch_ids
+        blocks.append(sigs)
+    return ids, np.concatenate(blocks)
+
+
+def sidecar_uri(uri: str) -> str:
+    """The JSON beside a file of the clean step's work (same name, .json for its extension)."""
+    return os.path.splitext(uri)[0] + ".json"
+
+
+def write_signatures(shard_key: str, docs: Iterable[tuple[str, str]], out_uri: str, cfg: NearDedupConfig,
+                     batch: int = 256, keep: str | os.PathLike | None = None) -> int:
+    """The signatures phase for one shard: <out_uri> (uint32 (documents, num_perm) .npy, as np.save
+    writes it) and its .json sidecar; returns the count. Streamed through a local file (left at
+    `keep` for a reader that follows, else removed): memory is a batch of documents and the ids,
+    not the shard's signatures (512 bytes per document)."""
+    ids: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="homegrown-signatures-") as tmp:
+        local = keep or os.path.join(tmp, "signatures.npy")
+        with tempfile.TemporaryFile(dir=tmp) as rows:
+            for batch_ids, sigs in _signature_batches(docs, cfg, batch):
+                ids += batch_ids
+                rows.write(sigs.astype("<u4").tobytes())
+            rows.seek(0)
+            with open(local, "wb") as npy:
+                np.lib.format.write_array_header_1_0(npy, {"descr": "<u4", "fortran_order": False, "shape": (len(ids), cfg.num_perm)})
+                shutil.copyfileobj(rows, npy, 1 << 20)
+        with open(local, "rb") as npy, storage.open_write(out_uri) as out:
+            shutil.copyfileobj(npy, out, 1 << 20)
     meta = {"shard_key": shard_key, "count": len(ids), "params": cfg.signature_params(), "ids": ids}
     storage.write_text(sidecar_uri(out_uri), json.dumps(meta, ensure_ascii=False) + "\n")
     return len(ids)
 
 
+def npy_header(handle: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) of the .npy file open at its start; leaves `handle` where the data begins."""
+    version = np.lib.format.read_magic(handle)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read_header(handle)
+
+
 def signature_blocks(path: str | os.PathLike, rows: int | None = None) -> Iterator[np.ndarray]:
-    """A local signatures .npy file read `rows` rows (default: 8 MB) at a time: uint32 (<= rows,
-    num_perm) blocks, in row order (a plain read per block; memory-mapping would count the whole
-    file as resident)."""
+    """A local signatures .npy file read `rows` rows (default: SIGNATURE_BLOCK_BYTES) at a time:
+    uint32 (<= rows, num_perm) blocks, in row order (a plain read per block; memory-mapping would
+    count the whole file as resident)."""
     with open(path, "rb") as handle:
-        version = np.lib.format.read_magic(handle)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran_order, dtype = read_header(handle)
+        shape, fortran_order, dtype = npy_header(handle)
         if fortran_order or len(shape) != 2:
             raise ValueError(f"{path}: not a C-ordered (documents, num_perm) signature matrix")
         width = shape[1] * dtype.itemsize
-        rows = rows or max(1, (8 << 20) // max(width, 1))
+        rows = rows or max(1, SIGNATURE_BLOCK_BYTES // max(width, 1))
         for start in range(0, shape[0], rows):
             count = min(rows, shape[0] - start)
             yield np.frombuffer(handle.read(count * width), dtype=dtype).reshape(count, shape[1])

@@ -83,6 +83,18 @@ def test_clusters_of_many_near_duplicates_drop_exactly_what_the_planner_drops(cl
     assert staged(out, shards, config, tasks, max_records, edge_block) == reference
 
 
+def test_the_band_index_does_not_depend_on_the_signature_block_size(clustered, monkeypatch):
+    from components.clean import dedup, minhash
+
+    out, shards, config = clustered
+    paths = CleanPaths.of(out, config)
+    written = [Path(paths.band_index(0)).read_bytes(), Path(paths.band_index(0) + ".idx").read_bytes()]
+    assert len(written[0]) > 12 * 1000  # a real index: > 1,000 records
+    monkeypatch.setattr(minhash, "SIGNATURE_BLOCK_BYTES", 7 * config.near_dedup.num_perm * 4)  # 7 rows a block
+    dedup_stages.write_index(0, dedup.load_keys(paths.keys(0)), paths.signatures(0), paths, config.near_dedup)
+    assert [Path(paths.band_index(0)).read_bytes(), Path(paths.band_index(0) + ".idx").read_bytes()] == written
+
+
 def test_clusters_merged_block_by_block_are_the_components_of_all_edges():
     import numpy as np
 
